@@ -1,0 +1,97 @@
+"""Self-describing checkpoints: write them atomically, read them back into a model with nothing else.
+
+A checkpoint holds, next to Lightning's state, `checkpoint["segkit"]` = {config (resolved), classes, palette}.
+`load_segmentor` rebuilds the `EncoderDecoder` from that config and loads the weights with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from src.module import CHECKPOINT_META_KEY
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to `<path>.tmp`, fsync, then rename: a crash mid-write never leaves a truncated checkpoint.
+
+    Lightning's `TorchCheckpointIO` writes the target file in place, so an interrupted save can corrupt
+    `last.ckpt`, the very file a resume needs.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file (tensors and plain containers only) and check that it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: no such checkpoint file '{path}'")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"Cannot load checkpoint '{path}': {err}") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"'{path}' is not a Lightning checkpoint (no 'state_dict')")
+    meta = ckpt.get(CHECKPOINT_META_KEY)
+    if not meta or "config" not in meta:
+        raise ValueError(
+            f"'{path}' has no '{CHECKPOINT_META_KEY}' metadata (config, classes, palette): it was not written "
+            "by this project's training, so the model it holds cannot be rebuilt"
+        )
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
+    return OmegaConf.create(ckpt[CHECKPOINT_META_KEY]["config"])
+
+
+def build_segmentor(model_cfg: DictConfig) -> nn.Module:
+    """Instantiate a model config without downloading anything (weights come from the checkpoint)."""
+    model_cfg = model_cfg.copy()
+    if "backbone" in model_cfg and "pretrained" in model_cfg.backbone:
+        with open_dict(model_cfg):
+            model_cfg.backbone.pretrained = False
+            model_cfg.backbone.pretrained_path = None
+    return instantiate(model_cfg)
+
+
+def segmentor_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    prefix = "segmentor."
+    return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
+def load_segmentor(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a checkpoint in eval mode on `device`, and the checkpoint's metadata.
+
+    SyncBatchNorm layers (a model trained with `sync_bn`) are built as plain BatchNorm from the config, so the
+    model runs on a CPU; their weights load unchanged.
+    """
+    ckpt = read_checkpoint(path)
+    meta = dict(ckpt[CHECKPOINT_META_KEY])
+    segmentor = build_segmentor(checkpoint_config(ckpt).model)
+    state = segmentor_state_dict(ckpt)
+    missing, unexpected = segmentor.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"Checkpoint '{path}' does not match the model its config builds: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    return segmentor.to(device).eval(), meta

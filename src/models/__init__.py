@@ -1,0 +1,7 @@
+"""Plain `nn.Module` building blocks of segmentors: no Lightning here, so they export and run anywhere."""
+
+from src.models.backbones import TimmBackbone
+from src.models.data_preprocessor import SegDataPreProcessor
+from src.models.segmentor import EncoderDecoder
+
+__all__ = ["EncoderDecoder", "SegDataPreProcessor", "TimmBackbone"]

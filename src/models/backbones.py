@@ -1,0 +1,78 @@
+"""One factory over timm for every backbone: a feature pyramid from `features_only`.
+
+MMSegmentation's ResNetV1c is timm's ResNet with a deep (3-conv, 32-wide) stem; `output_stride=8` replaces the
+strides of the last two stages with dilations 2 and 4. timm gives the first block of each dilated stage the
+previous stage's dilation, which is MMSegmentation's `contract_dilation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+
+class TimmBackbone(nn.Module):
+    """A timm model as a multi-scale feature extractor.
+
+    Args:
+        model_name: any timm model that supports `features_only` (`resnet50c`, `convnext_tiny`, ...).
+        out_indices: which feature levels to return, as timm counts them.
+        output_stride: 8, 16 or 32 (dilated last stages below 32), where the model supports it.
+        pretrained: load timm's pretrained weights (needs the hub, or timm's local cache).
+        pretrained_path: load weights from a local file instead (`weights_only=True`).
+        in_chans: input channels.
+        **kwargs: passed to `timm.create_model` (e.g. `stem_type="deep", stem_width=32`).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        out_indices: tuple[int, ...] | list[int] = (1, 2, 3, 4),
+        output_stride: int = 32,
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        in_chans: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        create_kwargs: dict[str, Any] = dict(
+            features_only=True, out_indices=tuple(out_indices), in_chans=in_chans, **kwargs
+        )
+        if output_stride != 32:
+            create_kwargs["output_stride"] = output_stride
+        self.body = timm.create_model(
+            model_name, pretrained=pretrained and not pretrained_path, **create_kwargs
+        )
+        if pretrained_path:
+            load_backbone_weights(self.body, pretrained_path)
+        self.model_name = model_name
+        self.out_channels: list[int] = list(self.body.feature_info.channels())
+        self.reductions: list[int] = list(self.body.feature_info.reduction())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x))
+
+
+def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
+    """Load a classification checkpoint into a `features_only` body, ignoring the classifier.
+
+    Raises a clear error when the file is missing or when no tensor of it fits the backbone.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.backbone.pretrained_path: no such file '{path}'")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = body.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise ValueError(
+            f"model.backbone.pretrained_path '{path}': none of its {len(state)} tensors match the backbone "
+            f"(expected keys like {list(own)[:3]})"
+        )
+    body.load_state_dict(fitting, strict=False)

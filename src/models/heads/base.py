@@ -1,0 +1,90 @@
+"""The base of every decode head, as MMSegmentation's `BaseDecodeHead`.
+
+A head maps backbone (or neck) features to class logits at feature resolution. The base holds what all heads
+share: input selection, dropout + the 1x1 classifier (`cls_seg`), and the template methods `loss_by_feat`
+(logits resized to the label, each weighted loss term) and `predict_by_feat` (logits resized to the input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from src.models.losses import CrossEntropyLoss
+from src.models.utils import resize
+
+
+class BaseDecodeHead(nn.Module):
+    """Args:
+    in_channels: channels of the selected input(s).
+    channels: channels of the head's inner layers (before the classifier).
+    num_classes: number of classes (logit channels).
+    in_index: which backbone output(s) to use; an int or, with `input_transform`, a list.
+    input_transform: None (one input), "resize_concat" (resize all to the first and concat) or
+        "multiple_select" (pass the list on), as MMSegmentation.
+    dropout_ratio: Dropout2d before the classifier.
+    norm: "bn", "syncbn" or "gn".
+    align_corners: for every bilinear resize of this head.
+    losses: the weighted, named loss terms (default: cross-entropy, weight 1).
+    """
+
+    def __init__(
+        self,
+        in_channels: int | Sequence[int],
+        channels: int,
+        num_classes: int,
+        in_index: int | Sequence[int] = -1,
+        input_transform: str | None = None,
+        dropout_ratio: float = 0.1,
+        norm: str = "bn",
+        align_corners: bool = False,
+        losses: Sequence[nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        if input_transform not in (None, "resize_concat", "multiple_select"):
+            raise ValueError(
+                f"input_transform='{input_transform}': expected None, resize_concat or multiple_select"
+            )
+        if input_transform is not None and not isinstance(in_index, Sequence):
+            raise ValueError(f"input_transform='{input_transform}' needs a list in_index, got {in_index}")
+        self.input_transform = input_transform
+        self.in_index = list(in_index) if isinstance(in_index, Sequence) else in_index
+        if input_transform == "resize_concat":
+            in_channels = sum(in_channels)
+        self.in_channels = in_channels
+        self.channels = channels
+        self.num_classes = num_classes
+        self.norm = norm
+        self.align_corners = align_corners
+        self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else nn.Identity()
+        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
+        self.losses = nn.ModuleList(losses if losses is not None else [CrossEntropyLoss()])
+        names = [loss.loss_name for loss in self.losses]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loss names must be unique within a head, got {names}")
+
+    def _transform_inputs(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        if self.input_transform == "resize_concat":
+            feats = [inputs[i] for i in self.in_index]
+            size = feats[0].shape[2:]
+            feats = [resize(f, size, align_corners=self.align_corners) for f in feats]
+            return torch.cat(feats, dim=1)
+        if self.input_transform == "multiple_select":
+            return [inputs[i] for i in self.in_index]
+        return inputs[self.in_index]
+
+    def cls_seg(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.conv_seg(self.dropout(feat))
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss_by_feat(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each loss term on logits resized to the label size (MMSegmentation resizes logits, not labels)."""
+        logits = resize(logits, masks.shape[-2:], align_corners=self.align_corners)
+        return {loss.loss_name: loss(logits, masks) for loss in self.losses}
+
+    def predict_by_feat(self, logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        return resize(logits, size, align_corners=self.align_corners)

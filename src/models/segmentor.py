@@ -1,0 +1,135 @@
+"""Segmentors: the full model as MMSegmentation's `EncoderDecoder`.
+
+data preprocessor -> backbone -> [neck] -> decode head (+ auxiliary heads, only for the loss). The segmentor is a
+plain `nn.Module`: `loss()` for training, `predict()` for inference (whole image or sliding window), `forward()`
+for export (normalised images -> logits at input size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from src.models.data_preprocessor import SegDataPreProcessor
+from src.models.utils import resize
+
+TEST_MODES = ("whole", "slide")
+
+
+class EncoderDecoder(nn.Module):
+    """Args:
+    backbone: returns a list of feature maps.
+    decode_head: a `BaseDecodeHead`.
+    data_preprocessor: normalisation and padding (default: ImageNet mean/std).
+    neck: optional, features -> features.
+    auxiliary_head: optional head or list of heads, trained alongside (their loss weight is in their losses).
+    test_cfg: `{"mode": "whole"}` or `{"mode": "slide", "crop_size": [h, w], "stride": [h, w]}`.
+    name: the model's config name (`fcn_r50-d8`), used in run names.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        decode_head: nn.Module,
+        data_preprocessor: SegDataPreProcessor | None = None,
+        neck: nn.Module | None = None,
+        auxiliary_head: nn.Module | Sequence[nn.Module] | None = None,
+        test_cfg: Mapping | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_preprocessor = data_preprocessor or SegDataPreProcessor()
+        self.backbone = backbone
+        self.neck = neck
+        self.decode_head = decode_head
+        if auxiliary_head is None:
+            aux: list[nn.Module] = []
+        elif isinstance(auxiliary_head, nn.Module):
+            aux = [auxiliary_head]
+        else:
+            aux = list(auxiliary_head)
+        self.auxiliary_heads = nn.ModuleList(aux)
+        self.test_cfg = dict(test_cfg or {"mode": "whole"})
+        if self.test_cfg.get("mode", "whole") not in TEST_MODES:
+            raise ValueError(
+                f"model.test_cfg.mode='{self.test_cfg.get('mode')}': expected one of {TEST_MODES}"
+            )
+        self.name = name
+        self.align_corners = getattr(decode_head, "align_corners", False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.decode_head.num_classes
+
+    def extract_feat(self, images: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.backbone(images)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return feats
+
+    def encode_decode(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images `[N, 3, H, W]` -> logits `[N, C, H, W]`."""
+        logits = self.decode_head(self.extract_feat(images))
+        return self.decode_head.predict_by_feat(logits, images.shape[-2:])
+
+    forward = encode_decode
+
+    def loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All loss terms: decode head terms as `loss_ce`, auxiliary ones as `aux_loss_ce` (`aux1_...` for more)."""
+        feats = self.extract_feat(images)
+        losses = dict(self.decode_head.loss_by_feat(self.decode_head(feats), masks))
+        for i, head in enumerate(self.auxiliary_heads):
+            prefix = "aux_" if len(self.auxiliary_heads) == 1 else f"aux{i}_"
+            for name, value in head.loss_by_feat(head(feats), masks).items():
+                losses[prefix + name] = value
+        return losses
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """Logits at the (padded) input size, in the configured test mode."""
+        mode = mode or self.test_cfg.get("mode", "whole")
+        if mode == "whole":
+            return self.encode_decode(images)
+        if mode == "slide":
+            return self.slide_inference(images)
+        raise ValueError(f"test mode '{mode}': expected one of {TEST_MODES}")
+
+    def slide_inference(self, images: torch.Tensor) -> torch.Tensor:
+        """Overlapping crops, logits averaged over a count map, as MMSegmentation's `slide_inference`."""
+        if "crop_size" not in self.test_cfg or "stride" not in self.test_cfg:
+            raise ValueError(
+                "model.test_cfg: mode 'slide' needs crop_size and stride, e.g. [512, 512] and [341, 341]"
+            )
+        h_crop, w_crop = self.test_cfg["crop_size"]
+        h_stride, w_stride = self.test_cfg["stride"]
+        n, _, h_img, w_img = images.shape
+        h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+        w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+        logits = images.new_zeros((n, self.num_classes, h_img, w_img))
+        count = images.new_zeros((n, 1, h_img, w_img))
+        for hi in range(h_grids):
+            for wi in range(w_grids):
+                y1, x1 = hi * h_stride, wi * w_stride
+                y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
+                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+                logits[:, :, y1:y2, x1:x2] += self.encode_decode(images[:, :, y1:y2, x1:x2])
+                count[:, :, y1:y2, x1:x2] += 1
+        return logits / count
+
+    def postprocess(
+        self,
+        logits: torch.Tensor,
+        img_shapes: Sequence[Sequence[int]],
+        ori_shapes: Sequence[Sequence[int]] | None = None,
+    ) -> list[torch.Tensor]:
+        """Per image: crop the padding off, resize to the original image size. Returns `[C, H, W]` logits."""
+        out = []
+        for i, shape in enumerate(img_shapes):
+            h, w = int(shape[0]), int(shape[1])
+            one = logits[i : i + 1, :, :h, :w]
+            if ori_shapes is not None:
+                one = resize(one, ori_shapes[i], align_corners=self.align_corners)
+            out.append(one[0])
+        return out

@@ -1,0 +1,149 @@
+"""The `LightningModule`: training, validation and test steps around an `EncoderDecoder`.
+
+It owns what Lightning needs and the model should not: the optimiser and per-iteration LR schedule, the metric
+objects and their logging (`train/loss`, `val/mIoU`, `val/IoU/<class>`), and the metadata written into every
+checkpoint so that it is self-describing (resolved config, classes, palette).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+
+from src.metrics import SegMetrics
+from src.utils.rich_utils import print_metrics_table
+
+CHECKPOINT_META_KEY = "segkit"
+
+
+class SegmentationModule(LightningModule):
+    """Args:
+    segmentor: an `EncoderDecoder` (any module with `data_preprocessor`, `loss`, `predict`, `postprocess`).
+    optimizer: partial optimiser, called with the parameters.
+    scheduler: partial LR scheduler, called with the optimiser; stepped every iteration.
+    class_names: for per-class metric keys; taken from the datamodule when not given.
+    ignore_index: label ignored by the metrics.
+    """
+
+    def __init__(
+        self,
+        segmentor: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+        self.optimizer_fn = optimizer
+        self.scheduler_fn = scheduler
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names is not None else None
+        n = segmentor.num_classes
+        self.val_metrics = SegMetrics(n, ignore_index=ignore_index, class_names=class_names)
+        self.test_metrics = SegMetrics(n, ignore_index=ignore_index, class_names=class_names)
+        self.checkpoint_meta: dict[str, Any] = {}
+        self.test_results: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.class_names is None and dm is not None and hasattr(dm, "classes"):
+            self.class_names = list(dm.classes)
+        if self.class_names is not None:
+            if len(self.class_names) != self.segmentor.num_classes:
+                raise ValueError(
+                    f"the dataset has {len(self.class_names)} classes but the model predicts "
+                    f"{self.segmentor.num_classes}; set model num_classes to match"
+                )
+            for metric in (self.val_metrics, self.test_metrics):
+                metric.class_names = list(self.class_names)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.segmentor(images)
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images, masks = self.segmentor.data_preprocessor(batch["inputs"], batch["masks"])
+        losses = self.segmentor.loss(images, masks)
+        loss = torch.stack(list(losses.values())).sum()
+        bs = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        return loss
+
+    # ------------------------------------------------------- validation/test
+    def predict_batch(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Class-index maps at each image's original size, for a collated batch."""
+        images, _ = self.segmentor.data_preprocessor(batch["inputs"])
+        logits = self.segmentor.predict(images)
+        metas = batch["metas"]
+        per_image = self.segmentor.postprocess(
+            logits, [m["img_shape"] for m in metas], [m["ori_shape"] for m in metas]
+        )
+        return [lg.argmax(0) for lg in per_image]
+
+    def _eval_step(self, batch: dict[str, Any], metric: SegMetrics) -> None:
+        preds = self.predict_batch(batch)
+        masks = [m.to(preds[0].device) for m in batch["masks"]]
+        if all(p.shape == preds[0].shape for p in preds):
+            metric.update(torch.stack(preds), torch.stack(masks))
+        else:
+            for pred, mask in zip(preds, masks):
+                metric.update(pred, mask)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+
+    def _log_metrics(self, metric: SegMetrics, prefix: str) -> dict[str, Any]:
+        results = metric.compute()
+        summary = metric.summary(results)
+        rows = metric.per_class_table(results)
+        logged: dict[str, float] = {f"{prefix}/{k}": v for k, v in summary.items()}
+        for row in rows:
+            for key in ("IoU", "Acc", "Dice"):
+                logged[f"{prefix}/{key}/{row['class']}"] = row[key]
+        # The metric state is already reduced over ranks by torchmetrics: no second sync here.
+        self.log_dict(logged, sync_dist=False, rank_zero_only=False)
+        metric.reset()
+        return {"summary": summary, "per_class": rows}
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.val_metrics.reset()
+            return
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_metrics(self.test_metrics, "test")
+        _print_table(self.test_results, "test")
+
+    # ------------------------------------------------------------ optimisers
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_fn(params=params)
+        if self.scheduler_fn is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_fn(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_META_KEY] = self.checkpoint_meta
+
+
+@rank_zero_only
+def _print_table(results: dict[str, Any], split: str) -> None:
+    print_metrics_table(results["per_class"], results["summary"], title=f"{split} metrics per class")

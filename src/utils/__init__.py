@@ -1,0 +1,1 @@
+"""Thin helpers around Hydra, Lightning and rich used by the entry points."""

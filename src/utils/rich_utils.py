@@ -1,0 +1,61 @@
+"""Printing with rich: the composed config as a tree, metric tables per class."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import rich
+import rich.syntax
+import rich.tree
+from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+
+CONFIG_ORDER = ("model", "dataset", "schedule", "runtime", "logger", "paths")
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True) -> None:
+    """Print the config as a tree, main groups first, and optionally save the same text to a file."""
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in CONFIG_ORDER if k in cfg] + [k for k in cfg if k not in CONFIG_ORDER]
+    for key in keys:
+        branch = tree.add(str(key), style="bold", guide_style="dim")
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)
+
+
+def _pct(value: float) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def metrics_table(
+    rows: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, float],
+    title: str,
+    keys: Sequence[str] | None = None,
+) -> Table:
+    """A rich table of per-class metrics in percent, MMSegmentation's layout, with the means as last row."""
+    keys = list(keys or [k for k in ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall") if k in rows[0]])
+    table = Table(title=f"{title} (%)")
+    table.add_column("Class", no_wrap=True)
+    for key in keys:
+        table.add_column(key, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(str(row["class"]), *[_pct(row[k]) for k in keys])
+    means = {"IoU": "mIoU", "Acc": "mAcc", "Dice": "mDice", "Fscore": "mFscore"}
+    means |= {"Precision": "mPrecision", "Recall": "mRecall"}
+    table.add_section()
+    table.add_row("mean", *[_pct(summary.get(means[k], float("nan"))) for k in keys], style="bold")
+    table.caption = f"aAcc {_pct(summary.get('aAcc', float('nan')))} %"
+    return table
+
+
+def print_metrics_table(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, float], title: str) -> None:
+    rich.print(metrics_table(rows, summary, title))

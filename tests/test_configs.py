@@ -1,0 +1,61 @@
+"""Every config composes, and the parts it names instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR, compose_cfg
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+
+
+def test_there_are_experiments_and_models():
+    assert "fcn_shapes" in EXPERIMENTS and "fcn_r18-d8" in MODELS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose_cfg("train", [f"experiment={experiment}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    assert cfg.run_name.startswith(cfg.model.name)
+    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.dataset)
+    assert model.num_classes == datamodule.num_classes == cfg.dataset.num_classes
+    for key in ("optimizer", "scheduler"):
+        assert cfg.schedule[key]._partial_
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_config_builds(model, tmp_path):
+    cfg = compose_cfg("train", [f"model={model}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
+    assert instantiate(cfg.model).name == model
+
+
+def test_run_name_follows_mmsegmentation_convention(tmp_path):
+    cfg = compose_cfg("train", ["schedule.max_steps=40000", f"paths.data_dir={tmp_path}"], tmp_path / "run")
+    assert cfg.run_name == "fcn_r18-d8_1xb8-40k_shapes-128x128"
+
+
+def test_command_line_overrides_reach_the_parts(tmp_path):
+    cfg = compose_cfg(
+        "train", ["schedule.lr=0.05", "dataset.batch_size=2", f"paths.data_dir={tmp_path}"], tmp_path / "run"
+    )
+    assert cfg.schedule.optimizer.lr == 0.05
+    assert instantiate(cfg.dataset).batch_size == 2
+
+
+def test_unknown_key_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="schedule.max_stepz"):
+        compose_cfg("train", ["schedule.max_stepz=3"], tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", ["eval", "infer"])
+def test_eval_and_infer_configs_compose(name, tmp_path):
+    cfg = compose_cfg(name, ["ckpt_path=x.ckpt"], tmp_path)
+    assert cfg.ckpt_path == "x.ckpt"
