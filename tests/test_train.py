@@ -94,3 +94,26 @@ def test_resume_continues_from_saved_step(make_train_cfg):
     assert seen_steps == [2, 3]
     last = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4
+
+
+def test_checkpoint_from_elsewhere_is_a_clear_error(tmp_path):
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match="not written by this project"):
+        Segmenter.from_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        Segmenter.from_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(make_train_cfg, tmp_path):
+    from omegaconf import OmegaConf
+
+    from src.checkpoint import load_segmentor
+
+    cfg = make_train_cfg()
+    ckpt_path = tmp_path / "other.ckpt"
+    # the config says fcn_r18-d8, the weights are of another network
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "classes": ["a"], "palette": [[0, 0, 0]]}
+    torch.save({"state_dict": {"segmentor.other.weight": torch.zeros(3)}, "segkit": meta}, ckpt_path)
+    with pytest.raises(ValueError, match="does not match the model its config builds"):
+        load_segmentor(ckpt_path)
