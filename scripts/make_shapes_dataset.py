@@ -1,6 +1,6 @@
 """Generate the built-in "shapes" dataset (what training does by itself when it is missing).
 
-    python scripts/make_shapes_dataset.py --root data/shapes [--num-train 400 --image-size 128 --seed 0]
+python scripts/make_shapes_dataset.py --root data/shapes [--num-train 400 --image-size 128 --seed 0]
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from src.data.synthetic import ensure_shapes_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default="data/shapes", help="output folder (default: data/shapes)")
     parser.add_argument("--num-train", type=int, default=400)
     parser.add_argument("--num-val", type=int, default=50)

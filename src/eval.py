@@ -14,11 +14,11 @@ from typing import Any
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from src.checkpoint import checkpoint_config, load_segmentor, read_checkpoint
+from src.checkpoint import load_segmentor
 from src.data.datasets.base import seg_collate
 from src.data.io import load_image
 from src.inference import Segmenter
@@ -27,6 +27,7 @@ from src.utils import resolvers  # noqa: F401
 from src.utils.logging import get_logger
 from src.utils.rich_utils import print_metrics_table
 from src.utils.task import extras
+from src.visualization import overlay
 
 log = get_logger(__name__)
 
@@ -57,11 +58,8 @@ def build_eval_dataset(
 @torch.no_grad()
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
-    ckpt = read_checkpoint(cfg.ckpt_path)
-    train_cfg = checkpoint_config(ckpt)
-    del ckpt
-    dataset_cfg = cfg.dataset if cfg.get("dataset") else train_cfg.dataset
     segmentor, meta = load_segmentor(cfg.ckpt_path, device)
+    dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset
     datamodule, dataset = build_eval_dataset(dataset_cfg, cfg.split, cfg.batch_size, cfg.num_workers)
     if len(datamodule.classes) != segmentor.num_classes:
         raise ValueError(
@@ -72,19 +70,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=seg_collate
     )
     metric = SegMetrics(segmentor.num_classes, class_names=datamodule.classes).to(device)
-    segmenter = Segmenter(segmentor, datamodule.classes, datamodule.palette, None, device)
     for batch in tqdm(loader, desc=f"eval {cfg.split}", unit="batch"):
-        images, _ = segmentor.data_preprocessor([x.to(device) for x in batch["inputs"]])
-        logits = segmentor.predict(images)
         metas = batch["metas"]
-        per_image = segmentor.postprocess(
-            logits, [m["img_shape"] for m in metas], [m["ori_shape"] for m in metas]
+        per_image = segmentor.predict_images(
+            [x.to(device) for x in batch["inputs"]],
+            [m["img_shape"] for m in metas],
+            [m["ori_shape"] for m in metas],
         )
         for lg, mask, m in zip(per_image, batch["masks"], metas):
             pred = lg.argmax(0)
             metric.update(pred, mask.to(device))
             if cfg.out_dir or cfg.show_dir:
-                _save_prediction(cfg, segmenter, pred.to(torch.uint8).cpu().numpy(), m)
+                _save_prediction(cfg, datamodule.palette, pred.to(torch.uint8).cpu().numpy(), m)
     results = metric.compute()
     rows, summary = metric.per_class_table(results), metric.summary(results)
     print_metrics_table(rows, summary, title=f"{datamodule.name} {cfg.split}: {Path(cfg.ckpt_path).name}")
@@ -92,14 +89,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return {"summary": summary, "per_class": rows}
 
 
-def _save_prediction(cfg: DictConfig, segmenter: Segmenter, mask: Any, meta: dict[str, Any]) -> None:
+def _save_prediction(cfg: DictConfig, palette: list, mask: Any, meta: dict[str, Any]) -> None:
     name = Path(meta["img_path"]).stem
     if cfg.out_dir:
         Segmenter.save(Path(cfg.out_dir), name, mask, None)
     if cfg.show_dir:
-        from src.visualization import overlay
-
-        vis = overlay(load_image(meta["img_path"]), mask, segmenter.palette, cfg.opacity)
+        vis = overlay(load_image(meta["img_path"]), mask, palette, cfg.opacity)
         Segmenter.save(Path(cfg.show_dir), name, mask, vis)
 
 

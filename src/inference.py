@@ -114,10 +114,8 @@ class Segmenter:
                 image = self.pipeline(image=image)["image"]
             img_shapes.append(image.shape[:2])
             tensors.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self.device))
-        batch, _ = self.segmentor.data_preprocessor(tensors)
-        logits = self.segmentor.predict(batch)
         out = []
-        for lg in self.segmentor.postprocess(logits, img_shapes, ori_shapes):
+        for lg in self.segmentor.predict_images(tensors, img_shapes, ori_shapes):
             mask = lg.argmax(0).to(torch.uint8).cpu().numpy()
             probs = lg.softmax(0).float().cpu().numpy() if return_probs else None
             out.append((mask, probs))

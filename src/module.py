@@ -81,13 +81,11 @@ class SegmentationModule(LightningModule):
     # ------------------------------------------------------- validation/test
     def predict_batch(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """Class-index maps at each image's original size, for a collated batch."""
-        images, _ = self.segmentor.data_preprocessor(batch["inputs"])
-        logits = self.segmentor.predict(images)
         metas = batch["metas"]
-        per_image = self.segmentor.postprocess(
-            logits, [m["img_shape"] for m in metas], [m["ori_shape"] for m in metas]
+        logits = self.segmentor.predict_images(
+            batch["inputs"], [m["img_shape"] for m in metas], [m["ori_shape"] for m in metas]
         )
-        return [lg.argmax(0) for lg in per_image]
+        return [lg.argmax(0) for lg in logits]
 
     def _eval_step(self, batch: dict[str, Any], metric: SegMetrics) -> None:
         preds = self.predict_batch(batch)

@@ -51,7 +51,11 @@ def test_train_eval_infer_from_the_command_line(tmp_path):
 def test_missing_ckpt_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "src.eval", f"ckpt_path={tmp_path / 'nope.ckpt'}"],
-        cwd=ROOT, env={**os.environ, "SEGKIT_ROOT": str(tmp_path)}, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "SEGKIT_ROOT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     assert "no such checkpoint file" in proc.stderr and "nope.ckpt" in proc.stderr

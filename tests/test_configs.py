@@ -39,7 +39,7 @@ def test_model_config_builds(model, tmp_path):
 
 def test_run_name_follows_mmsegmentation_convention(tmp_path):
     cfg = compose_cfg("train", ["schedule.max_steps=40000", f"paths.data_dir={tmp_path}"], tmp_path / "run")
-    assert cfg.run_name == "fcn_r18-d8_1xb8-40k_shapes-128x128"
+    assert cfg.run_name == "fcn_r18-d8_1xb8-40k_shapes-96x96"
 
 
 def test_command_line_overrides_reach_the_parts(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning import Callback
 from omegaconf import open_dict
 
 from src.checkpoint import read_checkpoint
@@ -71,6 +72,15 @@ def test_checkpoint_eval_infer_round_trip(make_train_cfg, tmp_path):
         assert (out_dir / "vis" / f"{img_path.stem}.png").is_file()
 
 
+class RecordSteps(Callback):
+    """Records the global step at the start of every training batch."""
+
+    seen: list[int] = []
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        RecordSteps.seen.append(trainer.global_step)
+
+
 def test_resume_continues_from_saved_step(make_train_cfg):
     first = make_train_cfg("schedule.max_steps=4")
     train(first)
@@ -78,20 +88,12 @@ def test_resume_continues_from_saved_step(make_train_cfg):
     assert torch.load(mid, weights_only=True)["global_step"] == 2
 
     resumed = make_train_cfg("schedule.max_steps=4", f"ckpt_path={mid}", "test=false")
-    seen_steps: list[int] = []
-
-    from lightning import Callback
-
-    class RecordSteps(Callback):
-        def on_train_batch_start(self, trainer, *args):
-            seen_steps.append(trainer.global_step)
-
     with open_dict(resumed):
         resumed.runtime.callbacks.record = {"_target_": f"{__name__}.RecordSteps"}
-    globals()["RecordSteps"] = RecordSteps
+    RecordSteps.seen = []
     train(resumed)
     # it starts at the checkpoint's step (not 0) and stops at max_steps
-    assert seen_steps == [2, 3]
+    assert RecordSteps.seen == [2, 3]
     last = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4
 

@@ -118,6 +118,23 @@ class EncoderDecoder(nn.Module):
                 count[:, :, y1:y2, x1:x2] += 1
         return logits / count
 
+    @torch.no_grad()
+    def predict_images(
+        self,
+        images: Sequence[torch.Tensor],
+        img_shapes: Sequence[Sequence[int]] | None = None,
+        ori_shapes: Sequence[Sequence[int]] | None = None,
+    ) -> list[torch.Tensor]:
+        """uint8 images `[3, h, w]` (after the test pipeline) -> `[C, H, W]` logits at each original size.
+
+        The one prediction path shared by validation, `src.eval` and the inference API: preprocess (normalise,
+        pad), predict in the configured mode, crop the padding, resize to the original size.
+        """
+        batch, _ = self.data_preprocessor(images)
+        logits = self.predict(batch)
+        img_shapes = img_shapes or [tuple(im.shape[-2:]) for im in images]
+        return self.postprocess(logits, img_shapes, ori_shapes)
+
     def postprocess(
         self,
         logits: torch.Tensor,
