@@ -30,15 +30,17 @@ def test_key_detection_reads_env_and_netrc(monkeypatch, tmp_path, no_wandb_key):
     assert wandb_api_key_configured()
 
 
-def test_wandb_without_key_runs_offline_and_writes_its_run(make_train_cfg, no_wandb_key):
+def test_wandb_without_key_runs_offline_and_writes_its_run(make_train_cfg, no_wandb_key, caplog):
     cfg = make_train_cfg("logger=wandb", "test=false")
-    train(cfg)
+    with caplog.at_level("INFO"):
+        train(cfg)
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds its log file"
     import wandb
 
     assert wandb.run is None  # closed by the task wrapper
+    assert f"wandb sync {runs[0]}" in caplog.text  # the upload command is printed at the end
 
 
 def test_default_logger_writes_csv_and_tensorboard(make_train_cfg):

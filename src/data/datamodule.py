@@ -1,0 +1,124 @@
+"""The `LightningDataModule`: builds the split datasets from partial configs and their loaders.
+
+Datasets are given as partials (Hydra `_partial_: true`) so that nothing touches the disk before
+`prepare_data` (which may generate or convert the data) has run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from src.data.datasets.base import BaseSegDataset, seg_collate
+
+
+class SegDataModule(LightningDataModule):
+    """Args:
+    train_dataset, val_dataset, test_dataset: partials of a `BaseSegDataset` subclass.
+    num_classes: declared in the config for the model; checked against the dataset's classes.
+    batch_size: training batch per device; val_batch_size: for validation and test.
+    num_workers, pin_memory, persistent_workers: DataLoader settings (from `runtime/`).
+    prepare: optional callable run once per node before setup (generate, download or convert data).
+    name: the dataset's short name, used in run names.
+    data_root, crop_size, train_pipeline, test_pipeline: shared settings that the split datasets interpolate;
+        `test_pipeline` is also what inference applies to new images.
+    """
+
+    def __init__(
+        self,
+        train_dataset: Callable[..., BaseSegDataset],
+        val_dataset: Callable[..., BaseSegDataset],
+        test_dataset: Callable[..., BaseSegDataset] | None = None,
+        num_classes: int | None = None,
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        prepare: Callable[[], Any] | None = None,
+        name: str | None = None,
+        data_root: str | None = None,
+        crop_size: Any = None,
+        train_pipeline: Any = None,
+        test_pipeline: Any = None,
+    ) -> None:
+        super().__init__()
+        self.dataset_fns = {"train": train_dataset, "val": val_dataset, "test": test_dataset or val_dataset}
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prepare = prepare
+        self.name = name
+        self.data_root = data_root
+        self.crop_size = crop_size
+        self.test_pipeline = test_pipeline
+        self.datasets: dict[str, Dataset] = {}
+        self.metainfo = _metainfo(train_dataset)
+        if num_classes is not None and num_classes != len(self.metainfo["classes"]):
+            raise ValueError(
+                f"dataset.num_classes={num_classes} but the dataset declares {len(self.metainfo['classes'])} "
+                f"classes {self.metainfo['classes']}"
+            )
+        self.num_classes = len(self.metainfo["classes"])
+
+    @property
+    def classes(self) -> list[str]:
+        return self.metainfo["classes"]
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return self.metainfo["palette"]
+
+    def prepare_data(self) -> None:
+        if self.prepare is not None:
+            self.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, ("train", "val", "test")):
+            if split not in self.datasets:
+                self.datasets[split] = self.dataset_fns[split]()
+
+    def split_dataset(self, split: str) -> Dataset:
+        """The dataset of `split` (train, val or test), built on first use."""
+        if split not in self.dataset_fns:
+            raise ValueError(f"split='{split}': expected one of {sorted(self.dataset_fns)}")
+        if split not in self.datasets:
+            self.datasets[split] = self.dataset_fns[split]()
+        return self.datasets[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.split_dataset(split),
+            batch_size=self.batch_size if split == "train" else self.val_batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers,
+            collate_fn=seg_collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _metainfo(dataset_fn: Callable[..., BaseSegDataset]) -> dict[str, list]:
+    """Classes and palette of a dataset partial without building it (so without touching the disk)."""
+    if isinstance(dataset_fn, partial) and isinstance(dataset_fn.func, type):
+        kw = dataset_fn.keywords
+        return dataset_fn.func.resolve_metainfo(kw.get("classes"), kw.get("palette"))
+    return dataset_fn().metainfo

@@ -1,0 +1,192 @@
+"""The one folder dataset every dataset uses, as MMSegmentation's `BaseSegDataset`.
+
+Layout: `data_root/img_dir/<name><img_suffix>` with `data_root/ann_dir/<name><seg_map_suffix>`; the list of
+names comes from a split file (one name per line, without suffix) or from a recursive scan of `img_dir`.
+A sample goes through an Albumentations pipeline (image and mask jointly) and comes out as uint8 tensors:
+normalisation happens on the device, in the model's data preprocessor.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from src.data.io import load_image, load_mask
+
+
+class BaseSegDataset(Dataset):
+    """Args:
+    data_root: folder that `img_dir`, `ann_dir` and `split` are relative to.
+    img_dir, ann_dir: image and mask folders.
+    img_suffix, seg_map_suffix: file endings that pair an image with its mask.
+    split: optional text file of names (relative to data_root unless absolute).
+    reduce_zero_label: label 0 is "other": map it to 255 and shift the rest down by one (ADE20K).
+    classes, palette: override the dataset's METAINFO (a user's own data declares them here).
+    pipeline: a callable `pipeline(image=..., mask=...) -> dict` (an `albumentations.Compose`).
+    test_mode: the pipeline transforms the image only; the mask stays at the original resolution, where
+        MMSegmentation scores predictions.
+    ignore_index: label that is ignored in losses and metrics.
+    """
+
+    METAINFO: ClassVar[dict[str, Any]] = {"classes": None, "palette": None}
+    HOW_TO_CREATE: ClassVar[str] = (
+        "Put the images and masks there (see the dataset's config in conf/dataset/), "
+        "or set paths.data_dir / dataset.data_root to where they are."
+    )
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        img_dir: str = "",
+        ann_dir: str = "",
+        img_suffix: str = ".jpg",
+        seg_map_suffix: str = ".png",
+        split: str | None = None,
+        reduce_zero_label: bool = False,
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        pipeline: Callable[..., dict] | None = None,
+        test_mode: bool = False,
+        ignore_index: int = 255,
+    ) -> None:
+        self.data_root = Path(data_root)
+        self.img_dir = self.data_root / img_dir
+        self.ann_dir = self.data_root / ann_dir
+        self.img_suffix = img_suffix
+        self.seg_map_suffix = seg_map_suffix
+        self.reduce_zero_label = reduce_zero_label
+        self.pipeline = pipeline
+        self.test_mode = test_mode
+        self.ignore_index = ignore_index
+        self.metainfo = self.resolve_metainfo(classes, palette)
+        self.num_classes = len(self.metainfo["classes"])
+        self.split = self._resolve(split) if split else None
+        self.samples = self._scan()
+
+    @classmethod
+    def resolve_metainfo(
+        cls, classes: Sequence[str] | None = None, palette: Sequence[Sequence[int]] | None = None
+    ) -> dict[str, list]:
+        """Classes and palette: the arguments override the class's METAINFO; a missing palette is made up."""
+        classes = list(classes if classes is not None else cls.METAINFO.get("classes") or [])
+        if not classes:
+            raise ValueError(f"{cls.__name__}: no classes; give dataset `classes: [...]` in the config")
+        palette = palette if palette is not None else cls.METAINFO.get("palette")
+        palette = [list(map(int, c)) for c in palette] if palette is not None else default_palette(len(classes))
+        if len(palette) != len(classes):
+            raise ValueError(f"{cls.__name__}: {len(classes)} classes but {len(palette)} palette colours")
+        return {"classes": classes, "palette": palette}
+
+    def _resolve(self, path: str | Path) -> Path:
+        path = Path(path)
+        return path if path.is_absolute() else self.data_root / path
+
+    def _scan(self) -> list[tuple[Path, Path]]:
+        if not self.img_dir.is_dir():
+            raise FileNotFoundError(
+                f"{type(self).__name__}: image folder '{self.img_dir}' does not exist "
+                f"(data_root='{self.data_root}'). {self.HOW_TO_CREATE}"
+            )
+        if self.split is not None:
+            if not self.split.is_file():
+                raise FileNotFoundError(f"{type(self).__name__}: split file '{self.split}' does not exist")
+            names = [ln.strip() for ln in self.split.read_text().splitlines() if ln.strip()]
+        else:
+            names = sorted(
+                str(p.relative_to(self.img_dir))[: -len(self.img_suffix)]
+                for p in self.img_dir.rglob(f"*{self.img_suffix}")
+            )
+        if not names:
+            raise FileNotFoundError(
+                f"{type(self).__name__}: no '*{self.img_suffix}' images in '{self.img_dir}'"
+                + (f" listed by '{self.split}'" if self.split else "")
+            )
+        samples = []
+        for name in names:
+            img = self.img_dir / f"{name}{self.img_suffix}"
+            ann = self.ann_dir / f"{name}{self.seg_map_suffix}"
+            if not img.is_file():
+                raise FileNotFoundError(f"{type(self).__name__}: image '{img}' (listed in '{self.split}') is missing")
+            if not ann.is_file():
+                raise FileNotFoundError(
+                    f"{type(self).__name__}: mask '{ann}' for image '{img}' is missing "
+                    f"(masks are looked up as ann_dir/<name>{self.seg_map_suffix})"
+                )
+            samples.append((img, ann))
+        return samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_mask(self, path: Path, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """The index mask of one sample, checked: same size as its image, no label outside the classes."""
+        mask = load_mask(path)
+        if self.reduce_zero_label:
+            # MMSegmentation's uint8 arithmetic: 0 -> 255, k -> k - 1, and the old 255 (-> 254) back to 255.
+            mask = mask.astype(np.uint8, copy=True)
+            mask[mask == 0] = 255
+            mask = mask - 1
+            mask[mask == 254] = 255
+        if image_hw is not None and tuple(mask.shape[:2]) != tuple(image_hw):
+            raise ValueError(
+                f"Mask '{path}' is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
+                f"{image_hw[1]}x{image_hw[0]}; image and mask must have the same size"
+            )
+        self.check_labels(mask, path)
+        return mask.astype(np.uint8) if mask.max(initial=0) <= 255 else mask
+
+    def check_labels(self, mask: np.ndarray, path: Path) -> None:
+        if mask.dtype == np.uint8:
+            counts = np.bincount(mask.ravel(), minlength=256)
+            values = np.flatnonzero(counts)
+        else:
+            values = np.unique(mask)
+        bad = [int(v) for v in values if (v >= self.num_classes or v < 0) and v != self.ignore_index]
+        if bad:
+            raise ValueError(
+                f"Mask '{path}' has label values {bad[:10]} outside the {self.num_classes} classes "
+                f"(valid: 0..{self.num_classes - 1} and the ignore index {self.ignore_index})"
+                + (" after reduce_zero_label" if self.reduce_zero_label else "")
+            )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        img_path, ann_path = self.samples[index]
+        image = load_image(img_path)
+        mask = self.load_mask(ann_path, image.shape[:2])
+        ori_shape = tuple(image.shape[:2])
+        if self.test_mode:
+            if self.pipeline is not None:
+                image = self.pipeline(image=image)["image"]
+        elif self.pipeline is not None:
+            out = self.pipeline(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return {
+            "inputs": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "masks": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
+            "metas": {
+                "img_path": str(img_path),
+                "seg_map_path": str(ann_path),
+                "ori_shape": ori_shape,
+                "img_shape": tuple(image.shape[:2]),
+            },
+        }
+
+
+def default_palette(n: int) -> list[list[int]]:
+    """n well-separated colours (golden-ratio hues), deterministic, for datasets that declare none."""
+    out = []
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65, 0.95)
+        out.append([int(r * 255), int(g * 255), int(b * 255)])
+    return out
+
+
+def seg_collate(samples: Sequence[dict[str, Any]]) -> dict[str, list]:
+    """Keep images and masks as lists: sizes may differ; the data preprocessor pads and stacks them."""
+    return {key: [s[key] for s in samples] for key in ("inputs", "masks", "metas")}

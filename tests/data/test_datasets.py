@@ -1,0 +1,128 @@
+"""The generic folder dataset: layout, reduce_zero_label, the pipeline, and clear errors for bad input."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+
+from src.data.datamodule import SegDataModule
+from src.data.datasets import BaseSegDataset, ShapesDataset
+
+CLASSES = ["a", "b", "c"]
+
+
+def write_pair(root: Path, name: str, mask: np.ndarray, image_hw: tuple[int, int] | None = None) -> None:
+    h, w = image_hw or mask.shape
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "ann").mkdir(parents=True, exist_ok=True)
+    img = (np.arange(h * w * 3).reshape(h, w, 3) % 251).astype(np.uint8)
+    cv2.imwrite(str(root / "img" / f"{name}.jpg"), img)
+    cv2.imwrite(str(root / "ann" / f"{name}.png"), mask.astype(np.uint8))
+
+
+def dataset(root: Path, **kw) -> BaseSegDataset:
+    return BaseSegDataset(data_root=root, img_dir="img", ann_dir="ann", classes=CLASSES, **kw)
+
+
+def test_reads_pairs_sorted_with_metas(tmp_path):
+    mask = np.array([[0, 1], [2, 255]])
+    write_pair(tmp_path, "b", mask)
+    write_pair(tmp_path, "a", mask)
+    ds = dataset(tmp_path)
+    assert len(ds) == 2 and ds.samples[0][0].name == "a.jpg"
+    item = ds[0]
+    assert item["inputs"].shape == (3, 2, 2) and item["inputs"].dtype.is_floating_point is False
+    assert item["masks"].tolist() == [[0, 1], [2, 255]]
+    assert item["metas"]["ori_shape"] == (2, 2)
+    assert len(ds.metainfo["palette"]) == 3
+
+
+def test_split_file_selects_names(tmp_path):
+    for n in ("x", "y", "z"):
+        write_pair(tmp_path, n, np.zeros((4, 4)))
+    (tmp_path / "val.txt").write_text("z\nx\n")
+    ds = dataset(tmp_path, split="val.txt")
+    assert [p.stem for p, _ in ds.samples] == ["z", "x"]
+
+
+def test_reduce_zero_label_maps_like_mmsegmentation(tmp_path):
+    write_pair(tmp_path, "m", np.array([[0, 1, 2], [3, 255, 1]]))
+    ds = dataset(tmp_path, reduce_zero_label=True)
+    assert ds[0]["masks"].tolist() == [[255, 0, 1], [2, 255, 0]]
+
+
+def test_pipeline_is_joint_and_test_mode_keeps_original_mask(tmp_path):
+    mask = np.zeros((8, 8))
+    mask[:, :4] = 1
+    write_pair(tmp_path, "m", mask)
+    flip = A.Compose([A.HorizontalFlip(p=1.0)])
+    item = dataset(tmp_path, pipeline=flip)[0]
+    assert item["masks"][:, 4:].eq(1).all() and item["masks"][:, :4].eq(0).all()
+    resize = A.Compose([A.Resize(4, 4)])
+    item = dataset(tmp_path, pipeline=resize, test_mode=True)[0]
+    assert item["inputs"].shape == (3, 4, 4) and item["masks"].shape == (8, 8)
+    assert item["metas"]["img_shape"] == (4, 4) and item["metas"]["ori_shape"] == (8, 8)
+
+
+def test_missing_folder_names_it_and_says_how_to_create_it(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        ShapesDataset(data_root=tmp_path / "nowhere", img_dir="img_dir/train", ann_dir="ann_dir/train")
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere" / "img_dir" / "train") in msg
+    assert "make_shapes_dataset.py" in msg
+
+
+def test_missing_mask_names_the_file(tmp_path):
+    write_pair(tmp_path, "a", np.zeros((4, 4)))
+    (tmp_path / "ann" / "a.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"mask '.*a\.png'"):
+        dataset(tmp_path)
+
+
+def test_label_outside_classes_names_file_and_values(tmp_path):
+    write_pair(tmp_path, "bad", np.array([[0, 1], [7, 255]]))
+    ds = dataset(tmp_path)
+    with pytest.raises(ValueError) as err:
+        ds[0]
+    msg = str(err.value)
+    assert "bad.png" in msg and "[7]" in msg and "0..2" in msg and "255" in msg
+
+
+def test_ignore_index_is_not_an_error(tmp_path):
+    write_pair(tmp_path, "ok", np.array([[255, 255], [2, 0]]))
+    assert dataset(tmp_path)[0]["masks"].max().item() == 255
+
+
+def test_image_mask_size_mismatch_names_both(tmp_path):
+    write_pair(tmp_path, "m", np.zeros((4, 6)), image_hw=(5, 6))
+    with pytest.raises(ValueError) as err:
+        dataset(tmp_path)[0]
+    msg = str(err.value)
+    assert "m.png" in msg and "6x4" in msg and "6x5" in msg
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    write_pair(tmp_path, "c", np.zeros((4, 4)))
+    (tmp_path / "img" / "c.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(ValueError, match=r"Cannot read image '.*c\.jpg'.*corrupt"):
+        dataset(tmp_path)[0]
+
+
+def test_colour_mask_is_rejected_with_advice(tmp_path):
+    write_pair(tmp_path, "c", np.zeros((4, 4)))
+    cv2.imwrite(str(tmp_path / "ann" / "c.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="3 channels"):
+        dataset(tmp_path)[0]
+
+
+def test_datamodule_checks_num_classes_against_the_dataset(tmp_path):
+    fn = partial(BaseSegDataset, data_root=tmp_path, classes=CLASSES)
+    dm = SegDataModule(train_dataset=fn, val_dataset=fn, num_classes=3)
+    assert dm.classes == CLASSES  # known without touching the disk
+    with pytest.raises(ValueError, match="num_classes=5"):
+        SegDataModule(train_dataset=fn, val_dataset=fn, num_classes=5)
