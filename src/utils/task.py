@@ -41,8 +41,10 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
 
                 if wandb.run is not None:
                     run_dir = wandb.run.dir
-                    offline = (
-                        wandb.run.settings.mode == "offline" if hasattr(wandb.run, "settings") else False
+                    # WandbLogger(offline=True) starts wandb in "dryrun", wandb's older name for "offline"
+                    offline = getattr(getattr(wandb.run, "settings", None), "mode", None) in (
+                        "offline",
+                        "dryrun",
                     )
                     wandb.finish()
                     if offline:
