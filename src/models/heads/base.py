@@ -2,7 +2,8 @@
 
 A head maps backbone (or neck) features to class logits at feature resolution. The base holds what all heads
 share: input selection, dropout + the 1x1 classifier (`cls_seg`), and the template methods `loss_by_feat`
-(logits resized to the label, each weighted loss term) and `predict_by_feat` (logits resized to the input).
+(logits resized to the label, optional pixel sampling, each weighted loss term) and `predict_by_feat` (logits
+resized to the input).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from src.models.losses import CrossEntropyLoss
+from src.models.samplers import PixelSampler
 from src.models.utils import resize
 
 
@@ -28,6 +30,14 @@ class BaseDecodeHead(nn.Module):
     norm: "bn", "syncbn" or "gn".
     align_corners: for every bilinear resize of this head.
     losses: the weighted, named loss terms (default: cross-entropy, weight 1).
+    sampler: optional pixel sampler (an object with `.sample(logits, masks) -> [N, H, W] weights`), e.g. OHEM;
+        its weights are passed to every loss term as `weight=` (see `src.models.samplers`). In a config, under
+        `decode_head:`:
+
+            sampler: {_target_: src.models.samplers.OHEMPixelSampler, thresh: 0.7, min_kept: 100000}
+            losses:
+              - {_target_: src.models.losses.CrossEntropyLoss, loss_weight: 1.0}
+              - {_target_: src.models.losses.DiceLoss, loss_weight: 3.0}
     """
 
     def __init__(
@@ -41,6 +51,7 @@ class BaseDecodeHead(nn.Module):
         norm: str = "bn",
         align_corners: bool = False,
         losses: Sequence[nn.Module] | None = None,
+        sampler: PixelSampler | None = None,
     ) -> None:
         super().__init__()
         if input_transform not in (None, "resize_concat", "multiple_select"):
@@ -64,6 +75,18 @@ class BaseDecodeHead(nn.Module):
         names = [loss.loss_name for loss in self.losses]
         if len(set(names)) != len(names):
             raise ValueError(f"loss names must be unique within a head, got {names}")
+        if sampler is not None and not callable(getattr(sampler, "sample", None)):
+            raise ValueError(
+                f"sampler must have a sample(logits, masks) method, got {type(sampler).__name__}"
+            )
+        sampler_ignore = getattr(sampler, "ignore_index", None)
+        for loss in self.losses:
+            loss_ignore = getattr(loss, "ignore_index", None)
+            if sampler_ignore is not None and loss_ignore is not None and sampler_ignore != loss_ignore:
+                raise ValueError(
+                    f"sampler ignore_index={sampler_ignore} differs from {loss.loss_name}'s {loss_ignore}"
+                )
+        self.sampler = sampler
 
     def _transform_inputs(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         if self.input_transform == "resize_concat":
@@ -82,9 +105,16 @@ class BaseDecodeHead(nn.Module):
         raise NotImplementedError
 
     def loss_by_feat(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each loss term on logits resized to the label size (MMSegmentation resizes logits, not labels)."""
+        """Each loss term on logits resized to the label size (MMSegmentation resizes logits, not labels).
+
+        With a sampler, its per-pixel weights (computed without gradients) go to every term as `weight=`, as
+        MMSegmentation's `BaseDecodeHead.loss_by_feat`; without one the terms are called as `loss(logits, masks)`.
+        """
         logits = resize(logits, masks.shape[-2:], align_corners=self.align_corners)
-        return {loss.loss_name: loss(logits, masks) for loss in self.losses}
+        if self.sampler is None:
+            return {loss.loss_name: loss(logits, masks) for loss in self.losses}
+        seg_weight = self.sampler.sample(logits, masks)
+        return {loss.loss_name: loss(logits, masks, weight=seg_weight) for loss in self.losses}
 
     def predict_by_feat(self, logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return resize(logits, size, align_corners=self.align_corners)

@@ -1,0 +1,98 @@
+"""Pixel samplers: which pixels a head's loss is computed on, as MMSegmentation's `OHEMPixelSampler`.
+
+A sampler is set on a decode head (`BaseDecodeHead(sampler=...)`); the head calls
+`seg_weight = sampler.sample(logits, masks)` on the logits resized to the label and passes `weight=seg_weight`
+to each of its loss terms (MMSegmentation's `BaseDecodeHead.loss_by_feat`). In a config, under `decode_head:`
+(MMSegmentation's Cityscapes OHEM recipes):
+
+    sampler: {_target_: src.models.samplers.OHEMPixelSampler, thresh: 0.7, min_kept: 100000}
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+
+@runtime_checkable
+class PixelSampler(Protocol):
+    def sample(self, seg_logit: torch.Tensor, seg_label: torch.Tensor) -> torch.Tensor: ...
+
+
+class OHEMPixelSampler:
+    """Online hard example mining over pixels, as MMSegmentation's `OHEMPixelSampler`
+    (`mmseg/structures/sampler/ohem_pixel_sampler.py`).
+
+    `sample(seg_logit [N, C, H, W], seg_label [N, H, W] or [N, 1, H, W]) -> seg_weight [N, H, W]` (float32, 0/1),
+    computed without gradients. Ignored pixels always get 0. With `batch_kept = min_kept * N` (min_kept is per
+    image, as MMSegmentation):
+
+    - thresh mode (`thresh` set): p = softmax probability of the label class. The threshold is
+      `max(thresh, p_sorted[min(batch_kept, n_valid - 1)])` and the pixels with p < threshold are kept: all the
+      low-confidence pixels (p < thresh), and at least the `batch_kept` least confident ones.
+    - loss mode (`thresh=None`): the `batch_kept` valid pixels of highest cross-entropy.
+
+    Deviations from MMSegmentation, and why:
+    - thresh mode also keeps the `batch_kept` lowest-p pixels explicitly (a superset of MMSegmentation's set):
+      MMSegmentation's strict `p < threshold` keeps fewer than `batch_kept` when probabilities tie at the
+      threshold (saturated softmax gives many exact 1.0s), and when `n_valid <= batch_kept` it drops the most
+      confident pixel. Otherwise the sets are equal.
+    - loss mode ranks by plain per-pixel cross-entropy; MMSegmentation ranks by the sum of the head's loss terms
+      with `reduction_override="none"` (the sampler holds the head as `context`). For a head whose only loss is
+      cross-entropy without class weights (MMSegmentation's OHEM recipes) the ranking is the same; a Dice or
+      Lovasz term has no per-pixel value to rank by anyway.
+    - `ignore_index` is an argument (MMSegmentation reads the head's): keep it equal to the losses' (the head
+      checks).
+
+    Args:
+        thresh: probability threshold of hard pixels, in (0, 1]; None: loss mode.
+        min_kept: pixels kept at least, per image.
+        ignore_index: label of pixels never kept.
+    """
+
+    def __init__(self, thresh: float | None = None, min_kept: int = 100000, ignore_index: int = 255) -> None:
+        if thresh is not None and not 0.0 < thresh <= 1.0:
+            raise ValueError(f"OHEMPixelSampler: thresh={thresh}, expected a probability in (0, 1] or None")
+        if int(min_kept) != min_kept or min_kept < 1:
+            raise ValueError(f"OHEMPixelSampler: min_kept={min_kept}, expected a positive integer")
+        self.thresh = thresh
+        self.min_kept = int(min_kept)
+        self.ignore_index = ignore_index
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(thresh={self.thresh}, min_kept={self.min_kept}, "
+            f"ignore_index={self.ignore_index})"
+        )
+
+    @torch.no_grad()
+    def sample(self, seg_logit: torch.Tensor, seg_label: torch.Tensor) -> torch.Tensor:
+        if seg_label.dim() == 4:
+            seg_label = seg_label.squeeze(1)
+        if seg_logit.shape[0] != seg_label.shape[0] or seg_logit.shape[2:] != seg_label.shape[1:]:
+            raise ValueError(
+                f"OHEMPixelSampler: logits {tuple(seg_logit.shape)} and label {tuple(seg_label.shape)} differ "
+                "in batch or spatial size (resize the logits to the label first)"
+            )
+        seg_logit = seg_logit.detach().float()
+        seg_label = seg_label.long()
+        batch_kept = self.min_kept * seg_label.shape[0]
+        valid = seg_label != self.ignore_index
+        label = torch.where(valid, seg_label, 0)
+        kept = torch.zeros(int(valid.sum()), dtype=torch.bool, device=seg_logit.device)
+        if kept.numel() > 0:
+            if self.thresh is not None:
+                prob = F.softmax(seg_logit, dim=1).gather(1, label.unsqueeze(1)).squeeze(1)[valid]
+                sort_prob, sort_idx = prob.sort()
+                threshold = max(sort_prob[min(batch_kept, sort_prob.numel() - 1)].item(), self.thresh)
+                kept = prob < threshold
+                kept[sort_idx[:batch_kept]] = True
+            else:
+                loss = F.cross_entropy(seg_logit, label, reduction="none")[valid]
+                _, sort_idx = loss.sort(descending=True)
+                kept[sort_idx[:batch_kept]] = True
+        seg_weight = torch.zeros(seg_label.shape, dtype=torch.float32, device=seg_logit.device)
+        seg_weight[valid] = kept.float()
+        return seg_weight
