@@ -1,6 +1,9 @@
 """Decode heads: one concept per file over a shared `BaseDecodeHead`."""
 
+from src.models.heads.aspp import ASPPHead
 from src.models.heads.base import BaseDecodeHead
 from src.models.heads.fcn import FCNHead
+from src.models.heads.psp import PSPHead
+from src.models.heads.sep_aspp import DepthwiseSeparableASPPHead
 
-__all__ = ["BaseDecodeHead", "FCNHead"]
+__all__ = ["ASPPHead", "BaseDecodeHead", "DepthwiseSeparableASPPHead", "FCNHead", "PSPHead"]

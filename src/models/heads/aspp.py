@@ -1,0 +1,60 @@
+"""DeepLabV3 head (Chen et al., 2017) in MMSegmentation's form (`decode_heads/aspp_head.py`).
+
+Atrous Spatial Pyramid Pooling: parallel branches look at the same features with growing receptive fields
+(a 1x1 conv, then 3x3 convs with dilations 12, 24, 36) next to an image-level branch (global average pool +
+1x1 conv, broadcast back). A 3x3 conv (`bottleneck`) fuses the concatenation before the classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from src.models.heads.base import BaseDecodeHead
+from src.models.layers import conv_module
+from src.models.utils import resize
+
+
+class ASPPModule(nn.ModuleList):
+    """One conv-norm-ReLU per dilation: 1x1 for dilation 1, else a 3x3 with that dilation ('same' padding)."""
+
+    def __init__(self, dilations: Sequence[int], in_channels: int, channels: int, norm: str = "bn") -> None:
+        super().__init__(
+            conv_module(in_channels, channels, 1 if d == 1 else 3, dilation=d, norm=norm) for d in dilations
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [branch(x) for branch in self]
+
+
+class ASPPHead(BaseDecodeHead):
+    """Args:
+    dilations: one ASPP branch per dilation.
+    **kwargs: `BaseDecodeHead` arguments.
+
+    With BatchNorm, the image-pool branch sees one value per channel and image, so training needs a batch of at
+    least 2 per BN (as in MMSegmentation and torchvision); SyncBN or GN lift that.
+    """
+
+    def __init__(self, dilations: Sequence[int] = (1, 12, 24, 36), **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not dilations:
+            raise ValueError("dilations must name at least one dilation, e.g. [1, 12, 24, 36]")
+        self.dilations = tuple(dilations)
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), conv_module(self.in_channels, self.channels, 1, norm=self.norm)
+        )
+        self.aspp_modules = ASPPModule(self.dilations, self.in_channels, self.channels, self.norm)
+        self.bottleneck = conv_module(
+            (len(self.dilations) + 1) * self.channels, self.channels, 3, norm=self.norm
+        )
+
+    def _aspp(self, x: torch.Tensor) -> torch.Tensor:
+        """Image pool + ASPP branches, concatenated and fused by the bottleneck (shared with DeepLabV3+)."""
+        pooled = resize(self.image_pool(x), x.shape[2:], align_corners=self.align_corners)
+        return self.bottleneck(torch.cat([pooled, *self.aspp_modules(x)], dim=1))
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.cls_seg(self._aspp(self._transform_inputs(inputs)))
