@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 from src.module import CHECKPOINT_META_KEY
@@ -63,14 +63,31 @@ def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(ckpt[CHECKPOINT_META_KEY]["config"])
 
 
+NO_DOWNLOAD = {"pretrained": False, "pretrained_path": None, "encoder_weights": None}
+
+
 def build_segmentor(model_cfg: DictConfig) -> nn.Module:
-    """Instantiate a model config without downloading anything (weights come from the checkpoint)."""
+    """Instantiate a model config without loading pretrained weights (they come from the checkpoint).
+
+    Every `pretrained`, `pretrained_path` and `encoder_weights` key, wherever it sits (timm backbone, smp head),
+    is switched off: rebuilding must neither download nor need the original weights file.
+    """
     model_cfg = model_cfg.copy()
-    if "backbone" in model_cfg and "pretrained" in model_cfg.backbone:
-        with open_dict(model_cfg):
-            model_cfg.backbone.pretrained = False
-            model_cfg.backbone.pretrained_path = None
+    with open_dict(model_cfg):
+        _disable_pretrained(model_cfg)
     return instantiate(model_cfg)
+
+
+def _disable_pretrained(node: Any) -> None:
+    if isinstance(node, DictConfig):
+        for key in list(node.keys()):
+            if key in NO_DOWNLOAD:
+                node[key] = NO_DOWNLOAD[key]
+            else:
+                _disable_pretrained(node[key])
+    elif isinstance(node, ListConfig):
+        for item in node:
+            _disable_pretrained(item)
 
 
 def segmentor_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -119,3 +119,31 @@ def test_checkpoint_of_another_model_is_a_clear_error(make_train_cfg, tmp_path):
     torch.save({"state_dict": {"segmentor.other.weight": torch.zeros(3)}, "segkit": meta}, ckpt_path)
     with pytest.raises(ValueError, match="does not match the model its config builds"):
         load_segmentor(ckpt_path)
+
+
+def test_rebuilding_from_a_checkpoint_config_never_loads_pretrained_weights(tmp_path):
+    from omegaconf import OmegaConf
+
+    from src.checkpoint import build_segmentor
+
+    # a config that would download (pretrained) or need a file that is gone (pretrained_path)
+    cfg = OmegaConf.create(
+        {
+            "_target_": "src.models.EncoderDecoder",
+            "backbone": {
+                "_target_": "src.models.TimmBackbone",
+                "model_name": "resnet18",
+                "pretrained": True,
+                "pretrained_path": str(tmp_path / "gone.pth"),
+            },
+            "decode_head": {
+                "_target_": "src.models.heads.FCNHead",
+                "in_channels": 512,
+                "channels": 8,
+                "num_classes": 3,
+            },
+        }
+    )
+    model = build_segmentor(cfg)
+    assert model.num_classes == 3
+    assert cfg.backbone.pretrained is True  # the caller's config is left as it was

@@ -1,0 +1,173 @@
+"""segmentation_models_pytorch architectures as one decode head, so that they train through the same segmentor.
+
+An smp model (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3, DeepLabV3Plus, UPerNet, Segformer, ...) owns its
+encoder, so it cannot be split into our backbone + head without reaching into its internals. Instead the whole
+smp model is the decode head and the backbone is `ImageAsFeatures`, a pass-through that hands the normalised
+image on as the one "feature map":
+
+    EncoderDecoder(backbone=ImageAsFeatures(), decode_head=SMPHead(arch="Unet", encoder_name="tu-resnet18"))
+
+Everything around the model is unchanged: the data preprocessor, the list of named losses (`loss_by_feat`),
+whole / slide inference, auxiliary heads (over the image, rarely useful), checkpoints and the inference API.
+Parameter names are `decode_head.model.<smp names>` (the encoder under `decode_head.model.encoder`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.models.heads.base import BaseDecodeHead
+
+log = logging.getLogger(__name__)
+
+
+class ImageAsFeatures(nn.Module):
+    """The 'backbone' of an `SMPHead` segmentor: returns the image itself as a one-level feature list."""
+
+    def __init__(self, in_chans: int = 3) -> None:
+        super().__init__()
+        self.out_channels: list[int] = [in_chans]
+        self.reductions: list[int] = [1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x]
+
+
+class SMPHead(BaseDecodeHead):
+    """A whole smp model as a decode head: `inputs[0]` (the normalised image) -> logits at the input size.
+
+    Args:
+        arch: an smp architecture name as `smp.create_model` takes it ("Unet", "FPN", "DeepLabV3Plus", ...).
+        encoder_name: an smp encoder; `tu-<timm name>` for any timm model (`tu-resnet18`, `tu-convnext_tiny`).
+        num_classes: logit channels (`classes` in smp).
+        encoder_weights: smp's pretrained weights name ("imagenet" downloads them); keep None offline and use
+            `pretrained_path` for local weights.
+        pretrained_path: a local state dict (`weights_only=True`) for the encoder, either with the smp encoder's
+            keys (`model.conv1.weight` for `tu-` encoders) or a timm classification checkpoint
+            (`conv1.weight`, the classifier is ignored). Optionally wrapped in `{"state_dict": ...}`.
+        in_channels: image channels.
+        in_index: which input the head reads (the image from `ImageAsFeatures`: 0).
+        align_corners: for the (no-op) resize of logits to the label / input size.
+        losses: the weighted, named loss terms, as for every head.
+        **smp_kwargs: passed on to the smp architecture (`encoder_depth`, `decoder_channels`,
+            `encoder_output_stride`, ...).
+
+    `BaseDecodeHead` builds a dropout and a 1x1 classifier (`conv_seg`); the smp model has its own segmentation
+    head, so both are `nn.Identity` here (dropout_ratio=0, `conv_seg` replaced): no parameter goes unused (DDP
+    would fail on one) and the parameter count is exactly the bare smp model's.
+
+    Inputs whose size is not a multiple of the encoder's output stride (smp refuses them) are zero-padded at the
+    bottom and right (zero = the mean colour after normalisation) and the logits cropped back, so whole-image
+    inference works at any size.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        encoder_name: str,
+        num_classes: int,
+        encoder_weights: str | None = None,
+        pretrained_path: str | None = None,
+        in_channels: int = 3,
+        in_index: int = 0,
+        align_corners: bool = False,
+        losses: Sequence[nn.Module] | None = None,
+        **smp_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            in_channels=in_channels,
+            channels=num_classes,
+            num_classes=num_classes,
+            in_index=in_index,
+            dropout_ratio=0.0,
+            align_corners=align_corners,
+            losses=losses,
+        )
+        # The smp model ends in its own segmentation head: the base's classifier would be an unused parameter.
+        self.conv_seg = nn.Identity()
+        for key in ("aux_params", "activation", "classes", "in_channels"):
+            if smp_kwargs.get(key) is not None:
+                raise ValueError(
+                    f"model.decode_head.{key}={smp_kwargs[key]!r}: not supported by SMPHead (the head returns raw "
+                    "logits; use num_classes, in_channels and the segmentor's auxiliary_head instead)"
+                )
+            smp_kwargs.pop(key, None)
+        self.arch = arch
+        self.encoder_name = encoder_name
+        self.model = smp.create_model(
+            arch,
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=num_classes,
+            **{k: _plain(v) for k, v in smp_kwargs.items()},
+        )
+        if pretrained_path:
+            load_encoder_weights(self.model.encoder, pretrained_path)
+
+    @property
+    def size_divisor(self) -> int:
+        """The multiple of which smp needs the input size (1 where the architecture takes any size)."""
+        if not getattr(self.model, "requires_divisible_input_shape", True):
+            return 1
+        return int(getattr(self.model.encoder, "output_stride", 1))
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = self._transform_inputs(inputs)
+        h, w = x.shape[-2:]
+        d = self.size_divisor
+        pad_h, pad_w = (d - h % d) % d, (d - w % d) % d
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.model(x)[..., :h, :w]
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into an smp encoder: its own keys, or a timm model's under the encoder's `model.`.
+
+    Raises FileNotFoundError naming the config key when the file is missing, and ValueError when none of its
+    tensors fit the encoder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.decode_head.pretrained_path: no such file '{path}'")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    own = encoder.state_dict()
+    candidates = [dict(state), {f"model.{k}": v for k, v in state.items()}]  # smp keys, or timm's
+    fitting = max(
+        ({k: v for k, v in c.items() if k in own and own[k].shape == v.shape} for c in candidates), key=len
+    )
+    if not fitting:
+        raise ValueError(
+            f"model.decode_head.pretrained_path '{path}': none of its {len(state)} tensors match the encoder "
+            f"(expected keys like {list(own)[:3]})"
+        )
+    missing = [k for k in own if k not in fitting]
+    if missing:
+        log.warning(
+            "pretrained_path '%s': %d of %d encoder tensors not in the file (kept at init), e.g. %s",
+            path,
+            len(missing),
+            len(own),
+            missing[:3],
+        )
+    encoder.load_state_dict(fitting, strict=False)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (Hydra passes them through) -> tuples and dicts, which smp expects."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return tuple(_plain(v) for v in value)
+    return value
