@@ -78,7 +78,9 @@ class BaseSegDataset(Dataset):
         if not classes:
             raise ValueError(f"{cls.__name__}: no classes; give dataset `classes: [...]` in the config")
         palette = palette if palette is not None else cls.METAINFO.get("palette")
-        palette = [list(map(int, c)) for c in palette] if palette is not None else default_palette(len(classes))
+        palette = (
+            [list(map(int, c)) for c in palette] if palette is not None else default_palette(len(classes))
+        )
         if len(palette) != len(classes):
             raise ValueError(f"{cls.__name__}: {len(classes)} classes but {len(palette)} palette colours")
         return {"classes": classes, "palette": palette}
@@ -112,7 +114,9 @@ class BaseSegDataset(Dataset):
             img = self.img_dir / f"{name}{self.img_suffix}"
             ann = self.ann_dir / f"{name}{self.seg_map_suffix}"
             if not img.is_file():
-                raise FileNotFoundError(f"{type(self).__name__}: image '{img}' (listed in '{self.split}') is missing")
+                raise FileNotFoundError(
+                    f"{type(self).__name__}: image '{img}' (listed in '{self.split}') is missing"
+                )
             if not ann.is_file():
                 raise FileNotFoundError(
                     f"{type(self).__name__}: mask '{ann}' for image '{img}' is missing "
