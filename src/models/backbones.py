@@ -7,12 +7,16 @@ previous stage's dilation, which is MMSegmentation's `contract_dilation`.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class TimmBackbone(nn.Module):
@@ -48,7 +52,7 @@ class TimmBackbone(nn.Module):
             model_name, pretrained=pretrained and not pretrained_path, **create_kwargs
         )
         if pretrained_path:
-            load_backbone_weights(self.body, pretrained_path)
+            load_pretrained_weights(self.body, pretrained_path)
         self.model_name = model_name
         self.out_channels: list[int] = list(self.body.feature_info.channels())
         self.reductions: list[int] = list(self.body.feature_info.reduction())
@@ -57,22 +61,43 @@ class TimmBackbone(nn.Module):
         return list(self.body(x))
 
 
-def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
-    """Load a classification checkpoint into a `features_only` body, ignoring the classifier.
+def load_pretrained_weights(
+    module: nn.Module,
+    path: str | Path,
+    config_key: str = "model.backbone.pretrained_path",
+    key_prefixes: Sequence[str] = ("",),
+) -> None:
+    """Load a local state dict (a classification checkpoint, say) into `module`, ignoring what does not fit.
 
-    Raises a clear error when the file is missing or when no tensor of it fits the backbone.
+    `key_prefixes`: prefixes tried on the file's keys (the one that fits most tensors wins), e.g. ("", "model.")
+    to accept both an smp encoder's own keys and a bare timm model's. Raises FileNotFoundError naming the
+    config key when the file is missing, ValueError when none of its tensors fit; warns about tensors left at
+    their initial values.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.backbone.pretrained_path: no such file '{path}'")
+        raise FileNotFoundError(f"{config_key}: no such file '{path}'")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+    if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    own = body.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    own = module.state_dict()
+    candidates = [{f"{prefix}{k}": v for k, v in state.items()} for prefix in key_prefixes]
+    fitting = max(
+        ({k: v for k, v in c.items() if k in own and own[k].shape == v.shape} for c in candidates), key=len
+    )
     if not fitting:
         raise ValueError(
-            f"model.backbone.pretrained_path '{path}': none of its {len(state)} tensors match the backbone "
+            f"{config_key} '{path}': none of its {len(state)} tensors match the model "
             f"(expected keys like {list(own)[:3]})"
         )
-    body.load_state_dict(fitting, strict=False)
+    missing = [k for k in own if k not in fitting]
+    if missing:
+        log.warning(
+            "%s '%s': %d of %d tensors not in the file (kept at init), e.g. %s",
+            config_key,
+            path,
+            len(missing),
+            len(own),
+            missing[:3],
+        )
+    module.load_state_dict(fitting, strict=False)

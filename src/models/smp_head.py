@@ -14,9 +14,7 @@ Parameter names are `decode_head.model.<smp names>` (the encoder under `decode_h
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -24,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.backbones import load_pretrained_weights
 from src.models.heads.base import BaseDecodeHead
 
-log = logging.getLogger(__name__)
 
 
 class ImageAsFeatures(nn.Module):
@@ -111,7 +109,10 @@ class SMPHead(BaseDecodeHead):
             **{k: _plain(v) for k, v in smp_kwargs.items()},
         )
         if pretrained_path:
-            load_encoder_weights(self.model.encoder, pretrained_path)
+            # smp encoders wrap the timm model as `.model`: accept its own keys or a bare timm checkpoint's
+            load_pretrained_weights(
+                self.model.encoder, pretrained_path, "model.decode_head.pretrained_path", ("", "model.")
+            )
 
     @property
     def size_divisor(self) -> int:
@@ -128,40 +129,6 @@ class SMPHead(BaseDecodeHead):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.model(x)[..., :h, :w]
-
-
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
-    """Load a local state dict into an smp encoder: its own keys, or a timm model's under the encoder's `model.`.
-
-    Raises FileNotFoundError naming the config key when the file is missing, and ValueError when none of its
-    tensors fit the encoder.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.decode_head.pretrained_path: no such file '{path}'")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state:
-        state = state["state_dict"]
-    own = encoder.state_dict()
-    candidates = [dict(state), {f"model.{k}": v for k, v in state.items()}]  # smp keys, or timm's
-    fitting = max(
-        ({k: v for k, v in c.items() if k in own and own[k].shape == v.shape} for c in candidates), key=len
-    )
-    if not fitting:
-        raise ValueError(
-            f"model.decode_head.pretrained_path '{path}': none of its {len(state)} tensors match the encoder "
-            f"(expected keys like {list(own)[:3]})"
-        )
-    missing = [k for k in own if k not in fitting]
-    if missing:
-        log.warning(
-            "pretrained_path '%s': %d of %d encoder tensors not in the file (kept at init), e.g. %s",
-            path,
-            len(missing),
-            len(own),
-            missing[:3],
-        )
-    encoder.load_state_dict(fitting, strict=False)
 
 
 def _plain(value: Any) -> Any:
