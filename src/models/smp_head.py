@@ -26,7 +26,6 @@ from src.models.backbones import load_pretrained_weights
 from src.models.heads.base import BaseDecodeHead
 
 
-
 class ImageAsFeatures(nn.Module):
     """The 'backbone' of an `SMPHead` segmentor: returns the image itself as a one-level feature list."""
 
