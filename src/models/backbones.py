@@ -16,6 +16,8 @@ import timm
 import torch
 from torch import nn
 
+from src.models.layers import NORMS
+
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +31,8 @@ class TimmBackbone(nn.Module):
         pretrained: load timm's pretrained weights (needs the hub, or timm's local cache).
         pretrained_path: load weights from a local file instead (`weights_only=True`).
         in_chans: input channels.
+        norm: None (the model's own, BatchNorm for ResNets), "bn", "syncbn" or "gn" (32 groups), passed to timm as
+            `norm_layer` for models that take one (ResNet, ConvNeXt, ...).
         **kwargs: passed to `timm.create_model` (e.g. `stem_type="deep", stem_width=32`).
     """
 
@@ -40,9 +44,12 @@ class TimmBackbone(nn.Module):
         pretrained: bool = False,
         pretrained_path: str | None = None,
         in_chans: int = 3,
+        norm: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        if norm is not None:
+            kwargs["norm_layer"] = _timm_norm_layer(norm)
         create_kwargs: dict[str, Any] = dict(
             features_only=True, out_indices=tuple(out_indices), in_chans=in_chans, **kwargs
         )
@@ -59,6 +66,15 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
+
+
+def _timm_norm_layer(norm: str) -> str | type[nn.Module]:
+    """timm's name for a norm: timm resolves norm_layer through `get_norm_layer`, which drops a partial's
+    positional arguments, so GroupNorm must be named ("groupnorm": timm's GroupNorm, 32 groups)."""
+    names = {"bn": "batchnorm2d", "syncbn": nn.SyncBatchNorm, "gn": "groupnorm"}
+    if norm not in names:
+        raise ValueError(f"model.backbone.norm='{norm}' is not one of {NORMS}")
+    return names[norm]
 
 
 def load_pretrained_weights(

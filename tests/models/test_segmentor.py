@@ -180,3 +180,36 @@ def test_poly_lr_follows_mmsegmentation_formula():
         sched.step()
     expected = [(0.01 - 1e-4) * (1 - min(i, 10) / 10) ** 0.9 + 1e-4 for i in range(12)]
     assert lrs == pytest.approx(expected)
+
+
+def test_backbone_norm_is_selectable():
+    gn = TimmBackbone("resnet18", output_stride=8, norm="gn")
+    assert any(isinstance(m, nn.GroupNorm) for m in gn.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in gn.modules())
+    assert [f.shape[1] for f in gn(torch.randn(1, 3, 32, 32))] == gn.out_channels
+    with pytest.raises(ValueError, match="norm='ln'"):
+        TimmBackbone("resnet18", norm="ln")
+
+
+def test_model_trained_with_syncbn_runs_on_cpu(tmp_path):
+    """SyncBatchNorm keeps BatchNorm's state keys: its weights load into the BN model the config builds."""
+    from src.checkpoint import load_segmentor
+
+    torch.manual_seed(0)
+    model = _tiny_segmentor()
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(_tiny_segmentor())
+    synced.load_state_dict(model.state_dict())
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())
+    cfg = {
+        "_target_": "tests.models.test_segmentor._tiny_segmentor",
+    }
+    path = tmp_path / "syncbn.ckpt"
+    state = {f"segmentor.{k}": v for k, v in synced.state_dict().items()}
+    torch.save(
+        {"state_dict": state, "segkit": {"config": {"model": cfg}, "classes": [], "palette": []}}, path
+    )
+    loaded, _ = load_segmentor(path, "cpu")
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in loaded.modules())
+    x = torch.randn(1, 3, 32, 32)
+    model.eval()
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
