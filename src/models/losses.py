@@ -26,7 +26,25 @@ from segmentation_models_pytorch.losses._functional import focal_loss_with_logit
 from torch import nn
 
 
-class CrossEntropyLoss(nn.Module):
+class LossTerm(nn.Module):
+    """What every loss term shares: the key it is logged under, its weight, the ignored label, and optional
+    per-class weights (a list or a file) as a non-persistent buffer that follows the module's device."""
+
+    def __init__(
+        self,
+        loss_weight: float,
+        ignore_index: int,
+        loss_name: str,
+        class_weight: Sequence[float] | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+        self.ignore_index = ignore_index
+        self.loss_name = loss_name
+        self.register_buffer("class_weight", _read_class_weight(class_weight), persistent=False)
+
+
+class CrossEntropyLoss(LossTerm):
     """Pixel-wise cross-entropy with MMSegmentation's reduction.
 
     PyTorch's `reduction="mean"` divides by the summed class weights of the valid pixels; MMSegmentation divides
@@ -56,14 +74,9 @@ class CrossEntropyLoss(nn.Module):
         label_smoothing: float = 0.0,
         loss_name: str = "loss_ce",
     ) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
+        super().__init__(loss_weight, ignore_index, loss_name, class_weight)
         self.avg_non_ignore = avg_non_ignore
-        self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
-        self.loss_name = loss_name
-        weight = _read_class_weight(class_weight)
-        self.register_buffer("class_weight", weight, persistent=False)
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
@@ -86,7 +99,7 @@ class CrossEntropyLoss(nn.Module):
         return self.loss_weight * loss.sum() / denom
 
 
-class DiceLoss(nn.Module):
+class DiceLoss(LossTerm):
     """Soft Dice loss (V-Net) in the form of MMSegmentation 0.x / 1.0's `DiceLoss`, the one its UNet recipes
     (`loss_decode=[CrossEntropyLoss 1.0, DiceLoss 3.0]`, e.g. `unet-s5-d16_fcn_4xb4-ce-1.0-dice-3.0-40k_chase-db1`)
     were trained and published with:
@@ -131,13 +144,9 @@ class DiceLoss(nn.Module):
         loss_name: str = "loss_dice",
         class_weight: Sequence[float] | str | None = None,
     ) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self.ignore_index = ignore_index
+        super().__init__(loss_weight, ignore_index, loss_name, class_weight)
         self.smooth = smooth
         self.exponent = exponent
-        self.loss_name = loss_name
-        self.register_buffer("class_weight", _read_class_weight(class_weight), persistent=False)
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
@@ -163,7 +172,7 @@ class DiceLoss(nn.Module):
         return self.loss_weight * (per_class.sum(dim=1) / num_classes).mean()
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(LossTerm):
     """Sigmoid focal loss over the one-hot target (one-vs-all per class), via smp's `focal_loss_with_logits`:
     the value of `smp.losses.FocalLoss(mode="multiclass", alpha, gamma, ignore_index)` (tested), i.e. per class
     the mean over the non-ignored pixels, then the mean over classes (the class-weighted mean with
@@ -196,13 +205,9 @@ class FocalLoss(nn.Module):
         loss_name: str = "loss_focal",
         class_weight: Sequence[float] | str | None = None,
     ) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
+        super().__init__(loss_weight, ignore_index, loss_name, class_weight)
         self.gamma = gamma
         self.alpha = alpha
-        self.ignore_index = ignore_index
-        self.loss_name = loss_name
-        self.register_buffer("class_weight", _read_class_weight(class_weight), persistent=False)
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
@@ -224,7 +229,7 @@ class FocalLoss(nn.Module):
         return self.loss_weight * value
 
 
-class LovaszLoss(nn.Module):
+class LovaszLoss(LossTerm):
     """Lovasz-Softmax loss (Berman et al., CVPR 2018) over the classes present, smp's
     `LovaszLoss(mode="multiclass", per_image, ignore_index)`, which is also MMSegmentation's default
     (`classes="present"`, `per_image=False`).
@@ -251,10 +256,7 @@ class LovaszLoss(nn.Module):
         loss_name: str = "loss_lovasz",
         per_image: bool = False,
     ) -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self.ignore_index = ignore_index
-        self.loss_name = loss_name
+        super().__init__(loss_weight, ignore_index, loss_name)
         self.per_image = per_image
         self._lovasz = smp.losses.LovaszLoss(mode="multiclass", per_image=False, ignore_index=ignore_index)
 
