@@ -49,9 +49,7 @@ def build_eval_dataset(
         dataset_cfg.persistent_workers = False
     datamodule = instantiate(dataset_cfg)
     datamodule.prepare_data()
-    if split not in datamodule.dataset_fns:
-        raise ValueError(f"split='{split}': expected one of {sorted(datamodule.dataset_fns)}")
-    dataset = datamodule.dataset_fns[split](pipeline=datamodule.test_pipeline, test_mode=True)
+    dataset = datamodule.build_split(split, pipeline=datamodule.test_pipeline, test_mode=True)
     return datamodule, dataset
 
 

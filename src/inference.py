@@ -22,6 +22,7 @@ from torch import nn
 
 from src.checkpoint import load_segmentor
 from src.data.io import load_image
+from src.data.transforms import build_pipeline
 from src.visualization import overlay
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -71,7 +72,7 @@ class Segmenter:
     ) -> Segmenter:
         segmentor, meta = load_segmentor(path, device)
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
-        pipeline = instantiate(pipeline_cfg) if pipeline_cfg else None
+        pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
         return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size)
 
     # ------------------------------------------------------------------ inputs

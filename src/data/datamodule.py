@@ -1,7 +1,8 @@
 """The `LightningDataModule`: builds the split datasets from partial configs and their loaders.
 
 Datasets are given as partials (Hydra `_partial_: true`) so that nothing touches the disk before
-`prepare_data` (which may generate or convert the data) has run.
+`prepare_data` (which may generate or convert the data) has run. A split may list several partials, which
+are concatenated (MMSegmentation's `ConcatDataset`, e.g. VOC train + SBD aug).
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
 
 from src.data.datasets.base import BaseSegDataset, seg_collate
+from src.data.transforms import seed_pipeline
+
+DatasetFn = Callable[..., BaseSegDataset]
 
 
 class SegDataModule(LightningDataModule):
     """Args:
-    train_dataset, val_dataset, test_dataset: partials of a `BaseSegDataset` subclass.
+    train_dataset, val_dataset, test_dataset: partials of a `BaseSegDataset` subclass, or lists of them.
     num_classes: declared in the config for the model; checked against the dataset's classes.
     batch_size: training batch per device; val_batch_size: for validation and test.
     num_workers, pin_memory, persistent_workers: DataLoader settings (from `runtime/`).
@@ -31,9 +36,9 @@ class SegDataModule(LightningDataModule):
 
     def __init__(
         self,
-        train_dataset: Callable[..., BaseSegDataset],
-        val_dataset: Callable[..., BaseSegDataset],
-        test_dataset: Callable[..., BaseSegDataset] | None = None,
+        train_dataset: DatasetFn | list[DatasetFn],
+        val_dataset: DatasetFn | list[DatasetFn],
+        test_dataset: DatasetFn | list[DatasetFn] | None = None,
         num_classes: int | None = None,
         batch_size: int = 8,
         val_batch_size: int = 1,
@@ -48,7 +53,11 @@ class SegDataModule(LightningDataModule):
         test_pipeline: Any = None,
     ) -> None:
         super().__init__()
-        self.dataset_fns = {"train": train_dataset, "val": val_dataset, "test": test_dataset or val_dataset}
+        self.dataset_fns = {
+            "train": _as_list(train_dataset),
+            "val": _as_list(val_dataset),
+            "test": _as_list(test_dataset or val_dataset),
+        }
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
@@ -60,7 +69,7 @@ class SegDataModule(LightningDataModule):
         self.crop_size = crop_size
         self.test_pipeline = test_pipeline
         self.datasets: dict[str, Dataset] = {}
-        self.metainfo = _metainfo(train_dataset)
+        self.metainfo = _metainfo(self.dataset_fns["train"][0])
         if num_classes is not None and num_classes != len(self.metainfo["classes"]):
             raise ValueError(
                 f"dataset.num_classes={num_classes} but the dataset declares {len(self.metainfo['classes'])} "
@@ -83,15 +92,19 @@ class SegDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in wanted.get(stage, ("train", "val", "test")):
-            if split not in self.datasets:
-                self.datasets[split] = self.dataset_fns[split]()
+            self.split_dataset(split)
+
+    def build_split(self, split: str, **overrides: Any) -> Dataset:
+        """A new dataset of `split` (its parts concatenated), with keyword `overrides` (e.g. `test_mode`)."""
+        if split not in self.dataset_fns:
+            raise ValueError(f"split='{split}': expected one of {sorted(self.dataset_fns)}")
+        parts = [fn(**overrides) for fn in self.dataset_fns[split]]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def split_dataset(self, split: str) -> Dataset:
         """The dataset of `split` (train, val or test), built on first use."""
-        if split not in self.dataset_fns:
-            raise ValueError(f"split='{split}': expected one of {sorted(self.dataset_fns)}")
         if split not in self.datasets:
-            self.datasets[split] = self.dataset_fns[split]()
+            self.datasets[split] = self.build_split(split)
         return self.datasets[split]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -104,6 +117,7 @@ class SegDataModule(LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
             collate_fn=seg_collate,
+            worker_init_fn=seed_worker,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -116,7 +130,20 @@ class SegDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def _metainfo(dataset_fn: Callable[..., BaseSegDataset]) -> dict[str, list]:
+def seed_worker(worker_id: int) -> None:
+    """Lightning's worker seeding, plus each dataset's Albumentations pipeline (seeded apart from numpy)."""
+    pl_worker_init_function(worker_id)
+    info = get_worker_info()
+    dataset = info.dataset if info is not None else None
+    for part in getattr(dataset, "datasets", [dataset]):
+        seed_pipeline(getattr(part, "pipeline", None), info.seed if info is not None else None)
+
+
+def _as_list(fn: DatasetFn | list[DatasetFn]) -> list[DatasetFn]:
+    return list(fn) if isinstance(fn, (list, tuple)) or type(fn).__name__ == "ListConfig" else [fn]
+
+
+def _metainfo(dataset_fn: DatasetFn) -> dict[str, list]:
     """Classes and palette of a dataset partial without building it (so without touching the disk)."""
     if isinstance(dataset_fn, partial) and isinstance(dataset_fn.func, type):
         kw = dataset_fn.keywords

@@ -126,3 +126,71 @@ def test_datamodule_checks_num_classes_against_the_dataset(tmp_path):
     assert dm.classes == CLASSES  # known without touching the disk
     with pytest.raises(ValueError, match="num_classes=5"):
         SegDataModule(train_dataset=fn, val_dataset=fn, num_classes=5)
+
+
+def test_label_map_applies_after_reduce_zero_label(tmp_path):
+    write_pair(tmp_path, "m", np.array([[0, 1, 4], [3, 255, 2]]))
+    ds = dataset(tmp_path, label_map={4: 2, 3: 255})
+    assert ds[0]["masks"].tolist() == [[0, 1, 2], [255, 255, 2]]
+    ds = dataset(tmp_path, reduce_zero_label=True, label_map={3: 2})  # 4 -> 3 by reduction, then -> 2
+    assert ds[0]["masks"].tolist() == [[255, 0, 2], [2, 255, 1]]
+
+
+def test_palette_mode_mask_is_read_as_indices(tmp_path):
+    from PIL import Image
+
+    write_pair(tmp_path, "p", np.zeros((2, 2)))
+    im = Image.fromarray(np.array([[0, 1], [2, 255]], np.uint8), mode="P")
+    im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
+    im.save(tmp_path / "ann" / "p.png")
+    assert dataset(tmp_path)[0]["masks"].tolist() == [[0, 1], [2, 255]]
+
+
+def test_a_split_of_several_parts_is_concatenated(tmp_path):
+    for n in ("a", "b", "c"):
+        write_pair(tmp_path, n, np.zeros((4, 4)))
+    (tmp_path / "one.txt").write_text("a\n")
+    (tmp_path / "two.txt").write_text("b\nc\n")
+    part = partial(BaseSegDataset, data_root=tmp_path, img_dir="img", ann_dir="ann", classes=CLASSES)
+    dm = SegDataModule(
+        train_dataset=[partial(part, split="one.txt"), partial(part, split="two.txt")], val_dataset=part
+    )
+    train = dm.split_dataset("train")
+    assert len(train) == 3 and [train[i]["metas"]["img_path"][-5:] for i in range(3)] == [
+        "a.jpg",
+        "b.jpg",
+        "c.jpg",
+    ]
+    assert len(dm.build_split("val", test_mode=True)) == 3
+
+
+def _augmented_masks(dm: SegDataModule, seed: int) -> list[list[int]]:
+    from lightning import seed_everything
+
+    seed_everything(seed, workers=True)
+    dm.datasets.clear()
+    loader = dm.train_dataloader()
+    return [m.flatten().tolist() for batch in loader for m in batch["masks"]]
+
+
+def test_augmentations_repeat_with_the_seed_and_differ_between_workers(tmp_path):
+    """Albumentations seeds itself from OS entropy: without reseeding, runs would not repeat and every
+    DataLoader worker would draw the same augmentations."""
+    for i in range(8):
+        write_pair(tmp_path, f"s{i}", (np.arange(64).reshape(8, 8) % 3))
+    part = partial(
+        BaseSegDataset,
+        data_root=tmp_path,
+        img_dir="img",
+        ann_dir="ann",
+        classes=CLASSES,
+        pipeline=[A.RandomCrop(4, 4), A.HorizontalFlip()],
+    )
+    dm = SegDataModule(
+        train_dataset=part, val_dataset=part, batch_size=1, num_workers=2, persistent_workers=False
+    )
+    dm.train_dataloader = lambda: SegDataModule._loader(dm, "train", shuffle=False)  # same sample order
+    first, again, other = _augmented_masks(dm, 1), _augmented_masks(dm, 1), _augmented_masks(dm, 2)
+    assert first == again and first != other
+    # samples 0 and 1 are the same mask, loaded by workers 0 and 1: their crops must not all coincide
+    assert any(first[2 * k] != first[2 * k + 1] for k in range(4))

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from src.data.io import load_image, load_mask
+from src.data.transforms import build_pipeline, seed_pipeline
 
 
 class BaseSegDataset(Dataset):
@@ -27,8 +28,11 @@ class BaseSegDataset(Dataset):
     img_suffix, seg_map_suffix: file endings that pair an image with its mask.
     split: optional text file of names (relative to data_root unless absolute).
     reduce_zero_label: label 0 is "other": map it to 255 and shift the rest down by one (ADE20K).
+    label_map: stored label -> training label, applied after reduce_zero_label (e.g. `{11: 255}` makes
+        CamVid's void the ignore index); labels not in the map are kept.
     classes, palette: override the dataset's METAINFO (a user's own data declares them here).
-    pipeline: a callable `pipeline(image=..., mask=...) -> dict` (an `albumentations.Compose`).
+    pipeline: a list of Albumentations transforms (composed here) or a callable
+        `pipeline(image=..., mask=...) -> dict`; seeded from torch's seed (see `seed_pipeline`).
     test_mode: the pipeline transforms the image only; the mask stays at the original resolution, where
         MMSegmentation scores predictions.
     ignore_index: label that is ignored in losses and metrics.
@@ -49,6 +53,7 @@ class BaseSegDataset(Dataset):
         seg_map_suffix: str = ".png",
         split: str | None = None,
         reduce_zero_label: bool = False,
+        label_map: dict[int, int] | None = None,
         classes: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         pipeline: Callable[..., dict] | None = None,
@@ -61,7 +66,9 @@ class BaseSegDataset(Dataset):
         self.img_suffix = img_suffix
         self.seg_map_suffix = seg_map_suffix
         self.reduce_zero_label = reduce_zero_label
-        self.pipeline = pipeline
+        self.label_map = self._lut(label_map) if label_map else None
+        self.pipeline = build_pipeline(pipeline)
+        seed_pipeline(self.pipeline)
         self.test_mode = test_mode
         self.ignore_index = ignore_index
         self.metainfo = self.resolve_metainfo(classes, palette)
@@ -84,6 +91,15 @@ class BaseSegDataset(Dataset):
         if len(palette) != len(classes):
             raise ValueError(f"{cls.__name__}: {len(classes)} classes but {len(palette)} palette colours")
         return {"classes": classes, "palette": palette}
+
+    @staticmethod
+    def _lut(label_map: dict[int, int]) -> np.ndarray:
+        lut = np.arange(65536, dtype=np.int64)
+        for src, dst in dict(label_map).items():
+            if not (0 <= int(src) < 65536 and 0 <= int(dst) < 65536):
+                raise ValueError(f"label_map {{{src}: {dst}}}: labels must be in 0..65535")
+            lut[int(src)] = int(dst)
+        return lut
 
     def _resolve(self, path: str | Path) -> Path:
         path = Path(path)
@@ -137,6 +153,8 @@ class BaseSegDataset(Dataset):
             mask[mask == 0] = 255
             mask = mask - 1
             mask[mask == 254] = 255
+        if self.label_map is not None:
+            mask = self.label_map[mask]
         if image_hw is not None and tuple(mask.shape[:2]) != tuple(image_hw):
             raise ValueError(
                 f"Mask '{path}' is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "

@@ -1,0 +1,186 @@
+"""MMSegmentation's transforms as Albumentations transforms, and every configured training pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from src.data.transforms import (
+    PhotoMetricDistortion,
+    RandomCrop,
+    RandomResize,
+    Resize,
+    build_pipeline,
+    rescale_size,
+)
+from tests.conftest import compose_cfg
+
+DATASET_CONFIGS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "dataset").glob("*.yaml"))
+
+
+def compose(*transforms, seed=0) -> A.Compose:
+    return A.Compose(list(transforms), seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("hw", "scale", "expected"),
+    [
+        ((1024, 2048), (2048, 1024), (1024, 2048)),  # Cityscapes at its own scale
+        ((480, 640), (2048, 512), (512, 683)),  # ADE20K: the short edge bounds it
+        ((240, 320), (2048, 512), (512, 683)),  # upscales too, as mmcv.imrescale
+        ((584, 565), (584, 565), (584, 565)),  # DRIVE
+        ((100, 1000), (2048, 512), (205, 2048)),  # the long edge bounds it
+    ],
+)
+def test_rescale_size_is_mmcv_box_fit(hw, scale, expected):
+    assert rescale_size(hw, scale) == expected
+
+
+def test_resize_keep_ratio_and_exact():
+    img = np.zeros((240, 320, 3), np.uint8)
+    mask = np.zeros((240, 320), np.uint8)
+    out = compose(Resize(scale=(2048, 512)))(image=img, mask=mask)
+    assert out["image"].shape == (512, 683, 3) and out["mask"].shape == (512, 683)
+    out = compose(Resize(scale=(64, 32), keep_ratio=False))(image=img, mask=mask)
+    assert out["image"].shape == (32, 64, 3)
+
+
+def test_random_resize_stays_in_the_ratio_box():
+    t = compose(RandomResize(scale=(2048, 512), ratio_range=(0.5, 2.0)), seed=3)
+    img = np.zeros((240, 320, 3), np.uint8)
+    shorts = []
+    for _ in range(50):
+        out = t(image=img, mask=img[..., 0])
+        h, w = out["image"].shape[:2]
+        assert out["mask"].shape == (h, w)
+        assert abs(w / h - 320 / 240) < 0.02  # aspect kept
+        shorts.append(h)
+    # short edge bounded by 512 * r with r in [0.5, 2]: in [256, 1024], and both halves of the range drawn
+    assert 256 <= min(shorts) and max(shorts) <= 1024
+    assert min(shorts) < 512 < max(shorts)
+
+
+def test_random_crop_clips_to_small_images_and_pads_after():
+    img = np.full((50, 60, 3), 7, np.uint8)
+    mask = np.ones((50, 60), np.uint8)
+    t = compose(
+        RandomCrop(crop_size=(64, 64)),
+        A.PadIfNeeded(min_height=64, min_width=64, position="top_left", fill=0, fill_mask=255),
+    )
+    out = t(image=img, mask=mask)
+    assert out["mask"].shape == (64, 64)
+    assert (
+        (out["mask"][:50, :60] == 1).all()
+        and (out["mask"][50:] == 255).all()
+        and (out["mask"][:, 60:] == 255).all()
+    )
+    assert (out["image"][:50, :60] == 7).all() and (out["image"][50:] == 0).all()
+
+
+def _has_both(mask) -> bool:
+    return len(np.unique(mask[mask != 255])) > 1
+
+
+def test_cat_max_ratio_redraws_crops_dominated_by_one_class():
+    # class 1 only in the last 10 columns: 5 of 81 crop positions keep class 0 under 75 %
+    mask = np.zeros((10, 100), np.uint8)
+    mask[:, 90:] = 1
+    img = np.zeros((10, 100, 3), np.uint8)
+
+    def share_with_both(ratio: float) -> float:
+        t = compose(RandomCrop(crop_size=(10, 20), cat_max_ratio=ratio), seed=1)
+        return np.mean([_has_both(t(image=img, mask=mask)["mask"]) for _ in range(300)])
+
+    plain, balanced = share_with_both(1.0), share_with_both(0.75)
+    assert plain < 0.15  # ~ 14 / 81 crops include any class-1 column
+    assert balanced > 0.35  # ~ 1 - (76/81)^10 of the crops are redrawn until balanced
+
+
+def test_cat_max_ratio_does_not_count_ignored_pixels():
+    # everything but one column is ignored: the labelled pixels are 50/50, so the first crop is kept
+    mask = np.full((4, 8), 255, np.uint8)
+    mask[0, 0], mask[1, 0] = 0, 1
+    t = compose(RandomCrop(crop_size=(4, 8), cat_max_ratio=0.75))
+    assert (t(image=np.zeros((4, 8, 3), np.uint8), mask=mask)["mask"] == mask).all()
+
+
+def test_photometric_steps_match_mmsegmentation_formulas():
+    t = PhotoMetricDistortion()
+    img = np.array([[[10, 100, 250]]], np.uint8)
+    none = dict(beta=None, alpha=None, saturation=None, hue=None)
+    assert (t.apply(img, **{**none, "beta": 10.0}) == [[[20, 110, 255]]]).all()  # additive, clipped
+    assert (t.apply(img, **{**none, "alpha": 2.0}) == [[[20, 200, 255]]]).all()  # multiplicative, clipped
+    grey = t.apply(img, **{**none, "saturation": 0.0})
+    assert grey[0, 0, 0] == grey[0, 0, 1] == grey[0, 0, 2]  # no saturation left
+    red = np.array([[[255, 0, 0]]], np.uint8)
+    assert (
+        t.apply(red, **{**none, "hue": 60}) == [[[0, 255, 0]]]
+    ).all()  # +120 degrees (OpenCV H is deg / 2)
+
+
+def test_photometric_distortion_varies_and_keeps_the_mask():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (16, 16), dtype=np.uint8)
+    t = compose(PhotoMetricDistortion())
+    outs = [t(image=img, mask=mask) for _ in range(8)]
+    assert all((o["mask"] == mask).all() and o["image"].dtype == np.uint8 for o in outs)
+    assert len({o["image"].tobytes() for o in outs}) > 4
+
+
+def test_build_pipeline_accepts_lists_and_rejects_non_transforms():
+    assert build_pipeline(None) is None and build_pipeline([]) is None
+    pipe = build_pipeline([A.HorizontalFlip(p=1.0)])
+    assert isinstance(pipe, A.Compose)
+    assert (pipe(image=np.arange(6, dtype=np.uint8).reshape(1, 2, 3))["image"][0, 0] == [3, 4, 5]).all()
+    with pytest.raises(TypeError, match="pipeline item 1"):
+        build_pipeline([A.HorizontalFlip(), {"type": "RandomFlip"}])
+
+
+def _train_pipeline(name: str, tmp_path: Path) -> A.Compose:
+    cfg = compose_cfg("train", [f"dataset={name}", f"paths.data_dir={tmp_path}"], tmp_path)
+    spec = OmegaConf.to_container(cfg.dataset.train_pipeline, resolve=True)
+    return build_pipeline(instantiate(spec))
+
+
+def _labelled_pair(rng: np.random.Generator, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A mask with a few labels and 255 patches, and an image whose red channel says where label 1 is."""
+    h, w = hw
+    mask = np.zeros((h, w), np.uint8)
+    mask[: h // 2] = rng.choice([0, 2])
+    cv2.rectangle(mask, (w // 4, h // 4), (w // 2, 3 * h // 4), 1, -1)  # the drawn shape: label 1
+    mask[: h // 8, : w // 8] = 255
+    image = np.full((h, w, 3), 30, np.uint8)
+    image[mask == 1] = (230, 30, 30)
+    return image, mask
+
+
+@pytest.mark.parametrize("name", DATASET_CONFIGS)
+def test_every_training_pipeline_keeps_labels_and_alignment(name, tmp_path):
+    pipe = _train_pipeline(name, tmp_path)
+    if pipe is None:
+        pytest.skip(f"dataset={name} has no training transforms")
+    geometric = A.Compose([t for t in pipe.transforms if not isinstance(t, A.ImageOnlyTransform)], seed=0)
+    pipe.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    for hw in [(240, 320), (97, 131), (512, 384)]:
+        for _ in range(3):
+            image, mask = _labelled_pair(rng, hw)
+            out = pipe(image=image, mask=mask)
+            assert out["image"].dtype == np.uint8 and out["image"].shape[:2] == out["mask"].shape
+            assert set(np.unique(out["mask"])) <= set(np.unique(mask)) | {255}, name
+
+            out = geometric(image=image, mask=mask)
+            red, m = out["image"][..., 0].astype(int), out["mask"]
+            # away from edges (bilinear image vs nearest mask), the shape is where the mask says it is
+            inner = cv2.erode((m == 1).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            outer = cv2.erode(((m != 1) & (m != 255)).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(
+                bool
+            )
+            assert (red[inner] > 200).all() and (red[outer] < 60).all(), name
