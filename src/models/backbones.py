@@ -2,7 +2,9 @@
 
 MMSegmentation's ResNetV1c is timm's ResNet with a deep (3-conv, 32-wide) stem; `output_stride=8` replaces the
 strides of the last two stages with dilations 2 and 4. timm gives the first block of each dilated stage the
-previous stage's dilation, which is MMSegmentation's `contract_dilation`.
+previous stage's dilation, which is MMSegmentation's `contract_dilation`. timm's BasicBlock (ResNet-18/34)
+dilates both of its 3x3 convs; MMSegmentation's dilates only the first, so the second is set back to
+dilation 1 (`mmseg_basic_block`; same weights, MMSegmentation's receptive field).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class TimmBackbone(nn.Module):
         in_chans: input channels.
         norm: None (the model's own, BatchNorm for ResNets), "bn", "syncbn" or "gn" (32 groups), passed to timm as
             `norm_layer` for models that take one (ResNet, ConvNeXt, ...).
+        mmseg_basic_block: undilate the second conv of ResNet BasicBlocks, as MMSegmentation's BasicBlock.
         **kwargs: passed to `timm.create_model` (e.g. `stem_type="deep", stem_width=32`).
     """
 
@@ -45,6 +48,7 @@ class TimmBackbone(nn.Module):
         pretrained_path: str | None = None,
         in_chans: int = 3,
         norm: str | None = None,
+        mmseg_basic_block: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -60,12 +64,26 @@ class TimmBackbone(nn.Module):
         )
         if pretrained_path:
             load_pretrained_weights(self.body, pretrained_path)
+        if mmseg_basic_block:
+            undilate_basic_block_conv2(self.body)
         self.model_name = model_name
         self.out_channels: list[int] = list(self.body.feature_info.channels())
         self.reductions: list[int] = list(self.body.feature_info.reduction())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
+
+
+def undilate_basic_block_conv2(model: nn.Module) -> int:
+    """Give the second 3x3 conv of every timm ResNet BasicBlock dilation 1 (padding 1); returns how many changed."""
+    from timm.models.resnet import BasicBlock
+
+    changed = 0
+    for block in model.modules():
+        if isinstance(block, BasicBlock) and block.conv2.dilation != (1, 1):
+            block.conv2.dilation, block.conv2.padding = (1, 1), (1, 1)
+            changed += 1
+    return changed
 
 
 def _timm_norm_layer(norm: str) -> str | type[nn.Module]:

@@ -92,3 +92,33 @@ def test_r18_config_trains_one_step(name, tmp_path):
     assert not any(k.startswith("backbone.body.conv1") for k in unchanged)
     model.eval()
     assert model.predict(images).shape == (2, 19, 64, 64)
+
+
+def _conv_dilations(body: torch.nn.Module, stage: str) -> list[tuple[str, int]]:
+    return [
+        (n.split(".", 1)[1], m.dilation[0])
+        for n, m in body.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and n.startswith(stage) and "downsample" not in n
+    ]
+
+
+def test_r18_d8_dilations_are_mmsegmentations():
+    """MMSegmentation's BasicBlock dilates conv1 only, with the first block of a dilated stage at half the
+    dilation (contract_dilation): stage 3 convs (1, 1), (2, 1); stage 4 (2, 1), (4, 1)."""
+    from src.models.backbones import TimmBackbone
+
+    body = TimmBackbone("resnet18", output_stride=8, stem_type="deep", stem_width=32).body
+    assert _conv_dilations(body, "layer3") == [("0.conv1", 1), ("0.conv2", 1), ("1.conv1", 2), ("1.conv2", 1)]
+    assert _conv_dilations(body, "layer4") == [("0.conv1", 2), ("0.conv2", 1), ("1.conv1", 4), ("1.conv2", 1)]
+    timm_own = TimmBackbone("resnet18", output_stride=8, mmseg_basic_block=False).body
+    assert _conv_dilations(timm_own, "layer4")[1] == ("0.conv2", 4)
+
+
+def test_r50_d8_dilations_are_mmsegmentations():
+    """Bottleneck: the 3x3 conv2 carries the dilation; first block at half (contract_dilation)."""
+    from src.models.backbones import TimmBackbone
+
+    body = TimmBackbone("resnet50c", output_stride=8).body
+    conv2 = [d for n, d in _conv_dilations(body, "layer4") if n.endswith("conv2")]
+    assert conv2 == [2, 4, 4]
+    assert [d for n, d in _conv_dilations(body, "layer3") if n.endswith("conv2")] == [1] + [2] * 5
