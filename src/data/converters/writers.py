@@ -1,0 +1,61 @@
+"""Atomic writers for converted datasets: PNG images, index masks, text lists and JSON.
+
+Why atomic: a conversion stopped half way must never leave a truncated PNG that a later run (or a dataset
+scan) takes for a finished file. Each writer encodes in memory, writes `<name>.tmp` beside the target and
+renames it over the target with `os.replace` (atomic on one file system). The `.tmp` suffix keeps a
+leftover out of every `*.png` glob.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically, creating the parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: str | Path, lines: Iterable[str]) -> Path:
+    """One item per line, each line ending with a newline."""
+    return write_bytes(path, "".join(f"{line}\n" for line in lines).encode())
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def write_rgb_png(path: str | Path, rgb: np.ndarray) -> Path:
+    """An RGB uint8 `[H, W, 3]` image as a PNG (converted to OpenCV's BGR order before encoding)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an RGB uint8 [H, W, 3] image, got {rgb.dtype} {rgb.shape}")
+    return _write_png(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray) -> Path:
+    """A single-channel uint8 index mask (class index per pixel, 255 = ignore) as a greyscale PNG."""
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise ValueError(f"{path}: expected a uint8 [H, W] index mask, got {mask.dtype} {mask.shape}")
+    return _write_png(path, mask)
+
+
+def _write_png(path: str | Path, array: np.ndarray) -> Path:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(array))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode '{path}' as PNG")
+    return write_bytes(path, buf.tobytes())
