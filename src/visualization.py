@@ -81,3 +81,52 @@ def with_legend(
     canvas[: image.shape[0], : image.shape[1]] = image
     canvas[: leg.shape[0], image.shape[1] :] = leg
     return canvas
+
+
+def hatch(
+    image: np.ndarray, where: np.ndarray, color: Sequence[int] = (255, 255, 255), spacing: int = 4
+) -> np.ndarray:
+    """A copy of the image with 1 px diagonal lines every `spacing` px over the pixels where `where` is true:
+    marks a region (e.g. ignored labels) while its own pixels stay visible between the lines."""
+    where = np.asarray(where, dtype=bool)
+    if image.shape[:2] != where.shape:
+        raise ValueError(f"hatch: image is {image.shape[:2]} but the region is {where.shape}")
+    lines = np.add.outer(np.arange(where.shape[0]), np.arange(where.shape[1])) % spacing == 0
+    out = np.array(image, dtype=np.uint8, copy=True)
+    out[where & lines] = np.asarray(color, dtype=np.uint8)
+    return out
+
+
+def caption(image: np.ndarray, text: str, height: int = 14, font_scale: float = 0.35) -> np.ndarray:
+    """The image under a white strip of `height` px holding `text` (cut to fit the image's width)."""
+    image = _rgb(image)
+    strip = np.full((height, image.shape[1], 3), 255, dtype=np.uint8)
+    while text and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] > image.shape[1] - 4:
+        text = text[:-1]
+    cv2.putText(strip, text, (2, height - 4), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, image], axis=0)
+
+
+def grid(images: Sequence[np.ndarray], ncols: int, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """The images in rows of `ncols`, each top-left in a cell as large as the largest one, `pad` px apart
+    (and from the border). Grey images are drawn as RGB."""
+    if not images:
+        raise ValueError("grid: no images to lay out")
+    if ncols < 1:
+        raise ValueError(f"grid: ncols={ncols}; expected at least 1")
+    tiles = [_rgb(img) for img in images]
+    cell_h = max(t.shape[0] for t in tiles)
+    cell_w = max(t.shape[1] for t in tiles)
+    ncols = min(ncols, len(tiles))
+    nrows = -(-len(tiles) // ncols)
+    canvas = np.full((nrows * (cell_h + pad) + pad, ncols * (cell_w + pad) + pad, 3), fill, dtype=np.uint8)
+    for k, tile in enumerate(tiles):
+        y = pad + (k // ncols) * (cell_h + pad)
+        x = pad + (k % ncols) * (cell_w + pad)
+        canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    return canvas
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.uint8)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
