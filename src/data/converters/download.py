@@ -82,7 +82,7 @@ REGISTRY: dict[str, DatasetEntry] = {
                 "sha1",
             ),
         ),
-        "unzip -q {out}/ADEChallengeData2016.zip -d data/   # -> data/ADEChallengeData2016 (no conversion)",
+        "unzip -q {out}/ADEChallengeData2016.zip -d data/ade/   # -> data/ade/ADEChallengeData2016 (no conversion)",
     ),
     "chase_db1": DatasetEntry(
         "CHASE_DB1 retinal vessels (28 images)",
