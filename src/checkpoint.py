@@ -112,3 +112,56 @@ def load_segmentor(path: str | Path, device: str | torch.device = "cpu") -> tupl
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
     return segmentor.to(device).eval(), meta
+
+
+# ----------------------------------------------------------------- resume / fine-tune (`src.train`)
+def newest_checkpoint(run_root: str | Path) -> Path | None:
+    """The most recently written checkpoint of a run: `<run_root>/*/checkpoints/*.ckpt` and Lightning's SLURM
+    `<run_root>/*/hpc_ckpt_*.ckpt`, by modification time; None when there is none."""
+    root = Path(run_root)
+    found = [*root.glob("*/checkpoints/*.ckpt"), *root.glob("*/hpc_ckpt_*.ckpt")]
+    found = [p for p in found if p.is_file()]
+    # last.ckpt is written right after the periodic checkpoint of the same step: prefer it on equal times
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), default=None)
+
+
+def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Fine-tuning start (`load_from`): copy the checkpoint's tensors whose name and shape match `model`'s.
+
+    Tensors whose shape differs (the classifiers `conv_seg` of a checkpoint with another class count) keep the
+    model's own initialisation, as do the model's tensors that the checkpoint lacks. Accepts this project's
+    checkpoints (`state_dict` with `segmentor.` keys; an EMA checkpoint gives its averaged weights) and plain
+    state dicts of the segmentor. Returns the names `loaded`, `shape_mismatch`, `missing` and `unexpected`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_from: no such checkpoint file '{path}'")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"load_from: cannot load '{path}': {err}") from err
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"load_from: '{path}' holds no state dict of tensors")
+    if any(k.startswith("segmentor.") for k in state):
+        state = {k[len("segmentor.") :]: v for k, v in state.items() if k.startswith("segmentor.")}
+    own = model.state_dict()
+    report: dict[str, list[str]] = {"loaded": [], "shape_mismatch": [], "missing": [], "unexpected": []}
+    matched = {}
+    for name, value in state.items():
+        if name not in own:
+            report["unexpected"].append(name)
+        elif own[name].shape != value.shape:
+            report["shape_mismatch"].append(name)
+        else:
+            matched[name] = value
+            report["loaded"].append(name)
+    report["missing"] = [name for name in own if name not in state]
+    if not matched:
+        raise ValueError(
+            f"load_from: none of the {len(state)} tensors of '{path}' matches the model by name and shape "
+            f"(checkpoint keys e.g. {list(state)[:3]}, model keys e.g. {list(own)[:3]}): it is a checkpoint of "
+            "another model"
+        )
+    model.load_state_dict(matched, strict=False)
+    return report

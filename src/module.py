@@ -1,24 +1,36 @@
 """The `LightningModule`: training, validation and test steps around an `EncoderDecoder`.
 
-It owns what Lightning needs and the model should not: the optimiser and per-iteration LR schedule, the metric
-objects and their logging (`train/loss`, `val/mIoU`, `val/IoU/<class>`), and the metadata written into every
-checkpoint so that it is self-describing (resolved config, classes, palette).
+It owns what Lightning needs and the model should not: the optimiser (with per-module parameter groups,
+`src/optim.py`) and per-iteration LR schedule (with warm-up, `src/schedulers.py`), the metric objects and their
+logging (`train/loss`, `val/mIoU`, `val/IoU/<class>`), and the metadata written into every checkpoint so that it
+is self-describing (resolved config, classes, palette). Precision, gradient clipping and accumulation, DDP and
+checkpointing are the Trainer's (`conf/runtime/`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from src.metrics import SegMetrics
+from src.optim import build_param_groups
+from src.schedulers import build_lr_scheduler
 from src.utils.rich_utils import print_metrics_table
 
 CHECKPOINT_META_KEY = "segkit"
+
+# Validation and test metrics are reduced over DDP ranks by torchmetrics (one summed confusion matrix) before
+# they are logged; Lightning's advice to also log them with sync_dist=True (one all-reduce per key) does not apply.
+warnings.filterwarnings(
+    "ignore", message=r".*when logging on epoch level in distributed setting", category=PossibleUserWarning
+)
 
 
 class SegmentationModule(LightningModule):
@@ -28,6 +40,10 @@ class SegmentationModule(LightningModule):
     scheduler: partial LR scheduler, called with the optimiser; stepped every iteration.
     class_names: for per-class metric keys; taken from the datamodule when not given.
     ignore_index: label ignored by the metrics.
+    paramwise: per-module LR / weight-decay rules (`schedule.paramwise`, see `src/optim.py`); None: one group.
+    warmup_iters, warmup_ratio: linear warm-up from `warmup_ratio` x each group's LR before `scheduler`.
+    grad_norm_type: the norm of gradient clipping by norm (`schedule.clip_grad.norm_type`); the threshold is
+        the Trainer's `gradient_clip_val`.
     """
 
     def __init__(
@@ -37,11 +53,19 @@ class SegmentationModule(LightningModule):
         scheduler: Callable[..., Any] | None = None,
         class_names: Sequence[str] | None = None,
         ignore_index: int = 255,
+        paramwise: Mapping[str, Any] | None = None,
+        warmup_iters: int = 0,
+        warmup_ratio: float = 1e-6,
+        grad_norm_type: float = 2.0,
     ) -> None:
         super().__init__()
         self.segmentor = segmentor
         self.optimizer_fn = optimizer
         self.scheduler_fn = scheduler
+        self.paramwise = dict(paramwise) if paramwise else None
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_ratio = float(warmup_ratio)
+        self.grad_norm_type = float(grad_norm_type)
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names is not None else None
         n = segmentor.num_classes
@@ -73,9 +97,10 @@ class SegmentationModule(LightningModule):
         losses = self.segmentor.loss(images, masks)
         loss = torch.stack(list(losses.values())).sum()
         bs = images.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        # averaged over DDP ranks, as MMSegmentation's logged losses (a no-op on one device)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for name, value in losses.items():
-            self.log(f"train/{name}", value, batch_size=bs)
+            self.log(f"train/{name}", value, batch_size=bs, sync_dist=True)
         return loss
 
     # ------------------------------------------------------- validation/test
@@ -127,15 +152,36 @@ class SegmentationModule(LightningModule):
 
     # ------------------------------------------------------------ optimisers
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
+        if self.paramwise:
+            keywords = getattr(self.optimizer_fn, "keywords", {})
+            if "lr" not in keywords:
+                raise ValueError("schedule.paramwise needs the base LR as schedule.optimizer.lr")
+            params: Any = build_param_groups(
+                self.segmentor, keywords["lr"], keywords.get("weight_decay", 0.0), self.paramwise
+            )
+        else:
+            params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_fn(params=params)
         if self.scheduler_fn is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_fn(optimizer=optimizer)
+        scheduler = build_lr_scheduler(optimizer, self.scheduler_fn, self.warmup_iters, self.warmup_ratio)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning clips by the 2-norm only; MMSegmentation's `clip_grad` also names the norm (`norm_type`)."""
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and self.grad_norm_type != 2.0:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, norm_type=self.grad_norm_type)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,18 +1,34 @@
 """Train a segmentor, then test it: `python -m src.train [experiment=X] [key=value ...]`.
 
-Thin entry point: every part is built from the Hydra config (`conf/train.yaml`), see the README.
+Thin entry point: every part is built from the Hydra config (`conf/train.yaml`), see the README. Beyond
+building, it decides where training starts (see "Training recipe" in the README):
+
+- `ckpt_path=<file>`: resume that checkpoint (weights, optimiser, LR schedule, step, random state); this
+  launch's checkpoints go to its own run folder;
+- `resume=true`: resume the newest checkpoint under `resume_dir` (the run folders of this run name); this launch
+  keeps writing checkpoints next to it, so a run's checkpoints stay in one folder. With none there, training
+  starts from scratch (or from `load_from`), so the same command serves the first launch and every restart;
+- `load_from=<file>`: fine-tune from weights only (new optimiser, schedule and step 0); tensors whose shape
+  differs (the classifier of another class count) keep their new initialisation.
+
+A run stopped by SIGTERM or SIGUSR1 writes `checkpoints/preempted.ckpt` and exits with code 143
+(`src/callbacks/preemption.py`).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.checkpoint import AtomicCheckpointIO
+from src.callbacks.preemption import PREEMPTED_EXIT_CODE
+from src.checkpoint import AtomicCheckpointIO, load_matching_weights, newest_checkpoint
 from src.module import SegmentationModule
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
 from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
@@ -24,11 +40,19 @@ log = get_logger(__name__)
 
 def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
     segmentor = instantiate(cfg.model)
+    schedule = cfg.schedule
+    clip = schedule.get("clip_grad") or {}
     module = SegmentationModule(
         segmentor,
-        optimizer=instantiate(cfg.schedule.optimizer),
-        scheduler=instantiate(cfg.schedule.scheduler) if cfg.schedule.get("scheduler") else None,
+        optimizer=instantiate(schedule.optimizer),
+        scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
         class_names=datamodule.classes,
+        paramwise=OmegaConf.to_container(schedule.paramwise, resolve=True)
+        if schedule.get("paramwise")
+        else None,
+        warmup_iters=schedule.get("warmup_iters", 0),
+        warmup_ratio=schedule.get("warmup_ratio", 1e-6),
+        grad_norm_type=clip.get("norm_type", 2.0),
     )
     module.checkpoint_meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -39,29 +63,89 @@ def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
     return module
 
 
+def resolve_start(cfg: DictConfig) -> tuple[str | None, Path | None]:
+    """(checkpoint to resume or None, checkpoint folder to keep writing to or None) from `ckpt_path`/`resume`."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and cfg.get("resume"):
+        raise ValueError(
+            f"ckpt_path={ckpt_path} and resume=true: give one (resume=true finds the newest itself)"
+        )
+    if ckpt_path:
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path: no such checkpoint file '{ckpt_path}'")
+        return str(ckpt_path), None
+    if not cfg.get("resume"):
+        return None, None
+    newest = newest_checkpoint(cfg.resume_dir)
+    if newest is None:
+        log.info(f"resume=true: no checkpoint under {cfg.resume_dir}/*/checkpoints; starting a new run.")
+        return None, None
+    ckpt_dir = newest.parent if newest.parent.name == "checkpoints" else newest.parent / "checkpoints"
+    log.info(f"resume=true: resuming {newest}; checkpoints continue in {ckpt_dir}")
+    return str(newest), ckpt_dir
+
+
+def _redirect_checkpoints(cfg: DictConfig, ckpt_dir: Path) -> None:
+    """Point every callback that writes into this launch's `checkpoints/` at the resumed run's folder."""
+    own = str(Path(cfg.paths.output_dir) / "checkpoints")
+    with open_dict(cfg):
+        for cb_cfg in (cfg.runtime.get("callbacks") or {}).values():
+            if isinstance(cb_cfg, DictConfig) and str(cb_cfg.get("dirpath")) == own:
+                cb_cfg.dirpath = str(ckpt_dir)
+
+
+def _trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer arguments that the config cannot express: Lightning counts `val_check_interval` in batches, the
+    schedule counts validation in iterations (optimiser steps), as MMSegmentation; they differ by accumulation."""
+    accumulate = int(cfg.runtime.trainer.get("accumulate_grad_batches") or 1)
+    if accumulate > 1 and isinstance(cfg.runtime.trainer.get("val_check_interval"), int):
+        return {"val_check_interval": cfg.runtime.trainer.val_check_interval * accumulate}
+    return {}
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test; returns the metrics (train/val from fit, test/... from test)."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    ckpt_path, ckpt_dir = resolve_start(cfg)
+    if ckpt_dir is not None:
+        _redirect_checkpoints(cfg, ckpt_dir)
     log.info(f"Dataset <{cfg.dataset._target_}>, model <{cfg.model.get('name', cfg.model._target_)}>")
     datamodule = instantiate(cfg.dataset)
     module = build_module(cfg, datamodule)
+    if cfg.get("load_from") and ckpt_path is None:
+        _load_weights(module, cfg.load_from)
+    elif cfg.get("load_from"):
+        log.info(f"load_from={cfg.load_from} ignored: resuming {ckpt_path}")
     callbacks = instantiate_callbacks(cfg.runtime.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
-        cfg.runtime.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        cfg.runtime.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        **_trainer_overrides(cfg),
     )
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test", True):
-        ckpt = cfg.get("test_ckpt")
-        if ckpt == "best" and not _best_path(trainer):
-            log.warning("No best checkpoint was saved; testing the current weights.")
-            ckpt = None
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
-        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    try:
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test", True):
+            ckpt = cfg.get("test_ckpt")
+            if ckpt == "best":
+                # the path, not "best": Lightning would take the first checkpoint callback's, the periodic one
+                ckpt = _best_path(trainer)
+                if not ckpt:
+                    log.warning("No best checkpoint was saved; testing the current weights.")
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
+            metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    except SIGTERMException:
+        log.warning(
+            f"Stopped by SIGTERM/SIGUSR1 at step {trainer.global_step} (exit code {PREEMPTED_EXIT_CODE}); "
+            "continue with the same command and resume=true"
+        )
+        sys.exit(PREEMPTED_EXIT_CODE)
     last = _last_path(trainer)
     if last:
         log.info(f"Last checkpoint: {last}")
@@ -69,6 +153,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"Predict with:     python -m src.infer ckpt_path={last} input=<image|folder|video>")
     metrics["ckpt_path"] = last
     return metrics
+
+
+def _load_weights(module: SegmentationModule, path: str) -> None:
+    report = load_matching_weights(module.segmentor, path)
+    total = len(module.segmentor.state_dict())
+    log.info(f"load_from={path}: {len(report['loaded'])}/{total} tensors loaded; training starts at step 0")
+    if report["shape_mismatch"]:
+        log.info(f"  shape differs, kept the new initialisation: {report['shape_mismatch']}")
+    if report["missing"]:
+        log.info(f"  not in the checkpoint, kept the new initialisation: {report['missing']}")
+    if report["unexpected"]:
+        log.info(f"  not in the model, ignored: {report['unexpected']}")
 
 
 def _last_path(trainer: L.Trainer) -> str | None:

@@ -3,6 +3,7 @@
 - `${project_root:}`: the repository root (or `$SEGKIT_ROOT`), so that `data/` and `logs/` do not depend on
   the directory a command is started from.
 - `${iters:40000}` -> "40k": iteration counts as MMSegmentation writes them in run names.
+- `${metric_name:val/mDice}` -> "mDice": a metric key's last part, for file names (`best_mDice_iter_...`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ def iters(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
+def metric_name(key: str) -> str:
+    return str(key).rsplit("/", 1)[-1]
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("iters", iters, replace=True)
+    OmegaConf.register_new_resolver("metric_name", metric_name, replace=True)
 
 
 register_resolvers()

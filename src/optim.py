@@ -1,0 +1,106 @@
+"""Per-module optimiser settings: MMSegmentation's `paramwise_cfg` as torch parameter groups.
+
+`schedule.paramwise` = `{custom_keys: {<key>: {lr_mult, decay_mult}}, norm_decay_mult, bias_decay_mult,
+flat_decay_mult}`, with MMEngine's `DefaultOptimWrapperConstructor` rules:
+
+- a parameter whose name (relative to the segmentor, e.g. `decode_head.conv_seg.weight`) contains a custom key
+  takes that key's `lr_mult` and `decay_mult`; when several keys match, the LONGEST one wins;
+- otherwise: parameters of normalisation layers take `norm_decay_mult`, biases of other layers
+  `bias_decay_mult`, any other 1-D parameter `flat_decay_mult` (each only when given).
+
+torch optimisers have parameter groups but no name-pattern rules, and Lightning builds no groups, so this is the
+one place that does it. Parameters with equal settings share one group (MMEngine makes one group per parameter;
+the optimiser's arithmetic is the same), named after the rule that made it (`lr-SGD/decode_head` in the LR
+monitor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+# every normalisation layer of torch (timm's BatchNormAct2d, LayerNorm2d, GroupNorm1 subclass these)
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+PARAMWISE_KEYS = ("custom_keys", "norm_decay_mult", "bias_decay_mult", "flat_decay_mult")
+CUSTOM_KEY_KEYS = ("lr_mult", "decay_mult")
+
+
+def build_param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.0,
+    paramwise: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The trainable parameters of `model` in groups with their own `lr` and `weight_decay`.
+
+    Args:
+        model: the module whose `named_parameters()` names are matched (the segmentor).
+        lr, weight_decay: the optimiser's base values, which the multipliers scale.
+        paramwise: the rules above (`schedule.paramwise`); None or empty gives one group with the base values.
+    """
+    rules = _check_paramwise(paramwise or {})
+    custom = rules.get("custom_keys") or {}
+    keys = sorted(custom, key=len, reverse=True)
+    groups: dict[tuple[str, float, float], dict[str, Any]] = {}
+    for module_name, module in model.named_modules():
+        is_norm = isinstance(module, NORM_TYPES)
+        for local_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            name = f"{module_name}.{local_name}" if module_name else local_name
+            group, lr_mult, decay_mult = _rule_for(name, local_name, param.ndim, is_norm, keys, custom, rules)
+            key = (group, lr * lr_mult, weight_decay * decay_mult)
+            if key not in groups:
+                groups[key] = {
+                    "name": group,
+                    "lr": key[1],
+                    "weight_decay": key[2],
+                    "params": [],
+                    "param_names": [],
+                }
+            groups[key]["params"].append(param)
+            groups[key]["param_names"].append(name)
+    return list(groups.values())
+
+
+def _rule_for(
+    name: str,
+    local_name: str,
+    ndim: int,
+    is_norm: bool,
+    keys: list[str],
+    custom: Mapping[str, Mapping[str, float]],
+    rules: Mapping[str, Any],
+) -> tuple[str, float, float]:
+    """(group name, lr multiplier, weight-decay multiplier) of one parameter."""
+    for key in keys:
+        if key in name:
+            return key, float(custom[key].get("lr_mult", 1.0)), float(custom[key].get("decay_mult", 1.0))
+    if is_norm and rules.get("norm_decay_mult") is not None:
+        return "norm", 1.0, float(rules["norm_decay_mult"])
+    if local_name == "bias" and not is_norm and rules.get("bias_decay_mult") is not None:
+        return "bias", 1.0, float(rules["bias_decay_mult"])
+    if ndim == 1 and rules.get("flat_decay_mult") is not None:
+        return "flat", 1.0, float(rules["flat_decay_mult"])
+    return "default", 1.0, 1.0
+
+
+def _check_paramwise(paramwise: Mapping[str, Any]) -> Mapping[str, Any]:
+    unknown = sorted(set(paramwise) - set(PARAMWISE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"schedule.paramwise: unknown keys {unknown}; expected some of {list(PARAMWISE_KEYS)}"
+        )
+    for key, setting in (paramwise.get("custom_keys") or {}).items():
+        if not isinstance(setting, Mapping):
+            raise ValueError(
+                f"schedule.paramwise.custom_keys.{key}={setting!r}: expected a mapping such as {{lr_mult: 10}}"
+            )
+        bad = sorted(set(setting) - set(CUSTOM_KEY_KEYS))
+        if bad:
+            raise ValueError(
+                f"schedule.paramwise.custom_keys.{key}: unknown keys {bad}; expected some of {list(CUSTOM_KEY_KEYS)}"
+            )
+    return paramwise
