@@ -24,6 +24,10 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path):
     cfg = compose_cfg("train", [f"experiment={experiment}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
     OmegaConf.resolve(cfg)  # every interpolation resolves
     assert cfg.run_name.startswith(cfg.model.name)
+    if "pretrained" in cfg.model.backbone:
+        # real-data experiments start from ImageNet weights, as MMSegmentation's; tests never download
+        assert cfg.model.backbone.pretrained == (cfg.dataset.name != "shapes")
+        cfg.model.backbone.pretrained = False
     model = instantiate(cfg.model)
     datamodule = instantiate(cfg.dataset)
     assert model.num_classes == datamodule.num_classes == cfg.dataset.num_classes
@@ -40,6 +44,27 @@ def test_model_config_builds(model, tmp_path):
 def test_run_name_follows_mmsegmentation_convention(tmp_path):
     cfg = compose_cfg("train", ["schedule.max_steps=40000", f"paths.data_dir={tmp_path}"], tmp_path / "run")
     assert cfg.run_name == "fcn_r18-d8_1xb8-40k_shapes-96x96"
+
+
+@pytest.mark.parametrize(
+    ("experiment", "run_name"),
+    [
+        ("pspnet_cityscapes", "pspnet_r50-d8_1xb2-40k_cityscapes-512x1024"),
+        ("deeplabv3plus_ade20k", "deeplabv3plus_r50-d8_1xb4-80k_ade20k-512x512"),
+        ("fcn_voc12aug", "fcn_r50-d8_1xb4-20k_voc12aug-512x512"),
+        ("unet_drive", "unet-s5-d16_fcn_1xb4-40k_drive-64x64"),
+        ("unet_chase_db1", "unet-s5-d16_fcn_1xb4-40k_chase_db1-128x128"),
+        ("pspnet_stanford_background", "pspnet_r50-d8_1xb8-2k_stanford_background-256x256"),
+    ],
+)
+def test_experiments_follow_mmsegmentation_settings(experiment, run_name, tmp_path):
+    cfg = compose_cfg("train", [f"experiment={experiment}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
+    assert cfg.run_name == run_name
+    assert cfg.schedule.optimizer.momentum == 0.9 and cfg.schedule.optimizer.weight_decay == 0.0005
+    assert cfg.schedule.scheduler.power == 0.9 and cfg.schedule.scheduler.eta_min == 1e-4
+    assert cfg.schedule.scheduler.total_iters == cfg.schedule.max_steps
+    if cfg.model.test_cfg.mode == "slide":
+        assert list(cfg.model.test_cfg.crop_size) == list(cfg.dataset.crop_size)
 
 
 def test_command_line_overrides_reach_the_parts(tmp_path):
@@ -59,3 +84,14 @@ def test_unknown_key_is_a_clear_error(tmp_path):
 def test_eval_and_infer_configs_compose(name, tmp_path):
     cfg = compose_cfg(name, ["ckpt_path=x.ckpt"], tmp_path)
     assert cfg.ckpt_path == "x.ckpt"
+
+
+def test_runtime_shortcuts_reach_the_trainer_and_callbacks(tmp_path):
+    cfg = compose_cfg(
+        "train",
+        ["runtime.sync_bn=true", "optimized_metric=val/mDice", f"paths.data_dir={tmp_path}"],
+        tmp_path,
+    )
+    assert cfg.runtime.trainer.sync_batchnorm is True
+    best = cfg.runtime.callbacks.best_checkpoint
+    assert best.monitor == "val/mDice" and best.filename == "best_mDice_iter_{step}"
