@@ -1,15 +1,20 @@
-"""Predict with a checkpoint: `python -m src.infer ckpt_path=<file> input=<image|folder> [output=<dir>]`.
+"""Predict with a checkpoint: `python -m src.infer ckpt_path=<file> input=<image|folder|video> [output=...]`.
 
-Writes `<output>/pred/<name>.png` (class indices) and `<output>/vis/<name>.png` (colour overlay).
+Images and folders: `<output>/pred/<name>.png` (class indices) and `<output>/vis/<name>.png` (colour overlay).
+A video (.mp4 .avi .mov .mkv) comes out as a video with every frame overlaid, at the source's fps and size:
+`output=<file.mp4>`, or `<output>/<name>.mp4` when output is a folder. Both show a progress bar.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from src.eval import resolve_device
-from src.inference import Segmenter
+from src.inference import VIDEO_SUFFIXES, Segmenter, is_video
 from src.utils import resolvers  # noqa: F401
 from src.utils.logging import get_logger
 from src.utils.task import extras
@@ -17,13 +22,31 @@ from src.utils.task import extras
 log = get_logger(__name__)
 
 
-def infer(cfg: DictConfig) -> list[dict[str, str]]:
+def infer(cfg: DictConfig) -> Any:
+    """Predicted paths per image (list of dicts), or for a video its path, frames, fps and size (a dict)."""
     seg = Segmenter.from_checkpoint(
-        cfg.ckpt_path, device=resolve_device(cfg.device), batch_size=cfg.batch_size
+        cfg.ckpt_path, device=resolve_device(cfg.device), batch_size=cfg.batch_size, tta=cfg.get("tta", False)
     )
-    result = seg(cfg.input, out_dir=cfg.output, opacity=cfg.opacity, progress=True)
+    source, output = Path(str(cfg.input)), Path(str(cfg.output))
+    if is_video(source):
+        target = output if output.suffix.lower() in VIDEO_SUFFIXES else output / f"{source.stem}.mp4"
+        info = seg.predict_video(source, target, opacity=cfg.opacity, progress=True)
+        log.info(
+            f"{info['frames']} frames at {info['fps']:g} fps ({info['size'][0]}x{info['size'][1]}) -> {target}"
+        )
+        return info
+    if output.suffix.lower() in VIDEO_SUFFIXES:
+        raise ValueError(f"output='{output}' is a video file but input='{source}' is not a video")
+    result = seg(
+        str(source),
+        out_dir=output,
+        opacity=cfg.opacity,
+        progress=True,
+        legend=cfg.get("legend", False),
+        panel=cfg.get("panels", False),
+    )
     log.info(
-        f"{len(result.masks)} prediction(s) written to {cfg.output}/pred (masks) and {cfg.output}/vis (overlays)"
+        f"{len(result.masks)} prediction(s) written to {output}/pred (masks) and {output}/vis (overlays)"
     )
     return result.paths
 

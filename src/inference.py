@@ -1,14 +1,17 @@
-"""The inference API: a checkpoint in one line, predictions on paths, arrays, lists or folders.
+"""The inference API: a checkpoint in one line, predictions on paths, arrays, lists, folders or videos.
 
-    seg = Segmenter.from_checkpoint("last.ckpt", device="cpu")
-    result = seg("street.png", out_dir="out/")      # result.masks[0]: [H, W] uint8 class indices
+    seg = Segmenter.from_checkpoint("last.ckpt", device="cpu")          # tta=True: multi-scale + flip
+    result = seg("street.png", out_dir="out/", opacity=0.5)          # result.masks[0]: [H, W] uint8 indices
+    seg.predict_video("drive.mp4", "drive_seg.mp4")                  # every frame overlaid, same fps and size
 
 It needs nothing but the checkpoint: the model, the test-time pipeline, classes and palette all come from the
-metadata the training wrote into it.
+metadata the training wrote into it. Predictions go through `EncoderDecoder.predict_images`, the same path as
+validation and `src.eval`, so the masks are the same as theirs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +26,16 @@ from torch import nn
 from src.checkpoint import load_segmentor
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
-from src.visualization import overlay
+from src.visualization import overlay, prediction_panel, with_legend
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+log = logging.getLogger(__name__)
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass
@@ -47,7 +57,8 @@ class Segmenter:
         classes, palette: names and colours of the classes.
         pipeline: test-time transform applied to each RGB image (`pipeline(image=...)["image"]`), or None.
         device: where the model runs.
-        batch_size: images per forward pass.
+        batch_size: images (or video frames) per forward pass.
+        tta: test-time augmentation: False, True (the model's `test_cfg.tta`), or `{scales: [...], flip: bool}`.
     """
 
     def __init__(
@@ -58,22 +69,27 @@ class Segmenter:
         pipeline: Any = None,
         device: str | torch.device = "cpu",
         batch_size: int = 4,
+        tta: Any = False,
     ) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size={batch_size}: expected at least 1")
         self.device = torch.device(device)
         self.segmentor = segmentor.to(self.device).eval()
         self.classes = list(classes)
         self.palette = [list(c) for c in palette]
         self.pipeline = pipeline
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
+        self.tta = tta
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 4
+        cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 4, tta: Any = False
     ) -> Segmenter:
+        """Model, test pipeline, classes and palette from a checkpoint written by `src.train`."""
         segmentor, meta = load_segmentor(path, device)
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
-        return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size)
+        return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
@@ -94,6 +110,11 @@ class Segmenter:
                         f"input folder '{path}' has no images ({', '.join(IMAGE_SUFFIXES)})"
                     )
                 items += [(str(p.relative_to(path).with_suffix("")), p) for p in files]
+            elif path.is_file() and is_video(path):
+                raise ValueError(
+                    f"input '{path}' is a video: use Segmenter.predict_video(path, output) "
+                    "(or `python -m src.infer input=<video>`)"
+                )
             elif path.is_file():
                 items.append((path.stem, path))
             else:
@@ -116,7 +137,7 @@ class Segmenter:
             img_shapes.append(image.shape[:2])
             tensors.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self.device))
         out = []
-        for lg in self.segmentor.predict_images(tensors, img_shapes, ori_shapes):
+        for lg in self.segmentor.predict_images(tensors, img_shapes, ori_shapes, tta=self.tta):
             mask = lg.argmax(0).to(torch.uint8).cpu().numpy()
             probs = lg.softmax(0).float().cpu().numpy() if return_probs else None
             out.append((mask, probs))
@@ -134,8 +155,15 @@ class Segmenter:
         return_overlays: bool = False,
         return_probs: bool = False,
         progress: bool = False,
+        legend: bool = False,
+        panel: bool = False,
     ) -> SegResult:
-        """Predict masks; with `out_dir`, write `pred/<name>.png` (class indices) and `vis/<name>.png` (overlay)."""
+        """Predict masks; with `out_dir`, write `pred/<name>.png` (class indices) and `vis/<name>.png` (overlay).
+
+        `return_overlays`: also return the colour overlays (RGB); `return_probs`: the softmax probabilities
+        `[C, H, W]`; `legend`: overlays get a legend of the classes present on their right; `panel`: the
+        visualisation is image | overlay, with the legend.
+        """
         items = self.collect_inputs(inputs)
         result = SegResult(masks=[], names=[])
         batches = self._batches(items)
@@ -152,12 +180,78 @@ class Segmenter:
                 result.names.append(name)
                 if return_probs:
                     result.probs.append(probs)
-                vis = overlay(image, mask, self.palette, opacity) if (out_dir or return_overlays) else None
+                vis = (
+                    self.render(image, mask, opacity, legend, panel) if (out_dir or return_overlays) else None
+                )
                 if return_overlays:
                     result.overlays.append(vis)
                 if out_dir is not None:
                     result.paths.append(self.save(Path(out_dir), name, mask, vis))
         return result
+
+    def render(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        opacity: float = 0.5,
+        legend: bool = False,
+        panel: bool = False,
+    ) -> np.ndarray:
+        """The palette overlay of a mask on its image, with a legend of the present classes when asked; or
+        (`panel`) image | overlay with the legend."""
+        if panel:
+            return prediction_panel(image, mask, self.palette, self.classes, opacity=opacity)
+        vis = overlay(image, mask, self.palette, opacity)
+        if legend:
+            vis = with_legend(vis, self.classes, self.palette, present=np.unique(mask).tolist())
+        return vis
+
+    @torch.no_grad()
+    def predict_video(
+        self, src: str | Path, dst: str | Path, opacity: float = 0.5, progress: bool = False
+    ) -> dict[str, Any]:
+        """Overlay every frame of a video and write them as a video of the same size and fps (mp4v codec).
+
+        Read with `cv2.VideoCapture` (BGR frames, converted to RGB for the model) and written with
+        `cv2.VideoWriter`; frames are predicted `batch_size` at a time. Returns frames, fps, size and path.
+        """
+        src, dst = Path(src), Path(dst)
+        cap = cv2.VideoCapture(str(src))
+        if not cap.isOpened():
+            raise ValueError(f"input '{src}': OpenCV cannot open it as a video ({', '.join(VIDEO_SUFFIXES)})")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not fps or fps != fps or fps <= 0:  # some containers do not store it
+            log.warning(f"'{src}' does not report its frame rate; writing at 25 fps")
+            fps = 25.0
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not writer.isOpened():
+            cap.release()
+            raise ValueError(f"output '{dst}': OpenCV cannot write an mp4v video there")
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total if total > 0 else None, desc=f"video {src.name}", unit="frame")
+        frames = 0
+        try:
+            for batch in _frame_batches(cap, self.batch_size):
+                rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in batch]
+                for image, (mask, _) in zip(rgb, self.predict_arrays(rgb)):
+                    writer.write(cv2.cvtColor(overlay(image, mask, self.palette, opacity), cv2.COLOR_RGB2BGR))
+                frames += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            cap.release()
+            writer.release()
+            if bar is not None:
+                bar.close()
+        if frames == 0:
+            raise ValueError(f"input '{src}': no frame could be read from the video")
+        return {"path": str(dst), "frames": frames, "fps": fps, "size": size}
 
     @staticmethod
     def save(out_dir: Path, name: str, mask: np.ndarray, vis: np.ndarray | None) -> dict[str, str]:
@@ -171,3 +265,18 @@ class Segmenter:
             cv2.imwrite(str(vis_path), cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
             paths["vis"] = str(vis_path)
         return paths
+
+
+def _frame_batches(cap: cv2.VideoCapture, batch_size: int) -> Iterator[list[np.ndarray]]:
+    """Lists of up to `batch_size` BGR frames, read in order until the video ends."""
+    batch: list[np.ndarray] = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        batch.append(frame)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -130,3 +130,85 @@ def grid(images: Sequence[np.ndarray], ncols: int, pad: int = 2, fill: int = 255
 def _rgb(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.uint8)
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def prediction_panel(
+    image: np.ndarray,
+    pred: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    classes: Sequence[str] | None = None,
+    gt: np.ndarray | None = None,
+    opacity: float = 0.5,
+    titles: bool = True,
+    ignore_index: int = 255,
+) -> np.ndarray:
+    """image | ground truth | prediction side by side (RGB), as MMSegmentation's visualiser draws a sample.
+
+    Ground truth and prediction are palette overlays; ignored ground-truth pixels are hatched. Without `gt` the
+    panel is image | prediction. With `classes`, a legend of the classes present in either mask is appended.
+    """
+    image = _rgb(image)
+    tiles = [("image", image)]
+    if gt is not None:
+        gt = np.asarray(gt)
+        gt_vis = hatch(overlay(image, gt, palette, opacity), gt == ignore_index)
+        tiles.append(("ground truth", gt_vis))
+    tiles.append(("prediction", overlay(image, pred, palette, opacity)))
+    shown = [caption(t, name) if titles else t for name, t in tiles]
+    canvas = grid(shown, ncols=len(shown))
+    if classes is None:
+        return canvas
+    labels = np.unique(np.concatenate([np.asarray(m).ravel() for m in (pred, gt) if m is not None]))
+    return with_legend(canvas, classes, palette, present=[int(v) for v in labels if v < len(classes)])
+
+
+def normalized_confusion(confmat: np.ndarray) -> np.ndarray:
+    """Rows (ground truth) divided by their sums, so each row with labelled pixels sums to 1; empty rows stay 0."""
+    cm = np.asarray(confmat, dtype=np.float64)
+    totals = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+
+
+def plot_confusion_matrix(
+    confmat: np.ndarray,
+    classes: Sequence[str],
+    path: str | None = None,
+    title: str = "Confusion matrix (rows: ground truth, normalised to 1)",
+) -> np.ndarray:
+    """The row-normalised confusion matrix as a picture (RGB array; also saved to `path` when given).
+
+    Drawn with matplotlib (headless Agg canvas); the figure grows with the number of classes, and the cell
+    values are written only when there are at most 30 classes (beyond, they would not be readable).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    norm = normalized_confusion(confmat)
+    n = len(classes)
+    if norm.shape != (n, n):
+        raise ValueError(f"plot_confusion_matrix: matrix is {norm.shape} but there are {n} classes")
+    side = min(4 + 0.45 * n, 40)
+    fig = Figure(figsize=(side + 1.5, side), dpi=100)
+    canvas = FigureCanvasAgg(fig)  # no pyplot: no global state, no display needed
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), [str(c) for c in classes], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), [str(c) for c in classes], fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title, fontsize=10)
+    if n <= 30:
+        for r in range(n):
+            for c in range(n):
+                value = norm[r, c]
+                ax.text(
+                    c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.5 else "black",
+                )  # fmt: skip
+    fig.tight_layout()
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    if path is not None:
+        fig.savefig(path)
+    return rgb

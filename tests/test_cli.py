@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pytest
 
-from src.data.io import load_mask
+from src.data.io import load_image, load_mask
 from tests.conftest import TINY_TRAIN
+from tests.tiny_checkpoint import TinyRun, make_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +27,12 @@ def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.fixture
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    return make_tiny_run(tmp_path_factory)
+
+
+@pytest.mark.slow
 def test_train_eval_infer_from_the_command_line(tmp_path):
     overrides = [o for o in TINY_TRAIN if o != "print_config=false"]
     proc = run("src.train", *overrides, cwd=tmp_path)
@@ -40,12 +49,53 @@ def test_train_eval_infer_from_the_command_line(tmp_path):
 
     proc = run("src.eval", f"ckpt_path={ckpt}", "num_workers=0", f"out_dir={tmp_path / 'eval'}", cwd=tmp_path)
     assert "mean" in proc.stdout
+    proc = run(
+        "src.eval", f"ckpt_path={ckpt}", "num_workers=0", "tta=true", "components=true", "run_name=eval_tta",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "(TTA)" in proc.stdout and "Connected components per class" in proc.stdout
+    eval_dirs = list((tmp_path / "logs" / "eval" / "runs" / "eval").glob("*"))
+    assert len(eval_dirs) == 1
+    for name in (
+        "metrics.json",
+        "per_class.csv",
+        "per_class.md",
+        "confusion_matrix.png",
+        "confusion_matrix.json",
+    ):
+        assert (eval_dirs[0] / name).stat().st_size > 0, name
     image = tmp_path / "data" / "shapes" / "img_dir" / "test" / "test_0000.png"
     run("src.infer", f"ckpt_path={ckpt}", f"input={image}", f"output={tmp_path / 'infer'}", cwd=tmp_path)
     mask = load_mask(tmp_path / "infer" / "pred" / "test_0000.png")
     assert mask.shape == (32, 32) and mask.max() < 6
     np.testing.assert_array_equal(mask, load_mask(tmp_path / "eval" / "pred" / "test_0000.png"))
     assert (tmp_path / "infer" / "vis" / "test_0000.png").stat().st_size > 0
+
+
+def test_infer_video_from_the_command_line(tiny_run: TinyRun, tmp_path):
+    """`python -m src.infer input=<video> output=<file.mp4>` on a checkpoint: the video comes back frame for frame."""
+    video = tmp_path / "clip.avi"
+    frames = [load_image(p) for p in tiny_run.test_images]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (32, 32))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "seg.mp4"
+    proc = run(
+        "src.infer",
+        f"ckpt_path={tiny_run.ckpt}",
+        f"input={video}",
+        f"output={out}",
+        "opacity=0.5",
+        cwd=tmp_path,
+    )
+    assert "frame" in proc.stderr  # the progress bar counts frames
+    cap = cv2.VideoCapture(str(out))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == len(frames) and cap.get(cv2.CAP_PROP_FPS) == 5.0
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (32, 32)
 
 
 def test_missing_ckpt_is_a_clear_error(tmp_path):

@@ -2,7 +2,8 @@
 
 data preprocessor -> backbone -> [neck] -> decode head (+ auxiliary heads, only for the loss). The segmentor is a
 plain `nn.Module`: `loss()` for training, `predict()` for inference (whole image or sliding window), `forward()`
-for export (normalised images -> logits at input size).
+for export (normalised images -> logits at input size), and `predict_images()`, the one prediction path of
+validation, `src.eval` and the inference API (optionally with test-time augmentation, see `src.models.tta`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from src.models.data_preprocessor import SegDataPreProcessor
+from src.models.tta import TTAConfig, tta_probabilities
 from src.models.utils import resize
 
 TEST_MODES = ("whole", "slide")
@@ -25,7 +27,9 @@ class EncoderDecoder(nn.Module):
     data_preprocessor: normalisation and padding (default: ImageNet mean/std).
     neck: optional, features -> features.
     auxiliary_head: optional head or list of heads, trained alongside (their loss weight is in their losses).
-    test_cfg: `{"mode": "whole"}` or `{"mode": "slide", "crop_size": [h, w], "stride": [h, w]}`.
+    test_cfg: `{"mode": "whole"}` or `{"mode": "slide", "crop_size": [h, w], "stride": [h, w]}`, plus an optional
+        `"tta": {"scales": [0.5, ..., 1.75], "flip": true}` used only when a caller asks for TTA (`src.eval` and
+        `src.infer` with `tta=true`, `Segmenter.from_checkpoint(..., tta=True)`); it is kept apart, in `tta_cfg`.
     name: the model's config name (`fcn_r50-d8`), used in run names.
     """
 
@@ -56,6 +60,9 @@ class EncoderDecoder(nn.Module):
             raise ValueError(
                 f"model.test_cfg.mode='{self.test_cfg.get('mode')}': expected one of {TEST_MODES}"
             )
+        tta = self.test_cfg.pop("tta", None)
+        # checked now (config load), used when asked for; None: MMSegmentation's ratios with flip
+        self.tta_cfg = TTAConfig.from_cfg(tta) if tta is not None else None
         self.name = name
         self.align_corners = getattr(decode_head, "align_corners", False)
 
@@ -124,16 +131,35 @@ class EncoderDecoder(nn.Module):
         images: Sequence[torch.Tensor],
         img_shapes: Sequence[Sequence[int]] | None = None,
         ori_shapes: Sequence[Sequence[int]] | None = None,
+        tta: bool | Mapping | TTAConfig | None = None,
     ) -> list[torch.Tensor]:
         """uint8 images `[3, h, w]` (after the test pipeline) -> `[C, H, W]` logits at each original size.
 
         The one prediction path shared by validation, `src.eval` and the inference API: preprocess (normalise,
         pad), predict in the configured mode, crop the padding, resize to the original size.
+
+        `tta`: falsy (validation, the default) predicts once; True uses `test_cfg.tta`; a mapping or `TTAConfig`
+        gives the scales and flip. With TTA the result is the log of the averaged softmax probabilities:
+        `softmax` of it gives them back and `argmax` is the merged prediction, so callers need not know.
         """
+        if tta:
+            cfg = self.resolve_tta(tta)
+            img_shapes = img_shapes or [tuple(im.shape[-2:]) for im in images]
+            views = [im[..., : int(s[0]), : int(s[1])] for im, s in zip(images, img_shapes)]
+            probs = tta_probabilities(self, views, ori_shapes or img_shapes, cfg)
+            return [p.clamp_min(torch.finfo(p.dtype).tiny).log() for p in probs]
         batch, _ = self.data_preprocessor(images)
         logits = self.predict(batch)
         img_shapes = img_shapes or [tuple(im.shape[-2:]) for im in images]
         return self.postprocess(logits, img_shapes, ori_shapes)
+
+    def resolve_tta(self, tta: bool | Mapping | TTAConfig) -> TTAConfig:
+        """`True`: the model's `test_cfg.tta` (MMSegmentation's ratios with flip if it has none)."""
+        if isinstance(tta, TTAConfig):
+            return tta
+        if isinstance(tta, bool):
+            return self.tta_cfg or TTAConfig()
+        return TTAConfig.from_cfg(tta, key="tta")
 
     def postprocess(
         self,

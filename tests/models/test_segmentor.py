@@ -213,3 +213,142 @@ def test_model_trained_with_syncbn_runs_on_cpu(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     model.eval()
     torch.testing.assert_close(loaded.predict(x), model.predict(x))
+
+
+# ---------------------------------------------------------------------------------------------- test modes, TTA
+MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+
+
+class Conv3x3Head(PerPixel):
+    """A 3x3 conv (zero padding) over the image: flip-equivariant exactly when every kernel is mirror-symmetric."""
+
+    def __init__(self, num_classes: int = 3, symmetric: bool = True) -> None:
+        super().__init__(num_classes)
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, num_classes, 3, padding=1)
+        if symmetric:
+            with torch.no_grad():
+                w = self.conv.weight
+                w.copy_((w + w.flip(-1)) / 2)
+
+
+def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+
+
+def test_slide_averages_overlapping_windows_over_a_count_map():
+    """Each crop's output is its own mean: pixels covered by two windows get the mean of the two."""
+
+    class CropMean(PerPixel):
+        def forward(self, feats):
+            x = feats[0][:, :1]
+            return x.mean(dim=(2, 3), keepdim=True).expand(-1, self.num_classes, *x.shape[-2:])
+
+    model = EncoderDecoder(
+        AsList(), CropMean(), test_cfg={"mode": "slide", "crop_size": [4, 4], "stride": [4, 2]}
+    )
+    x = torch.arange(24.0).view(1, 1, 4, 6).expand(1, 3, 4, 6).contiguous()
+    out = model.predict(x)[0, 0]
+    # windows (by hand): columns 0-3 and 2-5 over all 4 rows
+    m0, m1 = x[0, 0, :, 0:4].mean(), x[0, 0, :, 2:6].mean()
+    expected = torch.stack([m0, m0, (m0 + m1) / 2, (m0 + m1) / 2, m1, m1]).expand(4, 6)
+    torch.testing.assert_close(out, expected)
+
+
+def test_slide_equals_whole_through_predict_images_with_tta():
+    """Each TTA view runs in the configured mode: slide == whole holds view by view for a per-pixel model."""
+    tta = {"scales": [0.5, 1.0, 1.5], "flip": True}
+    slide = EncoderDecoder(
+        AsList(),
+        PerPixel(),
+        test_cfg={"mode": "slide", "crop_size": [16, 16], "stride": [11, 11], "tta": tta},
+    )
+    whole = EncoderDecoder(AsList(), PerPixel(), test_cfg={"mode": "whole", "tta": tta})
+    whole.load_state_dict(slide.state_dict())
+    images = [_image(37, 29), _image(20, 40, seed=1)]  # larger than the crop, and of different sizes
+    for tta_arg in (False, True):
+        for a, b in zip(slide.predict_images(images, tta=tta_arg), whole.predict_images(images, tta=tta_arg)):
+            torch.testing.assert_close(a, b)
+
+
+def test_flip_tta_of_a_flip_equivariant_model_equals_no_tta():
+    model = EncoderDecoder(AsList(), Conv3x3Head(symmetric=True))
+    images = [_image(12, 17)]
+    plain = model.predict_images(images)[0].softmax(0)
+    flipped = model.predict_images(images, tta={"scales": [1.0], "flip": True})[0].softmax(0)
+    torch.testing.assert_close(flipped, plain)
+
+
+def test_flip_tta_averages_the_prediction_and_the_mirrored_prediction_of_the_mirrored_image():
+    model = EncoderDecoder(AsList(), Conv3x3Head(symmetric=False))
+    image = _image(12, 17)
+    conv = model.decode_head.conv
+    x = (image[None].float() - MEAN) / STD
+    expected = (conv(x).softmax(1) + conv(x.flip(-1)).flip(-1).softmax(1))[0] / 2
+    got = model.predict_images([image], tta={"scales": [1.0], "flip": True})[0].softmax(0)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, model.predict_images([image])[0].softmax(0), atol=1e-3)
+
+
+def test_multiscale_tta_averages_softmax_resized_to_the_original_size():
+    """Independent computation: per ratio, rescale the uint8 image (rounded), normalise, 1x1 conv, resize the
+    logits to the original size, softmax; then the mean over ratios."""
+    model = EncoderDecoder(
+        AsList(), PerPixel(), test_cfg={"mode": "whole", "tta": {"scales": [0.5, 1.0, 1.5], "flip": False}}
+    )
+    image, ori = _image(12, 10), (24, 20)  # the test pipeline had halved the original image
+    conv = model.decode_head.conv
+    probs = []
+    for r in (0.5, 1.0, 1.5):
+        size = (int(12 * r + 0.5), int(10 * r + 0.5))
+        scaled = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False).round()
+        logits = conv((scaled - MEAN) / STD)
+        probs.append(F.interpolate(logits, size=ori, mode="bilinear", align_corners=False).softmax(1)[0])
+    expected = torch.stack(probs).mean(0)
+    got = model.predict_images([image], ori_shapes=[ori], tta=True)[0]
+    assert got.shape == (3, 24, 20)
+    torch.testing.assert_close(got.softmax(0), expected)
+    torch.testing.assert_close(got.argmax(0), expected.argmax(0))
+    plain = model.predict_images([image], ori_shapes=[ori])[0].softmax(0)
+    assert not torch.allclose(plain, expected, atol=1e-3)  # the scales do change the result
+
+
+def test_tta_config_is_kept_apart_checked_and_defaults_to_mmsegmentation():
+    model = EncoderDecoder(
+        AsList(), PerPixel(), test_cfg={"mode": "whole", "tta": {"scales": [1.0, 2.0], "flip": False}}
+    )
+    assert model.test_cfg == {"mode": "whole"}
+    assert model.tta_cfg.scales == (1.0, 2.0) and model.tta_cfg.flip is False
+    default = EncoderDecoder(AsList(), PerPixel())
+    assert (
+        default.resolve_tta(True).scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+        and default.resolve_tta(True).flip
+    )
+    with pytest.raises(ValueError, match=r"model.test_cfg.tta.scales=\[0.0, 1.0\]"):
+        EncoderDecoder(AsList(), PerPixel(), test_cfg={"tta": {"scales": [0.0, 1.0]}})
+    with pytest.raises(ValueError, match="unknown keys \\['flips'\\]"):
+        EncoderDecoder(AsList(), PerPixel(), test_cfg={"tta": {"flips": True}})
+
+
+def test_validation_predicts_without_tta(monkeypatch):
+    """The LightningModule's validation path never runs the TTA views, even for a model configured with TTA."""
+    from functools import partial
+
+    import src.models.segmentor as segmentor_module
+    from src.module import SegmentationModule
+
+    model = EncoderDecoder(AsList(), PerPixel(), test_cfg={"mode": "whole", "tta": {"scales": [0.5, 1.0]}})
+    module = SegmentationModule(model, optimizer=partial(torch.optim.SGD, lr=0.1))
+
+    def no_tta(*args, **kwargs):
+        raise AssertionError("validation must not use TTA")
+
+    monkeypatch.setattr(segmentor_module, "tta_probabilities", no_tta)
+    image = _image(8, 8)
+    batch = {"inputs": [image], "metas": [{"img_shape": (8, 8), "ori_shape": (8, 8)}]}
+    (pred,) = module.predict_batch(batch)
+    torch.testing.assert_close(pred, model.predict_images([image])[0].argmax(0))
+    with pytest.raises(AssertionError, match="must not use TTA"):
+        model.predict_images([image], tta=True)
