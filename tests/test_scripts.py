@@ -20,3 +20,20 @@ def test_make_shapes_dataset_cli(tmp_path):
     assert json.loads((out / "meta.json").read_text())["counts"]["test"] == 1
     again = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert again.stdout.startswith("already up to date")
+
+
+def test_benchmark_data_times_the_cityscapes_pipeline_per_worker_count(tmp_path):
+    out = tmp_path / "data.json"
+    args = ["--workers", "0", "1", "--batches", "2", "--warmup", "0", "--synthetic", "2", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark_data.py"), *args, "dataset.batch_size=1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "images/s per worker" in run.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["workers"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["batches"] == 2 and r["batch_size"] == 1 and r["images_per_s"] > 0

@@ -1,0 +1,171 @@
+"""Data-loading throughput of a dataset's training pipeline: images/s for each number of workers.
+
+python scripts/benchmark_data.py [dataset=cityscapes] [paths.data_dir=...] [key=value ...]
+    [--workers 0 1 2] [--batches 20] [--warmup 2] [--synthetic 24] [--json out.json]
+
+`key=value` arguments are Hydra overrides of conf/train.yaml (default `dataset=cityscapes`); `--flags` are this
+script's. The loader is the one training uses (the datamodule's train DataLoader: shuffling, collate, pinned
+memory, worker seeding), so the figure is what the model is fed at, decode + pipeline + collate included.
+With `--synthetic N` (the default when the dataset's folder is absent) it first writes N random images and masks
+of Cityscapes' size (2048x1024) in the dataset's layout under a temporary data folder, so the decode cost is real.
+Prints images/s and images/s per worker; whether loading starves training is this figure against the
+training throughput of `scripts/benchmark.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from src.utils import resolvers  # noqa: E402, F401
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to time")
+    parser.add_argument("--batches", type=int, default=20, help="batches timed per worker count")
+    parser.add_argument("--warmup", type=int, default=2, help="batches drawn before timing (worker start-up)")
+    parser.add_argument(
+        "--synthetic", type=int, default=None, help="write N random Cityscapes-sized samples and use them"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("-")]
+    if unknown:
+        parser.error(f"unknown flags {unknown}; Hydra overrides are key=value")
+    if not any(o.startswith("dataset=") for o in overrides):
+        overrides = ["dataset=cityscapes", *overrides]
+    return args, overrides
+
+
+def write_synthetic_cityscapes(data_dir: Path, n: int, seed: int = 0) -> Path:
+    """`n` random 2048x1024 images with blocky 19-class masks (+ 255) in Cityscapes' layout."""
+    rng = np.random.default_rng(seed)
+    root = data_dir / "cityscapes"
+    for split in ("train", "val"):
+        img_dir = root / "leftImg8bit" / split / "synthcity"
+        ann_dir = root / "gtFine" / split / "synthcity"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        ann_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(n if split == "train" else 1):
+            # smooth image content (compresses like a photo, not like noise) and 64x64 label blocks
+            small = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+            image = cv2.resize(small, (2048, 1024), interpolation=cv2.INTER_CUBIC)
+            labels = rng.choice(np.r_[np.arange(19), 255], size=(16, 32)).astype(np.uint8)
+            mask = cv2.resize(labels, (2048, 1024), interpolation=cv2.INTER_NEAREST)
+            stem = f"synthcity_{i:06d}_000019"
+            cv2.imwrite(str(img_dir / f"{stem}_leftImg8bit.png"), image)
+            cv2.imwrite(str(ann_dir / f"{stem}_gtFine_labelTrainIds.png"), mask)
+    return root
+
+
+def time_loader(datamodule, workers: int, batches: int, warmup: int) -> dict:
+    datamodule.num_workers = workers
+    datamodule.persistent_workers = False
+    loader = datamodule.train_dataloader()
+    if len(loader) < warmup + 1:
+        raise SystemExit(
+            f"the training split has {len(loader)} batches of {datamodule.batch_size}; need more than --warmup "
+            f"{warmup} (use --synthetic N with a larger N, or a smaller --warmup)"
+        )
+    seen, times = 0, []
+    it = iter(loader)
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    tick = start
+    while seen < batches:
+        try:
+            batch = next(it)
+        except StopIteration:  # a small split: start another epoch (workers restart; counted, as in training)
+            it = iter(loader)
+            batch = next(it)
+        now = time.perf_counter()
+        times.append(now - tick)
+        tick = now
+        seen += 1
+        n_images = (
+            batch["inputs"].shape[0] if isinstance(batch["inputs"], torch.Tensor) else len(batch["inputs"])
+        )
+    total = time.perf_counter() - start
+    images = seen * n_images
+    return {
+        "workers": workers,
+        "batches": seen,
+        "batch_size": n_images,
+        "seconds": total,
+        "images_per_s": images / total,
+        "images_per_s_per_worker": images / total / max(workers, 1),
+        "median_batch_s": statistics.median(times),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    tmp = None
+    if args.synthetic:
+        tmp = tempfile.TemporaryDirectory(prefix="benchmark_data_")
+        overrides = [*overrides, f"paths.data_dir={tmp.name}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    data_root = Path(str(cfg.dataset.get("data_root") or ""))
+    if tmp is None and cfg.dataset.name == "cityscapes" and not data_root.exists():
+        print(f"'{data_root}' is absent: timing 24 synthetic Cityscapes-sized samples (--synthetic 24)")
+        tmp = tempfile.TemporaryDirectory(prefix="benchmark_data_")
+        args.synthetic = 24
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[*overrides, f"paths.data_dir={tmp.name}"])
+    if args.synthetic:
+        if cfg.dataset.name != "cityscapes":
+            raise SystemExit(f"--synthetic writes Cityscapes' layout; dataset={cfg.dataset.name} was given")
+        write_synthetic_cityscapes(Path(tmp.name), args.synthetic)
+    datamodule = instantiate(cfg.dataset)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    rows = [time_loader(datamodule, w, args.batches, args.warmup) for w in args.workers]
+    table = Table(
+        title=f"{cfg.dataset.name} training pipeline: batch {datamodule.batch_size}, crop "
+        f"{list(cfg.dataset.crop_size)}, {torch.get_num_threads()} torch threads"
+    )
+    for col in ("workers", "images/s", "images/s per worker", "median s/batch"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["workers"]),
+            f"{r['images_per_s']:.2f}",
+            f"{r['images_per_s_per_worker']:.2f}",
+            f"{r['median_batch_s']:.3f}",
+        )
+    Console().print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"dataset": cfg.dataset.name, "overrides": overrides, "rows": rows}, indent=2)
+        )
+        print(f"wrote {args.json}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
