@@ -4,6 +4,8 @@
   the directory a command is started from.
 - `${iters:40000}` -> "40k": iteration counts as MMSegmentation writes them in run names.
 - `${metric_name:val/mDice}` -> "mDice": a metric key's last part, for file names (`best_mDice_iter_...`).
+- `${coalesce:${a},${b}}`: the first argument that is not null (or empty), e.g. the experiment's name or else
+  the dataset's for the wandb group.
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ def metric_name(key: str) -> str:
     return str(key).rsplit("/", 1)[-1]
 
 
+def coalesce(*values: object) -> object:
+    return next((v for v in values if v is not None and v != ""), None)
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("iters", iters, replace=True)
     OmegaConf.register_new_resolver("metric_name", metric_name, replace=True)
+    OmegaConf.register_new_resolver("coalesce", coalesce, replace=True)
 
 
 register_resolvers()

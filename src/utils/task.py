@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils.logging import get_logger
@@ -17,7 +18,11 @@ log = get_logger(__name__)
 
 
 def extras(cfg: DictConfig) -> None:
-    """Print the resolved config as a tree and save it (tree and YAML) in the run directory."""
+    """Print the resolved config as a tree and save it (tree and YAML) in the run directory.
+
+    Rank zero only: the other DDP ranks of a run compose the same config into the same folder."""
+    if rank_zero_only.rank != 0:
+        return
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("print_config", True):
@@ -30,24 +35,38 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
 
     @functools.wraps(task)
     def wrap(cfg: DictConfig) -> Any:
+        exit_code = 0
         try:
             return task(cfg)
-        except Exception:
+        except SystemExit as e:  # the preemption exit (143) and the like: recorded as the run's exit code
+            exit_code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            raise
+        except BaseException:  # an error, or Ctrl-C
+            exit_code = 1
             log.exception(f"Task failed; output dir: {cfg.paths.output_dir}")
             raise
         finally:
-            if "wandb" in sys.modules:
-                import wandb
-
-                if wandb.run is not None:
-                    run_dir = wandb.run.dir
-                    # WandbLogger(offline=True) starts wandb in "dryrun", wandb's older name for "offline"
-                    offline = getattr(getattr(wandb.run, "settings", None), "mode", None) in (
-                        "offline",
-                        "dryrun",
-                    )
-                    wandb.finish()
-                    if offline:
-                        log.info(f"wandb ran offline; upload with: wandb sync {Path(run_dir).parent}")
+            finish_wandb(exit_code)
 
     return wrap
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the wandb run of this process, if any, with the task's exit code (non-zero marks it failed), and
+    print the command that uploads an offline run. Never raises: it runs while another error may be raised."""
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    if wandb.run is None:
+        return
+    try:
+        run_dir = wandb.run.dir
+        # WandbLogger(offline=True) starts wandb in "dryrun", wandb's older name for "offline"
+        offline = getattr(getattr(wandb.run, "settings", None), "mode", None) in ("offline", "dryrun")
+        wandb.finish(exit_code=exit_code)
+    except Exception:
+        log.exception("wandb.finish failed")
+        return
+    if offline:
+        log.info(f"wandb ran offline; upload with: wandb sync {Path(run_dir).parent}")

@@ -1,0 +1,158 @@
+"""The test after training, as tables and pictures: per-class metrics and the confusion matrix, to every logger.
+
+The scalar test metrics (`test/mIoU`, `test/IoU/<class>`, ...) are logged by the `LightningModule` like any
+metric; this callback adds what a scalar cannot hold, each logger through its own API:
+
+- wandb: the per-class table as a `wandb.Table` (`test/per_class`), the row-normalised confusion matrix as an
+  image (`test/confusion_matrix`) and as wandb's interactive confusion-matrix chart (`test/confusion_matrix_chart`);
+- TensorBoard: the per-class table as Markdown text and the confusion matrix as an image, under the same keys;
+- always (what a CSV run has), files in `<run dir>/test/`: `metrics.json`, `per_class.csv`, `per_class.md`,
+  `confusion_matrix.json`, `confusion_matrix.png`, written by `src.eval`'s own helpers (the same files
+  `python -m src.eval` writes for a checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from omegaconf import OmegaConf
+
+from src.metrics import PER_CLASS_KEYS
+from src.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class LogTestReport(Callback):
+    """Args:
+    dirpath: folder of the files (default `<trainer.default_root_dir>/test`).
+    key: prefix of the logged tables and images.
+    """
+
+    def __init__(self, dirpath: str | None = None, key: str = "test") -> None:
+        self.dirpath = dirpath
+        self.key = key
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        results = getattr(pl_module, "test_results", None) or {}
+        if not trainer.is_global_zero or not results.get("per_class"):
+            return
+        rows, summary = results["per_class"], results["summary"]
+        classes = [str(r["class"]) for r in rows]
+        confmat = results.get("confusion_matrix")
+        confmat = None if confmat is None else np.asarray(confmat)
+        out = Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "test"
+        self.save_files(out, rows, summary, confmat, classes, trainer.ckpt_path or _last_checkpoint(trainer))
+        picture = _confusion_picture(confmat, classes) if confmat is not None else None
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                self.to_wandb(logger, rows, confmat, picture, classes)
+            elif isinstance(logger, TensorBoardLogger):
+                self.to_tensorboard(logger, rows, summary, picture, trainer.global_step)
+
+    # ----------------------------------------------------------------- files
+    @staticmethod
+    def save_files(
+        out: Path,
+        rows: list[dict[str, Any]],
+        summary: dict[str, float],
+        confmat: np.ndarray | None,
+        classes: list[str],
+        ckpt_path: str | None,
+    ) -> None:
+        from src.eval import save_confusion_matrix, save_results  # the eval entry point's own writers
+
+        meta = OmegaConf.create({"ckpt_path": ckpt_path, "split": "test", "tta": False})
+        save_results(out, rows, summary, meta)
+        if confmat is not None:
+            save_confusion_matrix(out, confmat, classes)
+
+    # ---------------------------------------------------------------- wandb
+    def to_wandb(
+        self,
+        logger: WandbLogger,
+        rows: list[dict[str, Any]],
+        confmat: np.ndarray | None,
+        picture: np.ndarray | None,
+        classes: list[str],
+    ) -> None:
+        import wandb
+
+        columns = ["class", *PER_CLASS_KEYS]
+        data = [[r["class"], *(_finite(r[k]) for k in PER_CLASS_KEYS)] for r in rows]
+        logger.log_table(key=f"{self.key}/per_class", columns=columns, data=data)
+        if confmat is None or picture is None:
+            return
+        logger.log_image(
+            key=f"{self.key}/confusion_matrix",
+            images=[picture],
+            caption=["rows: ground truth (normalised to 1), columns: prediction"],
+        )
+        # wandb's own confusion-matrix chart takes (actual, predicted, count) rows: built from the summed
+        # matrix (wandb.plot.confusion_matrix would need every pixel's label and prediction)
+        table = wandb.Table(
+            columns=["Actual", "Predicted", "nPredictions"],
+            data=[
+                [classes[i], classes[j], int(confmat[i, j])]
+                for i in range(len(classes))
+                for j in range(len(classes))
+            ],
+        )
+        chart = wandb.plot_table(
+            "wandb/confusion_matrix/v1",
+            table,
+            {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+            {"title": "Test confusion matrix (pixels)"},
+        )
+        logger.experiment.log({f"{self.key}/confusion_matrix_chart": chart})
+
+    # ----------------------------------------------------------- tensorboard
+    def to_tensorboard(
+        self,
+        logger: TensorBoardLogger,
+        rows: list[dict[str, Any]],
+        summary: dict[str, float],
+        picture: np.ndarray | None,
+        step: int,
+    ) -> None:
+        writer = logger.experiment
+        writer.add_text(f"{self.key}/per_class", markdown_table(rows, summary), global_step=step)
+        if picture is not None:
+            writer.add_image(f"{self.key}/confusion_matrix", picture, global_step=step, dataformats="HWC")
+        writer.flush()
+
+
+def markdown_table(rows: list[dict[str, Any]], summary: dict[str, float]) -> str:
+    """Per-class metrics in percent as a Markdown table, the class means below it (NaN shown as '-')."""
+    keys = [k for k in PER_CLASS_KEYS if k in rows[0]]
+    lines = ["| class | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += ["| " + " | ".join([str(r["class"])] + [_pct(r[k]) for k in keys]) + " |" for r in rows]
+    lines += ["", " | ".join(f"{k}: {_pct(v)}" for k, v in summary.items())]
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _finite(value: float) -> float | None:
+    """NaN (a class absent from labels and predictions) as None: JSON, and so wandb tables, have no NaN."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _confusion_picture(confmat: np.ndarray, classes: list[str]) -> np.ndarray:
+    from src.visualization import plot_confusion_matrix
+
+    return plot_confusion_matrix(confmat, classes)
+
+
+def _last_checkpoint(trainer: Trainer) -> str | None:
+    for cb in trainer.checkpoint_callbacks:
+        if getattr(cb, "last_model_path", ""):
+            return cb.last_model_path
+    return None

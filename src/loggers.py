@@ -1,0 +1,55 @@
+"""What the experiment loggers receive beyond the metrics Lightning sends them.
+
+- `WandbLogger`: Lightning's, except that `log_model` also works offline. Lightning refuses `log_model` with
+  `offline=True`, but wandb records an artifact in an offline run (the file is staged locally) and
+  `wandb sync` uploads it with the rest; since `src.utils.instantiators` switches wandb to offline whenever no
+  API key is configured, `logger.wandb.log_model=true` must not fail there. (It also leaves out Lightning's
+  `anonymous=None`, which wandb only answers with a deprecation warning.)
+- `log_config`: the resolved run config, to every logger that can hold it (wandb: the run config; TensorBoard:
+  `hparams.yaml` and the YAML as text under `config`; CSV: `hparams.yaml`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+
+class WandbLogger(_LightningWandbLogger):
+    """`lightning.pytorch.loggers.WandbLogger` with `log_model` allowed in offline mode.
+
+    `log_model=True` logs, once training has ended, the last checkpoint and the best one of every
+    `ModelCheckpoint` as versions of the run's `model` artifact (aliases `latest`, `best`); `"all"` every
+    checkpoint as it is written. (Lightning's `True` also uploads every checkpoint as it is written when a
+    callback keeps them all, `save_top_k=-1`, which the periodic checkpoint of `conf/runtime/default.yaml`
+    does: that is what `"all"` is for.)
+    """
+
+    def __init__(self, *args: Any, log_model: Literal["all"] | bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, log_model=False, **kwargs)
+        self._log_model = log_model
+        if self._wandb_init.get("anonymous") is None:
+            # Lightning always passes `anonymous`, which wandb >= 0.19 ignores with a warning on every run
+            self._wandb_init.pop("anonymous", None)
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        if self._log_model is True:  # logged by `finalize` at the end of training
+            self._checkpoint_callbacks[id(checkpoint_callback)] = checkpoint_callback
+            return
+        super().after_save_checkpoint(checkpoint_callback)
+
+
+def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Send the resolved config to the loggers (rank zero only: the loggers' own methods are rank-zero)."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(params, dict)
+    text = "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```"
+    for logger in loggers:
+        logger.log_hyperparams(params)
+        if isinstance(logger, TensorBoardLogger):
+            # hparams are only written to the event file together with metrics; the text tab shows the YAML
+            logger.experiment.add_text("config", text, global_step=0)

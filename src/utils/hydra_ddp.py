@@ -1,0 +1,132 @@
+"""Hydra multirun with Lightning's DDP: one run folder per job (not per rank), and one sweep (not one per rank).
+
+Lightning's DDP launcher (`_SubprocessScriptLauncher`) starts ranks 1..N-1 by running the command line again
+(`sys.argv`), adding `hydra.run.dir=<run dir>`. That serves a single run. In a multirun the command line is the
+whole sweep (`-m model=a,b schedule.lr=0.01,0.005`), and `hydra.run.dir` is not the job's folder (a job writes in
+`<sweep dir>/<subdir>`): every rank would start a sweep of its own, in other folders
+(Lightning-AI/pytorch-lightning#15689; lightning-hydra-template sidesteps it with `ddp_spawn`, which pickles the
+module and cannot use workers with persistent state as freely).
+
+`hydra_subprocess_cmd` instead starts each rank as a single run of this job: the job's own overrides (Hydra's
+`hydra.overrides.task`, the sweep values of this job, the Optuna trial's parameters), `hydra.mode=RUN` (an
+`hparams_search` config sets MULTIRUN), `hydra.run.dir=<the job's folder>` and `hydra.output_subdir=null`, so
+every rank composes the same config and writes into the one folder of the job. Outside a multirun it leaves
+Lightning's own command unchanged. `install()` puts it in Lightning's launcher.
+
+The launcher also leaves `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, ... in the environment and the process
+group open after a job; the next job of a sequential sweep would take them for an external launcher's and wait
+for ranks that are never started. `ddp_job_scope` gives the environment back and closes the process group after
+each job this process launched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+
+from src.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+#: what Lightning's launcher sets for its ranks (and leaves set in the launching process)
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+#: sweep-level Hydra overrides that must not reach a rank's single run
+_SWEEP_ONLY = ("hydra.mode", "hydra.sweep", "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher",
+               "hydra.run", "hydra.output_subdir", "hydra.job.name")  # fmt: skip
+
+_lightning_cmd = None  # Lightning's own command builder, kept by install()
+
+
+def _script_command() -> list[str]:
+    import __main__
+
+    if getattr(__main__, "__spec__", None) is None:
+        from hydra.utils import to_absolute_path
+
+        return [sys.executable, to_absolute_path(sys.argv[0])]
+    return [sys.executable, "-m", __main__.__spec__.name]
+
+
+def rank_overrides(task: Sequence[str], hydra: Sequence[str], output_dir: str, local_rank: int) -> list[str]:
+    """The overrides that make a rank a single run of the job: its task overrides, the job-level Hydra ones,
+    then RUN mode in the job's folder."""
+    keep = [o for o in hydra if not o.lstrip("+~").startswith(_SWEEP_ONLY)]
+    return [
+        *task,
+        *keep,
+        "hydra.mode=RUN",
+        f'hydra.run.dir="{output_dir}"',
+        "hydra.output_subdir=null",
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+    ]
+
+
+def hydra_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
+    """Command and working directory of DDP rank `local_rank` (Lightning's `_hydra_subprocess_cmd` signature)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        if _lightning_cmd is None:
+            raise RuntimeError("hydra_subprocess_cmd: install() was not called")
+        command, cwd = _lightning_cmd(local_rank=local_rank)
+        return list(command), cwd
+    overrides = rank_overrides(hc.overrides.task, hc.overrides.hydra, hc.runtime.output_dir, local_rank)
+    return [*_script_command(), *overrides], hc.runtime.cwd
+
+
+def install() -> bool:
+    """Make Lightning's DDP launcher start ranks with `hydra_subprocess_cmd`; False (and a warning) if this
+    Lightning version has no such hook (then a multirun with `runtime=ddp` is not safe)."""
+    global _lightning_cmd
+    try:
+        from lightning.pytorch.strategies.launchers import subprocess_script as launcher
+    except ImportError:  # pragma: no cover
+        launcher = None
+    current = getattr(launcher, "_hydra_subprocess_cmd", None)
+    if current is None:
+        log.warning("Lightning's DDP launcher has no _hydra_subprocess_cmd: multirun + DDP is not supported")
+        return False
+    if current is not hydra_subprocess_cmd:
+        _lightning_cmd = current
+        launcher._hydra_subprocess_cmd = hydra_subprocess_cmd
+    return True
+
+
+@contextmanager
+def ddp_job_scope() -> Iterator[None]:
+    """Around one job: afterwards, the launcher's environment variables are as before and, when this process
+    launched the ranks (no `LOCAL_RANK` before the job), the process group is closed.
+
+    A job of a multirun that launched ranks and failed ends the sweep (`SystemExit(1)`) instead of letting
+    Hydra go on to the next job: Lightning's launcher ends the main process anyway as soon as it sees a rank
+    exit with an error, which would leave the next job's ranks waiting for a main process that is gone."""
+    saved = {k: os.environ.get(k) for k in LAUNCHER_ENV}
+    try:
+        yield
+    except Exception as e:
+        if saved["LOCAL_RANK"] is None and os.environ.get("LOCAL_RANK") is not None and _in_multirun():
+            log.error(f"A DDP job of this sweep failed ({type(e).__name__}: {e}); the sweep stops here.")
+            raise SystemExit(1) from e
+        raise
+    finally:
+        launched_here = saved["LOCAL_RANK"] is None
+        if launched_here and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
