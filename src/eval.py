@@ -30,12 +30,11 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from src.checkpoint import load_segmentor
 from src.components import ComponentStats
 from src.data.datasets.base import seg_collate
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
-from src.inference import Segmenter
+from src.inference import Segmenter, load_model, resolve_backend
 from src.metrics import SegMetrics
 from src.utils import resolvers  # noqa: F401
 from src.utils.logging import get_logger
@@ -119,7 +118,8 @@ class PredictionWriter:
 @torch.no_grad()
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
-    segmentor, meta = load_segmentor(cfg.ckpt_path, device)
+    # backend=onnxruntime (or a .onnx ckpt_path): the exported model through this same loop (src.export)
+    segmentor, meta = load_model(cfg.ckpt_path, device, cfg.get("backend", "auto"))
     dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset
     datamodule = build_datamodule(dataset_cfg, cfg.batch_size, cfg.num_workers)
     if len(datamodule.classes) != segmentor.num_classes:
@@ -269,6 +269,7 @@ def save_results(out: Path, rows: list[dict], summary: dict[str, float], cfg: Di
     out.mkdir(parents=True, exist_ok=True)
     payload = {
         "ckpt_path": str(cfg.ckpt_path),
+        "backend": resolve_backend(cfg.ckpt_path, cfg.get("backend", "auto")),
         "split": cfg.split,
         "tta": OmegaConf.to_container(cfg.tta) if isinstance(cfg.get("tta"), DictConfig) else cfg.get("tta"),
         "summary": summary,

@@ -38,6 +38,40 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def resolve_backend(path: str | Path, backend: str = "auto") -> str:
+    """`torch` or `onnxruntime`; `auto` picks onnxruntime for a `.onnx` file."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend='{backend}': expected one of {BACKENDS}")
+    if backend == "auto":
+        return "onnxruntime" if Path(path).suffix.lower() == ".onnx" else "torch"
+    return backend
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", backend: str = "auto"
+) -> tuple[Any, dict[str, Any]]:
+    """The model of a checkpoint (`backend=torch`) or of an exported `.onnx` file (`backend=onnxruntime`, run by
+    ONNX Runtime through the same prediction code, see `src.export`), and its metadata (config, classes,
+    palette). `auto`: onnxruntime for a `.onnx` file, torch otherwise."""
+    backend = resolve_backend(path, backend)
+    is_onnx = Path(path).suffix.lower() == ".onnx"
+    if backend == "onnxruntime":
+        if not is_onnx:
+            raise ValueError(
+                f"backend=onnxruntime needs an .onnx file, got ckpt_path='{path}': export it first with "
+                f"`python scripts/export_onnx.py ckpt_path={path}`"
+            )
+        from src.export import load_onnx_segmentor
+
+        return load_onnx_segmentor(path, device)
+    if is_onnx:
+        raise ValueError(f"ckpt_path='{path}' is an ONNX file: evaluate it with backend=onnxruntime")
+    return load_segmentor(path, device)
+
+
 @dataclass
 class SegResult:
     """Per input: `masks` (uint8 class indices at the input's size), `names`, optional `overlays` and `probs`."""
@@ -85,8 +119,9 @@ class Segmenter:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 4, tta: Any = False
     ) -> Segmenter:
-        """Model, test pipeline, classes and palette from a checkpoint written by `src.train`."""
-        segmentor, meta = load_segmentor(path, device)
+        """Model, test pipeline, classes and palette from a checkpoint written by `src.train`, or from an `.onnx`
+        file written by `scripts/export_onnx.py` (run by ONNX Runtime)."""
+        segmentor, meta = load_model(path, device)
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
         return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)

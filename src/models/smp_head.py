@@ -124,9 +124,8 @@ class SMPHead(BaseDecodeHead):
         x = self._transform_inputs(inputs)
         h, w = x.shape[-2:]
         d = self.size_divisor
-        pad_h, pad_w = (d - h % d) % d, (d - w % d) % d
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        if d > 1:  # padded by 0 when divisible: a branch on the size would fix it in an ONNX export's graph
+            x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d))
         return self.model(x)[..., :h, :w]
 
 
