@@ -44,6 +44,9 @@ class SegmentationModule(LightningModule):
     warmup_iters, warmup_ratio: linear warm-up from `warmup_ratio` x each group's LR before `scheduler`.
     grad_norm_type: the norm of gradient clipping by norm (`schedule.clip_grad.norm_type`); the threshold is
         the Trainer's `gradient_clip_val`.
+    channels_last: keep the segmentor's weights and its input images in channels_last (NHWC) memory format
+        (`runtime.channels_last`): oneDNN's and cuDNN's fast convolution layout, needed for bf16 speed on CPUs.
+        Values are those of the default layout (up to float rounding); checkpoints load either way.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class SegmentationModule(LightningModule):
         warmup_iters: int = 0,
         warmup_ratio: float = 1e-6,
         grad_norm_type: float = 2.0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.segmentor = segmentor
@@ -66,6 +70,7 @@ class SegmentationModule(LightningModule):
         self.warmup_iters = int(warmup_iters)
         self.warmup_ratio = float(warmup_ratio)
         self.grad_norm_type = float(grad_norm_type)
+        self.channels_last = bool(channels_last)
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names is not None else None
         n = segmentor.num_classes
@@ -76,6 +81,8 @@ class SegmentationModule(LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
+        if self.channels_last:  # before the optimiser exists, so that its state takes the same layout
+            self.segmentor.to(memory_format=torch.channels_last)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.class_names is None and dm is not None and hasattr(dm, "classes"):
             self.class_names = list(dm.classes)
@@ -92,13 +99,22 @@ class SegmentationModule(LightningModule):
         return self.segmentor(images)
 
     # --------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """(total loss, each named term, batch size) of a collated batch: the work of a training step without its
+        logging (also what `src.benchmark`'s bare PyTorch loop runs). No host-device synchronisation."""
         images, masks = self.segmentor.data_preprocessor(batch["inputs"], batch["masks"])
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         losses = self.segmentor.loss(images, masks)
-        loss = torch.stack(list(losses.values())).sum()
-        bs = images.shape[0]
-        # averaged over DDP ranks, as MMSegmentation's logged losses (a no-op on one device)
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        return torch.stack(list(losses.values())).sum(), losses, images.shape[0]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, losses, bs = self.compute_losses(batch)
+        # averaged over DDP ranks, as MMSegmentation's logged losses (a no-op on one device). Lightning reads the
+        # values back to the host only at the logging interval (`runtime.log_interval`); not `prog_bar=True`,
+        # which converts them to Python numbers after every step (a host-device sync per step on a GPU): the
+        # progress bar reads train/loss itself when it refreshes (`src.callbacks.progress.LossProgressBar`)
+        self.log("train/loss", loss, batch_size=bs, sync_dist=True)
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=bs, sync_dist=True)
         return loss
@@ -137,8 +153,12 @@ class SegmentationModule(LightningModule):
                 logged[f"{prefix}/{key}/{row['class']}"] = row[key]
         # The metric state is already reduced over ranks by torchmetrics: no second sync here.
         self.log_dict(logged, sync_dist=False, rank_zero_only=False)
+        # compute() restores each rank's own counts afterwards: sum them again for the matrix (a [C, C] tensor,
+        # a no-op on one process); the test report (src/callbacks/test_report.py) logs it
+        with metric.sync_context():
+            confmat = metric.confmat.detach().cpu().clone()
         metric.reset()
-        return {"summary": summary, "per_class": rows}
+        return {"summary": summary, "per_class": rows, "confusion_matrix": confmat}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

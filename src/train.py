@@ -18,6 +18,7 @@ A run stopped by SIGTERM or SIGUSR1 writes `checkpoints/preempted.ckpt` and exit
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks.preemption import PREEMPTED_EXIT_CODE
+from src.callbacks.run_stats import RunStats
 from src.checkpoint import AtomicCheckpointIO, load_matching_weights, newest_checkpoint
+from src.loggers import log_config
 from src.module import SegmentationModule
+from src.results import build_run_record, write_run_record
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
+from src.utils.hydra_ddp import ddp_job_scope
+from src.utils.hydra_ddp import install as install_hydra_ddp_launcher
 from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from src.utils.logging import get_logger
 from src.utils.task import extras, task_wrapper
@@ -53,6 +59,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
         warmup_iters=schedule.get("warmup_iters", 0),
         warmup_ratio=schedule.get("warmup_ratio", 1e-6),
         grad_norm_type=clip.get("norm_type", 2.0),
+        channels_last=cfg.runtime.get("channels_last", False),
     )
     module.checkpoint_meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -120,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"load_from={cfg.load_from} ignored: resuming {ckpt_path}")
     callbacks = instantiate_callbacks(cfg.runtime.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
+    log_config(loggers, cfg)
     trainer: L.Trainer = instantiate(
         cfg.runtime.trainer,
         callbacks=callbacks,
@@ -127,9 +135,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         plugins=[AtomicCheckpointIO()],
         **_trainer_overrides(cfg),
     )
+    started = time.perf_counter()
     try:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        train_time = time.perf_counter() - started
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
             ckpt = cfg.get("test_ckpt")
@@ -152,6 +162,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"Evaluate it with: python -m src.eval ckpt_path={last}")
         log.info(f"Predict with:     python -m src.infer ckpt_path={last} input=<image|folder|video>")
     metrics["ckpt_path"] = last
+    if trainer.is_global_zero:
+        stats = next((cb.stats for cb in trainer.callbacks if isinstance(cb, RunStats)), {})
+        extra = {"ckpt_path": last, "best_ckpt_path": _best_path(trainer), "train_time_s": train_time}
+        record = write_run_record(build_run_record(cfg, metrics, stats, extra), cfg.paths.output_dir)
+        log.info(f"Run record (scripts/collect_results.py reads it): {record}")
     return metrics
 
 
@@ -183,14 +198,17 @@ def _best_path(trainer: L.Trainer) -> str | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # multirun + DDP: the ranks of each job run that job alone, in its folder (src/utils/hydra_ddp.py)
+    install_hydra_ddp_launcher()
     extras(cfg)
-    metrics = train(cfg)
-    metric_name = cfg.get("optimized_metric")
-    if metric_name:
-        if metric_name not in metrics:
-            raise KeyError(f"optimized_metric='{metric_name}' was not logged; logged: {sorted(metrics)}")
-        return metrics[metric_name]
-    return None
+    with ddp_job_scope():
+        metrics = train(cfg)
+        metric_name = cfg.get("optimized_metric")
+        if metric_name:
+            if metric_name not in metrics:
+                raise KeyError(f"optimized_metric='{metric_name}' was not logged; logged: {sorted(metrics)}")
+            return metrics[metric_name]
+        return None
 
 
 if __name__ == "__main__":

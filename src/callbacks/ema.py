@@ -10,16 +10,24 @@ all use the EMA weights. This subclass only fixes what it gets wrong here:
   resumed `fit` does that here, a test keeps the EMA weights of `state_dict`;
 - a checkpoint written while validation runs (a preemption) would store the swapped weights the wrong way
   round: on an exception during validation the weights are swapped back before any checkpoint callback runs
-  (checkpoint callbacks run after all others).
+  (checkpoint callbacks run after all others);
+- torch's `AveragedModel.update_parameters` tests its step counter `n_averaged` (a tensor on the model's device)
+  twice per update, two host-device synchronisations per training step on a GPU: the averaged model here
+  (`HostCountedAveragedModel`) reads the counter once per fit and then counts on the host.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_swa_multi_avg_fn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 
 class EMA(EMAWeightAveraging):
@@ -31,6 +39,11 @@ class EMA(EMAWeightAveraging):
             raise ValueError(f"runtime.callbacks.ema.decay={decay}: expected a value in (0, 1), e.g. 0.9998")
         super().__init__(decay=decay, **kwargs)
         self._swapped = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if type(self._average_model) is AveragedModel:
+            self._average_model.__class__ = HostCountedAveragedModel
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_epoch_start(trainer, pl_module)
@@ -52,3 +65,46 @@ class EMA(EMAWeightAveraging):
     ) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class HostCountedAveragedModel(AveragedModel):
+    """torch's `AveragedModel` whose `update_parameters` does not synchronise the host with the device.
+
+    torch's version evaluates `bool(n_averaged == 0)` and `n_averaged > 0` on the device tensor at every update.
+    Here whether the average is still empty is read once (the first update after construction or a resume, whose
+    checkpoint restores `n_averaged`), then tracked on the host; the arithmetic (the first update copies, the next
+    ones apply `multi_avg_fn` per device and dtype, or `avg_fn` per tensor (Lightning's EMA: `get_ema_avg_fn`),
+    buffers copied when not averaged, `n_averaged += 1`) is torch's.
+    """
+
+    _host_empty: bool | None = None
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        if self._host_empty is None:
+            self._host_empty = bool(self.n_averaged == 0)  # once
+        if self.use_buffers:
+            own = itertools.chain(self.module.parameters(), self.module.buffers())
+            src = itertools.chain(model.parameters(), model.buffers())
+        else:
+            own, src = self.parameters(), model.parameters()
+        own_detached, src_detached = [], []
+        for p_averaged, p_model in zip(own, src, strict=False):
+            own_detached.append(p_averaged.detach())
+            src_detached.append(p_model.detach().to(p_averaged.device))
+        if self._host_empty:
+            for p_averaged, p_model in zip(own_detached, src_detached):
+                p_averaged.copy_(p_model)
+        elif self.avg_fn is not None and self.multi_avg_fn is None:
+            for p_averaged, p_model in zip(own_detached, src_detached):
+                p_averaged.copy_(self.avg_fn(p_averaged, p_model, self.n_averaged.to(p_averaged.device)))
+        else:
+            multi_avg_fn = self.multi_avg_fn or get_swa_multi_avg_fn()  # torch's default: the running mean
+            grouped = _group_tensors_by_device_and_dtype([own_detached, src_detached])
+            for (device, _), ([own_group, src_group], _) in grouped.items():
+                multi_avg_fn(own_group, src_group, self.n_averaged.to(device))
+        if not self.use_buffers:
+            for b_averaged, b_model in zip(self.module.buffers(), model.buffers(), strict=True):
+                b_averaged.detach().copy_(b_model.detach().to(b_averaged.device))
+        self.n_averaged += 1
+        self._host_empty = False

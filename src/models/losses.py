@@ -168,7 +168,8 @@ class DiceLoss(LossTerm):
         if class_weight is not None:
             per_class = per_class * class_weight
         if 0 <= self.ignore_index < num_classes:  # MMSeg skips that class but still divides by C
-            per_class = per_class[:, torch.arange(num_classes, device=logits.device) != self.ignore_index]
+            i = self.ignore_index  # slices, not a boolean mask: no host-device sync
+            per_class = torch.cat([per_class[:, :i], per_class[:, i + 1 :]], dim=1)
         return self.loss_weight * (per_class.sum(dim=1) / num_classes).mean()
 
 
@@ -215,13 +216,16 @@ class FocalLoss(LossTerm):
         num_classes = logits.shape[1]
         class_weight = _check_class_weight(self.class_weight, logits)
         valid = target != self.ignore_index
-        # as smp: drop ignored pixels before the loss, so their logits get neither value nor gradient
-        pred = logits.float().movedim(1, -1)[valid]  # [P, C]
-        one_hot = F.one_hot(target[valid], num_classes).float()
+        # as smp, ignored pixels count for nothing and their logits get no gradient; they are masked (a constant
+        # logit, a zero weight) rather than dropped by boolean indexing, which would sync the host with the device
+        pred = logits.float().masked_fill(~valid.unsqueeze(1), 0.0).movedim(1, -1).reshape(-1, num_classes)
+        one_hot = F.one_hot(torch.where(valid, target, 0).reshape(-1), num_classes).float()
         loss = focal_loss_with_logits(pred, one_hot, gamma=self.gamma, alpha=self.alpha, reduction="none")
+        pixel_weight = valid.float()
         if weight is not None:
-            loss = loss * _check_pixel_weight(weight, target, self.loss_name)[valid].unsqueeze(1)
-        per_class = loss.sum(dim=0) / max(pred.shape[0], 1)  # [C]
+            pixel_weight = pixel_weight * _check_pixel_weight(weight, target, self.loss_name)
+        loss = loss * pixel_weight.reshape(-1, 1)  # [P, C]
+        per_class = loss.sum(dim=0) / valid.sum().clamp_min(1)  # [C]
         if class_weight is not None:
             value = (per_class * class_weight).sum() / class_weight.sum()
         else:

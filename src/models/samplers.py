@@ -26,7 +26,8 @@ class OHEMPixelSampler:
     (`mmseg/structures/sampler/ohem_pixel_sampler.py`).
 
     `sample(seg_logit [N, C, H, W], seg_label [N, H, W] or [N, 1, H, W]) -> seg_weight [N, H, W]` (float32, 0/1),
-    computed without gradients. Ignored pixels always get 0. With `batch_kept = min_kept * N` (min_kept is per
+    computed without gradients and without a host-device synchronisation (tensor ops only, so a GPU step is not
+    stalled). Ignored pixels always get 0. With `batch_kept = min_kept * N` (min_kept is per
     image, as MMSegmentation):
 
     - thresh mode (`thresh` set): p = softmax probability of the label class. The threshold is
@@ -81,18 +82,23 @@ class OHEMPixelSampler:
         batch_kept = self.min_kept * seg_label.shape[0]
         valid = seg_label != self.ignore_index
         label = torch.where(valid, seg_label, 0)
-        kept = torch.zeros(int(valid.sum()), dtype=torch.bool, device=seg_logit.device)
-        if kept.numel() > 0:
-            if self.thresh is not None:
-                prob = F.softmax(seg_logit, dim=1).gather(1, label.unsqueeze(1)).squeeze(1)[valid]
-                sort_prob, sort_idx = prob.sort()
-                threshold = max(sort_prob[min(batch_kept, sort_prob.numel() - 1)].item(), self.thresh)
-                kept = prob < threshold
-                kept[sort_idx[:batch_kept]] = True
-            else:
-                loss = F.cross_entropy(seg_logit, label, reduction="none")[valid]
-                _, sort_idx = loss.sort(descending=True)
-                kept[sort_idx[:batch_kept]] = True
-        seg_weight = torch.zeros(seg_label.shape, dtype=torch.float32, device=seg_logit.device)
-        seg_weight[valid] = kept.float()
-        return seg_weight
+        # Over all pixels, ignored ones ranked last, with tensors only: no boolean indexing, no `.item()`, so no
+        # host-device synchronisation. A stable sort ranks ties in pixel order, as a sort of the valid pixels would.
+        if self.thresh is not None:
+            prob = F.softmax(seg_logit, dim=1).gather(1, label.unsqueeze(1)).reshape(-1)
+            prob = prob.masked_fill(~valid.reshape(-1), 2.0)  # above every probability: sorted last
+            sort_prob, sort_idx = prob.sort(stable=True)
+            # the probability ranked min(batch_kept, n_valid - 1) among the valid pixels
+            kth = (valid.sum() - 1).clamp(min=0, max=min(batch_kept, prob.numel() - 1))
+            threshold = sort_prob.gather(0, kth.reshape(1)).clamp_min(self.thresh)
+            kept = prob < threshold
+        else:
+            loss = F.cross_entropy(seg_logit, label, reduction="none").reshape(-1)
+            loss = loss.masked_fill(~valid.reshape(-1), -1.0)  # below every loss: sorted last
+            _, sort_idx = loss.sort(descending=True, stable=True)
+            kept = torch.zeros_like(loss, dtype=torch.bool)
+        rank = torch.empty_like(sort_idx).scatter_(
+            0, sort_idx, torch.arange(sort_idx.numel(), device=sort_idx.device)
+        )
+        kept = (kept | (rank < batch_kept)) & valid.reshape(-1)
+        return kept.float().reshape(seg_label.shape)

@@ -14,7 +14,7 @@ from torch import nn
 
 from src.models.heads.base import BaseDecodeHead
 from src.models.layers import conv_module
-from src.models.utils import resize
+from src.models.utils import like_memory_format, resize
 
 
 class ASPPModule(nn.ModuleList):
@@ -54,6 +54,9 @@ class ASPPHead(BaseDecodeHead):
     def _aspp(self, x: torch.Tensor) -> torch.Tensor:
         """Image pool + ASPP branches, concatenated and fused by the bottleneck (shared with DeepLabV3+)."""
         pooled = resize(self.image_pool(x), x.shape[2:], align_corners=self.align_corners)
+        pooled = like_memory_format(
+            pooled, x
+        )  # else the concatenation below is contiguous in a channels_last model
         return self.bottleneck(torch.cat([pooled, *self.aspp_modules(x)], dim=1))
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -109,12 +109,18 @@ class BaseDecodeHead(nn.Module):
 
         With a sampler, its per-pixel weights (computed without gradients) go to every term as `weight=`, as
         MMSegmentation's `BaseDecodeHead.loss_by_feat`; without one the terms are called as `loss(logits, masks)`.
+
+        The logits are cast to float32 first: under mixed precision (autocast) the head computes in bf16/fp16,
+        but the upsampling to full resolution, the sampler and every loss term work in float32. They are also made
+        contiguous (NCHW; a small map): in a channels_last model the full-resolution logits would otherwise be
+        channels_last, which softmax over the class dim and the upsampling's backward copy back to NCHW.
         """
-        logits = resize(logits, masks.shape[-2:], align_corners=self.align_corners)
+        logits = resize(logits.float().contiguous(), masks.shape[-2:], align_corners=self.align_corners)
         if self.sampler is None:
             return {loss.loss_name: loss(logits, masks) for loss in self.losses}
         seg_weight = self.sampler.sample(logits, masks)
         return {loss.loss_name: loss(logits, masks, weight=seg_weight) for loss in self.losses}
 
     def predict_by_feat(self, logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        return resize(logits, size, align_corners=self.align_corners)
+        """Logits resized to `size`, in float32 (also under autocast: argmax and softmax of bf16 logits tie)."""
+        return resize(logits.float().contiguous(), size, align_corners=self.align_corners)

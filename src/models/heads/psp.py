@@ -14,7 +14,7 @@ from torch import nn
 
 from src.models.heads.base import BaseDecodeHead
 from src.models.layers import conv_module
-from src.models.utils import resize
+from src.models.utils import like_memory_format, resize
 
 
 class PPM(nn.ModuleList):
@@ -40,7 +40,10 @@ class PPM(nn.ModuleList):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = x.shape[2:]
-        return [resize(branch(x), size, align_corners=self.align_corners) for branch in self]
+        return [
+            like_memory_format(resize(branch(x), size, align_corners=self.align_corners), x)
+            for branch in self
+        ]
 
 
 class PSPHead(BaseDecodeHead):

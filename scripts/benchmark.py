@@ -1,0 +1,263 @@
+"""Training and inference speed of a model config, and the framework overhead of Lightning over a bare loop.
+
+python scripts/benchmark.py [model=pspnet_r50-d8] [dataset.batch_size=2] [dataset.crop_size=[256,256]]
+    [dataset=cityscapes] [runtime.precision=bf16-mixed] [runtime.channels_last=true] [key=value ...]
+    [--steps 10] [--warmup 3] [--repeats 5] [--only overhead metric sync infer] [--threads N]
+    [--device auto|cpu|cuda] [--compile] [--infer-size 512 1024] [--infer-modes whole slide]
+    [--slide-crop H W] [--slide-stride H W] [--out FILE.json]
+
+`key=value` arguments are Hydra overrides of conf/train.yaml, as for training: the model, the schedule
+(optimiser, LR schedule), the runtime (precision, channels_last, the Trainer's clipping and logging interval) and
+the batch size and crop (`dataset.batch_size`, `dataset.crop_size`; `dataset=cityscapes` for 19 classes). The
+batches are synthetic and in memory, so data loading is not measured. `--flags` are this script's (see
+`src/benchmark.py` for what each part measures):
+
+- overhead: the training step under our LightningModule + Trainer and under a bare PyTorch loop, alternated
+  `--repeats` times: s/step, images/s, GFLOP/s, peak memory, and the Lightning / bare ratio (median, range, IQR);
+- metric: `SegMetrics.update` on a batch, as a share of the training step;
+- sync: host-device synchronisation points per training step (logging steps apart);
+- infer: `predict` in whole and slide mode on an `--infer-size` image.
+
+It prints a table and writes everything as JSON (`--out`, default logs/benchmark/<model>_<settings>.json).
+Timings are medians; on a shared machine compare ratios measured in one run rather than absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+
+from src import benchmark as bench  # noqa: E402
+from src.utils import resolvers  # noqa: E402, F401
+
+PARTS = ("overhead", "metric", "sync", "infer")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The script's flags, and the Hydra overrides (`key=value`, `+key=value`, `~key`) among the arguments."""
+    overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    rest = [a for a in argv if a not in overrides]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per run")
+    parser.add_argument("--warmup", type=int, default=3, help="training steps left out at the start of a run")
+    parser.add_argument("--repeats", type=int, default=5, help="alternated bare / Lightning runs")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the segmentor's loss and logits"
+    )
+    parser.add_argument("--infer-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
+    parser.add_argument("--infer-batch", type=int, default=1)
+    parser.add_argument("--infer-steps", type=int, default=5, help="timed calls per inference mode")
+    parser.add_argument("--infer-modes", nargs="+", choices=("whole", "slide"), default=["whole", "slide"])
+    parser.add_argument("--slide-crop", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument("--slide-stride", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument(
+        "--sync-steps", type=int, default=None, help="steps of the sync check (default: 2 log intervals)"
+    )
+    parser.add_argument("--no-logger", action="store_true", help="Lightning runs without the CSV logger")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default: logs/benchmark/<name>.json)"
+    )
+    return parser.parse_args(rest), overrides
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """conf/train.yaml with the overrides, composed as `src.train` composes it (`${hydra:...}` resolvable)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The config's Trainer arguments that shape a training step (the benchmark sets the rest)."""
+    kwargs = OmegaConf.to_container(cfg.runtime.trainer, resolve=True)
+    keep = ("deterministic", "benchmark", "gradient_clip_val", "gradient_clip_algorithm", "log_every_n_steps")
+    out = {k: kwargs[k] for k in keep if k in kwargs}
+    if int(kwargs.get("accumulate_grad_batches") or 1) != 1:
+        print("note: accumulate_grad_batches is set to 1 (one batch per step) for the benchmark")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = bench.resolve_device(args.device)
+    cfg = compose_config(overrides, ROOT / "logs" / "benchmark" / "run")
+
+    from src.train import build_module  # after sys.path is set
+
+    torch.manual_seed(0)
+    num_classes = int(cfg.model.decode_head.num_classes)
+    stand_in = SimpleNamespace(
+        classes=[str(i) for i in range(num_classes)], palette=[[0, 0, 0]] * num_classes
+    )
+    module = build_module(cfg, stand_in)
+    settings = bench.BenchSettings(
+        batch_size=int(cfg.dataset.batch_size),
+        crop_size=tuple(int(c) for c in cfg.dataset.crop_size),
+        num_classes=num_classes,
+        warmup=args.warmup + (2 if args.compile else 0),
+        steps=args.steps,
+        repeats=args.repeats,
+        precision=str(cfg.runtime.precision),
+        channels_last=bool(cfg.runtime.get("channels_last", False)),
+        compile=args.compile,
+        infer_size=tuple(args.infer_size),
+        infer_batch=args.infer_batch,
+        infer_steps=args.infer_steps,
+        slide_crop=tuple(args.slide_crop) if args.slide_crop else None,
+        slide_stride=tuple(args.slide_stride) if args.slide_stride else None,
+        logger=not args.no_logger,
+        trainer_kwargs=trainer_kwargs(cfg),
+    )
+    if settings.channels_last:
+        module.segmentor.to(memory_format=torch.channels_last)
+    if settings.compile:
+        bench.apply_compile(module.segmentor)
+    module.to(device)
+    name = cfg.model.get("name") or "model"
+    tag = f"{name}_{settings.precision}{'_cl' if settings.channels_last else ''}{'_compile' if args.compile else ''}"
+    tag += f"_{device.type}_b{settings.batch_size}_{settings.crop_size[0]}x{settings.crop_size[1]}"
+    out_path = args.out or ROOT / "logs" / "benchmark" / f"{tag}.json"
+    report: dict[str, Any] = {
+        "model": name,
+        "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "settings": dict(bench.iter_settings_dict(settings)),
+        "trainer": settings.trainer_kwargs,
+        "environment": bench.environment(device),
+    }
+    print(
+        f"benchmark {tag}: {settings.batch_size} x {settings.crop_size}, {num_classes} classes, on {device}"
+    )
+
+    batch = bench.make_batches(1, settings.batch_size, settings.crop_size, num_classes)[0]
+    report["train_gflop"] = bench.count_train_flops(module, batch, settings, device)
+    if "overhead" in args.only:
+        print(f"training: bare loop and Lightning alternated, {settings.repeats} x {settings.steps} steps")
+        report["train"] = bench.measure_overhead(module, settings, device)
+    if "metric" in args.only:
+        report["metric"] = bench.measure_metric_update(num_classes, settings, device)
+    if "sync" in args.only:
+        interval = int(settings.trainer_kwargs.get("log_every_n_steps") or 50)
+        steps = args.sync_steps or 2 * interval
+        loader = bench.batch_loader(
+            bench.make_batches(steps, settings.batch_size, settings.crop_size, num_classes)
+        )
+        print(f"host-device syncs: {steps} Lightning steps (logging every {interval})")
+        records = bench.detect_train_syncs(module, loader, settings, device, steps=steps)
+        report["sync"] = bench.summarize_syncs(records)
+    if "infer" in args.only:
+        report["infer"] = []
+        for mode in args.infer_modes:
+            print(f"inference: {mode}, {settings.infer_batch} x {list(settings.infer_size)}")
+            report["infer"].append(bench.measure_inference(module.segmentor, settings, device, mode))
+    if hasattr(os, "getloadavg"):
+        report["environment"]["load_average_end"] = list(os.getloadavg())
+    print_table(report, settings)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2))
+    print(f"written: {out_path}")
+    return report
+
+
+def print_table(report: dict[str, Any], settings: bench.BenchSettings) -> None:
+    env = report["environment"]
+    f = bench.fmt
+    lines = [
+        "",
+        f"{report['model']}: batch {settings.batch_size}, crop {settings.crop_size[0]}x{settings.crop_size[1]}, "
+        f"{settings.num_classes} classes, precision {settings.precision}, channels_last "
+        f"{str(settings.channels_last).lower()}, compile {str(settings.compile).lower()}",
+        f"{env['device']} ({env.get('gpu') or env['cpu']}), {env['threads']} threads, torch {env['torch']}, "
+        f"lightning {env.get('lightning')}, load average {env.get('load_average')} -> "
+        f"{env.get('load_average_end')}",
+        "",
+        f"{'measure':<34} {'value':>12}  notes",
+        f"{'-' * 34} {'-' * 12}  {'-' * 50}",
+    ]
+
+    def row(name: str, value: str, note: str = "") -> None:
+        lines.append(f"{name:<34} {value:>12}  {note}")
+
+    gflop = report.get("train_gflop")
+    train = report.get("train")
+    if train:
+        light, bare = train["lightning_s_median"], train["bare_s_median"]
+        row(
+            "train step, Lightning (s)",
+            f(light),
+            f"{settings.batch_size / light:.2f} img/s" + (f", {gflop / light:.0f} GFLOP/s" if gflop else ""),
+        )
+        row("train step, bare loop (s)", f(bare), f"{settings.batch_size / bare:.2f} img/s")
+        threads = env["threads"]
+        row(
+            "train step, Lightning (CPU s)",
+            f(train["lightning_cpu_s_median"]),
+            f"process CPU time, all threads; / {threads} threads = {f(train['lightning_cpu_s_median'] / threads)} s",
+        )
+        row(
+            "framework overhead (ratio)",
+            f(train["ratio_median"]),
+            f"median of {len(train['ratios'])}; min {f(train['ratio_min'])}, max {f(train['ratio_max'])}, "
+            f"IQR {f(train['ratio_iqr'])}; CPU-time ratio {f(train['cpu_ratio_median'])}",
+        )
+        mem = train.get("peak_memory")
+        if mem:
+            row("peak memory, training (MiB)", f"{mem['mib']:.0f}", mem["kind"])
+    if gflop:
+        row("train step work (GFLOP)", f"{gflop:.0f}", "forward + backward, torch.utils.flop_counter")
+    metric = report.get("metric")
+    if metric:
+        note = (
+            f"{100 * metric['update_s'] / train['lightning_s_median']:.2f}% of a training step"
+            if train
+            else ""
+        )
+        row("metric update (ms)", f"{1000 * metric['update_s']:.2f}", note)
+    sync = report.get("sync")
+    if sync:
+        for kind in ("other_steps", "logging_steps"):
+            part = sync[kind]
+            sites = "; ".join(f"{k} x{v:g}" for k, v in list(part["sites"].items())[:3])
+            row(
+                f"host syncs / step, {kind.replace('_', ' ')}", f"{part['syncs_per_step']:g}", sites or "none"
+            )
+    for res in report.get("infer", []):
+        extra = f", crop {res['crop']} stride {res['stride']}" if res["mode"] == "slide" else ""
+        row(
+            f"inference {res['mode']} {res['size'][0]}x{res['size'][1]} (s)",
+            f(res["s"]),
+            f"{res['fps']:.3f} img/s, {res['gflop']:.0f} GFLOP{extra}",
+        )
+    print("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
