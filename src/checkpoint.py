@@ -39,15 +39,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+def _load_tensors(path: Path, key: str, unreadable: str) -> Any:
+    """`torch.load` of a file of tensors and plain containers (weights_only), on the CPU; errors name the config
+    `key` that gave the path when it is missing, and start with `unreadable` when it cannot be loaded."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: no such checkpoint file '{path}'")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{unreadable} '{path}': {err}") from err
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file (tensors and plain containers only) and check that it is one of ours."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no such checkpoint file '{path}'")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"Cannot load checkpoint '{path}': {err}") from err
+    ckpt = _load_tensors(path, "ckpt_path", "Cannot load checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"'{path}' is not a Lightning checkpoint (no 'state_dict')")
     meta = ckpt.get(CHECKPOINT_META_KEY)
@@ -134,12 +140,7 @@ def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[
     state dicts of the segmentor. Returns the names `loaded`, `shape_mismatch`, `missing` and `unexpected`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"load_from: no such checkpoint file '{path}'")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"load_from: cannot load '{path}': {err}") from err
+    ckpt = _load_tensors(path, "load_from", "load_from: cannot load")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"load_from: '{path}' holds no state dict of tensors")

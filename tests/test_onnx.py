@@ -36,6 +36,7 @@ from src.inference import Segmenter, load_model
 from src.models import EncoderDecoder, SegDataPreProcessor
 from src.models.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
 from tests.conftest import compose_cfg
+from tests.models.test_smp_head import SMP_CONFIGS
 from tests.tiny_checkpoint import TinyRun, make_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,14 +258,7 @@ FAMILIES = [
     "deeplabv3plus_r18-d8",
     "unet-s5-d16_fcn",
     "unet-s5-d16_deeplabv3",
-    "smp_unet_r18",
-    "smp_unetplusplus_r18",
-    "smp_fpn_r18",
-    "smp_pspnet_r18",
-    "smp_deeplabv3_r18",
-    "smp_deeplabv3plus_r18",
-    "smp_upernet_r18",
-    "smp_segformer_r18",
+    *SMP_CONFIGS,
 ]
 
 
