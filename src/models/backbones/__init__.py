@@ -1,0 +1,16 @@
+"""Backbones: every one returns a list of NCHW feature maps and says, at construction, their channels
+(`out_channels`) and strides (`reductions`), so that heads and necks take their inputs from it.
+
+- `TimmBackbone`: any timm model with `features_only` (ResNet-V1c, ConvNeXt, EfficientNet, Swin, ViT, ...).
+- `SwinBackbone`, `ConvNeXtBackbone`, `MiTBackbone`, `ViTBackbone`: MMSegmentation's module structure (its
+  parameter counts, its per-level norms) over timm's / smp's blocks, so that MMSegmentation checkpoints map onto
+  them (`src/weights/keymaps/`).
+"""
+
+from src.models.backbones.timm_backbone import (
+    TimmBackbone,
+    load_pretrained_weights,
+    undilate_basic_block_conv2,
+)
+
+__all__ = ["TimmBackbone", "load_pretrained_weights", "undilate_basic_block_conv2"]
