@@ -32,6 +32,8 @@ class SegDataModule(LightningDataModule):
     name: the dataset's short name, used in run names.
     data_root, crop_size, train_pipeline, test_pipeline: shared settings that the split datasets interpolate;
         `test_pipeline` is also what inference applies to new images.
+    ignore_index: the label value that is neither trained on nor evaluated (the dataset config's
+        `ignore_index`, which the losses, the preprocessor's mask padding and the metrics read).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class SegDataModule(LightningDataModule):
         crop_size: Any = None,
         train_pipeline: Any = None,
         test_pipeline: Any = None,
+        ignore_index: int = 255,
     ) -> None:
         super().__init__()
         self.dataset_fns = {
@@ -68,6 +71,7 @@ class SegDataModule(LightningDataModule):
         self.data_root = data_root
         self.crop_size = crop_size
         self.test_pipeline = test_pipeline
+        self.ignore_index = int(ignore_index)
         self.datasets: dict[str, Dataset] = {}
         self.metainfo = _metainfo(self.dataset_fns["train"][0])
         if num_classes is not None and num_classes != len(self.metainfo["classes"]):

@@ -8,7 +8,8 @@ validation, `src.eval` and the inference API (optionally with test-time augmenta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -19,14 +20,54 @@ from src.models.utils import resize
 
 TEST_MODES = ("whole", "slide")
 
+# A head or neck is given built, or as a partial (Hydra `_partial_: true`) that the segmentor completes with the
+# channels of the features it reads: a config then names only which levels it uses, never their widths.
+PartOrFactory = nn.Module | Callable[..., nn.Module]
+
+
+def feature_channels(module: nn.Module, role: str) -> list[int]:
+    """The channels of each feature level `module` (a backbone or neck) returns, from its `out_channels`."""
+    channels = getattr(module, "out_channels", None)
+    if channels is None:
+        raise ValueError(
+            f"model.{role}: {type(module).__name__} does not say the channels of its outputs (`out_channels`), "
+            f"so the next part cannot take its in_channels from it; give in_channels explicitly"
+        )
+    return [int(c) for c in ([channels] if isinstance(channels, int) else channels)]
+
+
+def build_part(part: PartOrFactory | None, channels: Sequence[int], key: str) -> nn.Module | None:
+    """A built module as it is; a partial completed with the channel arguments it does not set itself.
+
+    Heads say which channel arguments they need through `channels_from_features` (BaseDecodeHead: the
+    `in_channels` of the selected `in_index`); anything else (a neck) gets the whole list as `in_channels`.
+    """
+    if part is None or isinstance(part, nn.Module):
+        return part
+    if not callable(part):
+        raise TypeError(f"model.{key}: expected a module or a partial (`_partial_: true`), got {type(part)}")
+    given = dict(part.keywords) if isinstance(part, functools.partial) else {}
+    cls = part.func if isinstance(part, functools.partial) else part
+    fill = getattr(cls, "channels_from_features", None)
+    try:
+        needed = fill(channels, **given) if fill else {"in_channels": list(channels)}
+    except IndexError as err:
+        raise ValueError(
+            f"model.{key}: in_index {given.get('in_index', -1)} is out of range for the {len(channels)} feature "
+            f"levels (channels {list(channels)}) of the part before it"
+        ) from err
+    return part(**{k: v for k, v in needed.items() if k not in given})
+
 
 class EncoderDecoder(nn.Module):
     """Args:
-    backbone: returns a list of feature maps.
-    decode_head: a `BaseDecodeHead`.
+    backbone: returns a list of feature maps and says their channels in `out_channels`.
+    decode_head: a `BaseDecodeHead`, or a partial of one (Hydra `_partial_: true`) that the segmentor completes
+        with the channels of the backbone's (or neck's) levels it selects.
     data_preprocessor: normalisation and padding (default: ImageNet mean/std).
-    neck: optional, features -> features.
-    auxiliary_head: optional head or list of heads, trained alongside (their loss weight is in their losses).
+    neck: optional, features -> features (built, or a partial completed with the backbone's `in_channels`).
+    auxiliary_head: optional head or list of heads (or partials), trained alongside (their loss weight is in
+        their losses).
     test_cfg: `{"mode": "whole"}` or `{"mode": "slide", "crop_size": [h, w], "stride": [h, w]}`, plus an optional
         `"tta": {"scales": [0.5, ..., 1.75], "flip": true}` used only when a caller asks for TTA (`src.eval` and
         `src.infer` with `tta=true`, `Segmenter.from_checkpoint(..., tta=True)`); it is kept apart, in `tta_cfg`.
@@ -36,25 +77,28 @@ class EncoderDecoder(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        decode_head: nn.Module,
+        decode_head: PartOrFactory,
         data_preprocessor: SegDataPreProcessor | None = None,
-        neck: nn.Module | None = None,
-        auxiliary_head: nn.Module | Sequence[nn.Module] | None = None,
+        neck: PartOrFactory | None = None,
+        auxiliary_head: PartOrFactory | Sequence[PartOrFactory] | None = None,
         test_cfg: Mapping | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__()
         self.data_preprocessor = data_preprocessor or SegDataPreProcessor()
         self.backbone = backbone
-        self.neck = neck
-        self.decode_head = decode_head
-        if auxiliary_head is None:
-            aux: list[nn.Module] = []
-        elif isinstance(auxiliary_head, nn.Module):
-            aux = [auxiliary_head]
-        else:
-            aux = list(auxiliary_head)
-        self.auxiliary_heads = nn.ModuleList(aux)
+        lazy = any(
+            p is not None and not isinstance(p, nn.Module)
+            for p in [neck, decode_head, *_as_list(auxiliary_head)]
+        )
+        channels = feature_channels(backbone, "backbone") if lazy else []
+        self.neck = build_part(neck, channels, "neck")
+        if self.neck is not None and lazy:
+            channels = feature_channels(self.neck, "neck")
+        self.decode_head = build_part(decode_head, channels, "decode_head")
+        self.auxiliary_heads = nn.ModuleList(
+            build_part(head, channels, "auxiliary_head") for head in _as_list(auxiliary_head)
+        )
         self.test_cfg = dict(test_cfg or {"mode": "whole"})
         if self.test_cfg.get("mode", "whole") not in TEST_MODES:
             raise ValueError(
@@ -64,7 +108,7 @@ class EncoderDecoder(nn.Module):
         # checked now (config load), used when asked for; None: MMSegmentation's ratios with flip
         self.tta_cfg = TTAConfig.from_cfg(tta) if tta is not None else None
         self.name = name
-        self.align_corners = getattr(decode_head, "align_corners", False)
+        self.align_corners = getattr(self.decode_head, "align_corners", False)
 
     @property
     def num_classes(self) -> int:
@@ -176,3 +220,11 @@ class EncoderDecoder(nn.Module):
                 one = resize(one, ori_shapes[i], align_corners=self.align_corners)
             out.append(one[0])
         return out
+
+
+def _as_list(heads: PartOrFactory | Sequence[PartOrFactory] | None) -> list[PartOrFactory]:
+    if heads is None:
+        return []
+    if isinstance(heads, nn.Module) or callable(heads):
+        return [heads]
+    return list(heads)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.models.binary import resolve_binary, two_class_logits
 from src.models.losses import CrossEntropyLoss
 from src.models.samplers import PixelSampler
 from src.models.utils import resize
@@ -22,7 +23,7 @@ class BaseDecodeHead(nn.Module):
     """Args:
     in_channels: channels of the selected input(s).
     channels: channels of the head's inner layers (before the classifier).
-    num_classes: number of classes (logit channels).
+    num_classes: number of classes; 1 means binary segmentation with one sigmoid logit (`src.models.binary`).
     in_index: which backbone output(s) to use; an int or, with `input_transform`, a list.
     input_transform: None (one input), "resize_concat" (resize all to the first and concat) or
         "multiple_select" (pass the list on), as MMSegmentation.
@@ -38,6 +39,10 @@ class BaseDecodeHead(nn.Module):
             losses:
               - {_target_: src.models.losses.CrossEntropyLoss, loss_weight: 1.0}
               - {_target_: src.models.losses.DiceLoss, loss_weight: 3.0}
+    out_channels: logit channels, `num_classes` by default; 1 (with `num_classes` 2) is MMSegmentation's
+        spelling of binary segmentation with a sigmoid. With one channel every loss needs `use_sigmoid: true`.
+    threshold: foreground when `sigmoid(logit) > threshold`, one-channel heads only (default 0.3, as
+        MMSegmentation). `num_classes` is then 2 (background, foreground): what metrics and masks see.
     """
 
     def __init__(
@@ -52,8 +57,11 @@ class BaseDecodeHead(nn.Module):
         align_corners: bool = False,
         losses: Sequence[nn.Module] | None = None,
         sampler: PixelSampler | None = None,
+        out_channels: int | None = None,
+        threshold: float | None = None,
     ) -> None:
         super().__init__()
+        num_classes, out_channels, threshold = resolve_binary(num_classes, out_channels, threshold)
         if input_transform not in (None, "resize_concat", "multiple_select"):
             raise ValueError(
                 f"input_transform='{input_transform}': expected None, resize_concat or multiple_select"
@@ -67,11 +75,21 @@ class BaseDecodeHead(nn.Module):
         self.in_channels = in_channels
         self.channels = channels
         self.num_classes = num_classes
+        self.out_channels = out_channels
+        self.threshold = threshold
         self.norm = norm
         self.align_corners = align_corners
         self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else nn.Identity()
-        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
-        self.losses = nn.ModuleList(losses if losses is not None else [CrossEntropyLoss()])
+        self.conv_seg = nn.Conv2d(channels, out_channels, kernel_size=1)
+        default_loss = CrossEntropyLoss(use_sigmoid=out_channels == 1)
+        self.losses = nn.ModuleList(losses if losses is not None else [default_loss])
+        if out_channels == 1:
+            softmax = [lo.loss_name for lo in self.losses if not getattr(lo, "use_sigmoid", False)]
+            if softmax:
+                raise ValueError(
+                    f"model.decode_head: one output channel (binary, sigmoid) but the losses {softmax} are "
+                    "softmax losses; give each `use_sigmoid: true`"
+                )
         names = [loss.loss_name for loss in self.losses]
         if len(set(names)) != len(names):
             raise ValueError(f"loss names must be unique within a head, got {names}")
@@ -87,6 +105,23 @@ class BaseDecodeHead(nn.Module):
                     f"sampler ignore_index={sampler_ignore} differs from {loss.loss_name}'s {loss_ignore}"
                 )
         self.sampler = sampler
+
+    @classmethod
+    def channels_from_features(
+        cls,
+        feature_channels: Sequence[int],
+        in_index: int | Sequence[int] = -1,
+        input_transform: str | None = None,
+        **_: object,
+    ) -> dict[str, int | list[int]]:
+        """The channel arguments this head needs, read off the channels of the features it is given.
+
+        Lets a config name only what it selects (`in_index`), so that any backbone sits under the head; heads
+        with more inputs (DeepLabV3+'s low-level skip) extend it.
+        """
+        if isinstance(in_index, Sequence):
+            return {"in_channels": [int(feature_channels[i]) for i in in_index]}
+        return {"in_channels": int(feature_channels[in_index])}
 
     def _transform_inputs(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         if self.input_transform == "resize_concat":
@@ -122,5 +157,11 @@ class BaseDecodeHead(nn.Module):
         return {loss.loss_name: loss(logits, masks, weight=seg_weight) for loss in self.losses}
 
     def predict_by_feat(self, logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """Logits resized to `size`, in float32 (also under autocast: argmax and softmax of bf16 logits tie)."""
-        return resize(logits.float().contiguous(), size, align_corners=self.align_corners)
+        """Logits resized to `size`, in float32 (also under autocast: argmax and softmax of bf16 logits tie).
+
+        A one-channel (sigmoid) head returns two class logits whose argmax is `sigmoid(x) > threshold`
+        (`src.models.binary.two_class_logits`), so that every caller sees `num_classes` (2) channels."""
+        logits = resize(logits.float().contiguous(), size, align_corners=self.align_corners)
+        if self.out_channels == 1:
+            return two_class_logits(logits, self.threshold)
+        return logits

@@ -63,6 +63,14 @@ class DepthwiseSeparableASPPHead(ASPPHead):
             _sep_conv(self.channels, self.channels, 3, norm=self.norm),
         )
 
+    @classmethod
+    def channels_from_features(cls, feature_channels: Sequence[int], c1_in_index: int = 0, **kwargs) -> dict:
+        """`in_channels` as any head, plus `c1_in_channels` of the low-level level `c1_in_index`."""
+        return {
+            **super().channels_from_features(feature_channels, **kwargs),
+            "c1_in_channels": int(feature_channels[c1_in_index]),
+        }
+
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         output = self._aspp(self._transform_inputs(inputs))
         if self.c1_bottleneck is not None:
