@@ -1,0 +1,324 @@
+"""MMSegmentation 1.x checkpoints -> this project's segmentors.
+
+    state = load_mmseg_state_dict("pspnet_r18-d8.pth")            # MMEngine's {'meta', 'state_dict'} or bare
+    ours = convert_mmseg_state_dict(state, segmentor, source=path)  # strict: every tensor placed, shapes checked
+    segmentor.load_state_dict(ours)
+
+A checkpoint is split by its top-level module (`backbone.`, `neck.`, `decode_head.`, `auxiliary_head.` or
+`auxiliary_head.N.` for a list of them -> our `auxiliary_heads.N`); each part goes through the key map registered
+for the class of our module there (`src.weights.keymaps`), so a new module family is one new key map, not a
+table per model. A checkpoint is refused with the file named and the first tensors that found no place (or
+that the model lacks, or whose shapes differ: another class count is said so).
+
+Files are read with `torch.load(weights_only=True)`. MMEngine may pickle objects beside the weights (its
+message hub, numpy scalars in `meta`); PyTorch's weights-only unpickler refuses those, so such a file is read
+again with inert placeholders standing in for exactly the classes PyTorch names as not allow-listed: no code
+from the file's modules is imported or run (PyTorch still blocks `os`, `subprocess`, ... outright), and the
+placeholders are dropped with the metadata. Only `state_dict` is used.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from src.weights.keymaps import keymap_for
+
+SHOWN = 5  # names shown per kind of mismatch in an error
+MMSEG_PARTS = ("backbone", "neck", "decode_head", "auxiliary_head")
+
+
+class MMSegCheckpointError(ValueError):
+    """An MMSegmentation checkpoint that cannot be read or does not fit the model."""
+
+
+# ----------------------------------------------------------------------------------------------- reading
+class _Inert:
+    """Stands in for a class the weights-only unpickler does not allow (MMEngine's HistoryBuffer, numpy's
+    scalar): accepts any construction and state and does nothing with them."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def load_weights_file(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` of `path` on the CPU; objects of classes outside PyTorch's allow-list
+    (metadata such as MMEngine's message hub) come back as inert placeholders (see the module docstring).
+    FileNotFoundError / MMSegCheckpointError name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint file '{path}'")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # not only tensors and containers: name the classes, read again with placeholders for them
+    except Exception as err:
+        raise MMSegCheckpointError(f"cannot read '{path}' as a PyTorch file: {err}") from err
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        stubs = [
+            (type(n.rpartition(".")[2], (_Inert,), {"__module__": n.rpartition(".")[0]}), n) for n in names
+        ]
+        with torch.serialization.safe_globals(stubs):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise MMSegCheckpointError(
+            f"'{path}' was refused by PyTorch's weights-only loader ({first}); only tensors and plain "
+            "containers are read, never code from the file"
+        ) from err
+
+
+def state_dict_of(ckpt: Any, path: str | Path = "<state dict>") -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint: its `state_dict` entry (MMEngine's format) or the object itself (a
+    bare state dict); a DDP `module.` prefix on every key is removed."""
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping) or not state:
+        raise MMSegCheckpointError(
+            f"'{path}' holds no state dict (expected {{'meta', 'state_dict'}} or tensors)"
+        )
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if len(tensors) != len(state):
+        other = [k for k in state if k not in tensors][:SHOWN]
+        raise MMSegCheckpointError(f"'{path}': its state dict has entries that are not tensors, e.g. {other}")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_mmseg_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an MMSegmentation checkpoint file (`{'meta', 'state_dict'}` or a bare state dict)."""
+    return state_dict_of(load_weights_file(path), path)
+
+
+def is_mmseg_state_dict(state: Mapping[str, Any]) -> bool:
+    """True when the names are MMSegmentation's segmentor names, not this project's: a singular
+    `auxiliary_head.`, a ResNet `backbone.stem.`/`backbone.layerN.`/`backbone.conv1.`, or MMSegmentation's
+    top-level parts without this project's `backbone.body.` / `auxiliary_heads.` / `segmentor.`."""
+    keys = list(state)
+    if any(k.startswith(("segmentor.", "auxiliary_heads.", "backbone.body.")) for k in keys):
+        return False
+    if any(re.match(r"(auxiliary_head\.|backbone\.(stem|layer\d|conv1)\.)", k) for k in keys):
+        return True
+    return bool(keys) and all(k.split(".", 1)[0] in MMSEG_PARTS for k in keys)
+
+
+# -------------------------------------------------------------------------------------------- converting
+def _parts(segmentor: nn.Module) -> list[tuple[str, str, nn.Module]]:
+    """(MMSegmentation prefix, our prefix, our module) for each part the segmentor has."""
+    parts = [("backbone.", "backbone.", segmentor.backbone)]
+    if getattr(segmentor, "neck", None) is not None:
+        parts.append(("neck.", "neck.", segmentor.neck))
+    parts.append(("decode_head.", "decode_head.", segmentor.decode_head))
+    return parts
+
+
+def _aux_prefixes(mm_state: Mapping[str, torch.Tensor], count: int) -> list[str]:
+    """MMSegmentation's prefix of each auxiliary head: `auxiliary_head.` for one head (a dict in its config),
+    `auxiliary_head.N.` when the checkpoint has a list of them."""
+    listed = any(re.match(r"auxiliary_head\.\d+\.", k) for k in mm_state)
+    if count == 1 and not listed:
+        return ["auxiliary_head."]
+    return [f"auxiliary_head.{i}." for i in range(count)]
+
+
+def convert_mmseg_state_dict(
+    mm_state: Mapping[str, torch.Tensor],
+    segmentor: nn.Module,
+    source: str | Path = "<state dict>",
+    strict: bool = True,
+) -> dict[str, torch.Tensor]:
+    """MMSegmentation tensor names -> `segmentor`'s state-dict names (an `EncoderDecoder`).
+
+    Always refused (MMSegCheckpointError naming `source` and the first names): MMSegmentation tensors that no
+    key map places, and converted names the model does not have. With `strict` (evaluation, inference,
+    conversion) also the model's tensors that the checkpoint lacks and tensors whose shape differs; without it
+    (`load_from` fine-tuning) those are left to the caller, who keeps the model's own initialisation for them.
+    """
+    remaining = dict(mm_state)
+    ours: dict[str, torch.Tensor] = {}
+    aux_heads = list(getattr(segmentor, "auxiliary_heads", []))
+    parts = _parts(segmentor) + [
+        (prefix, f"auxiliary_heads.{i}.", head)
+        for i, (prefix, head) in enumerate(zip(_aux_prefixes(mm_state, len(aux_heads)), aux_heads))
+    ]
+    for mm_prefix, our_prefix, module in parts:
+        sub = {k[len(mm_prefix) :]: v for k, v in remaining.items() if k.startswith(mm_prefix)}
+        if not sub:
+            continue  # reported below as the model's missing tensors
+        try:
+            keymap = keymap_for(module)
+        except KeyError as err:
+            raise MMSegCheckpointError(
+                f"'{source}': cannot place its {mm_prefix.rstrip('.')} tensors: {err.args[0]}"
+            ) from None
+        taken = set(sub)
+        for name, value in keymap(sub, module).items():
+            ours[our_prefix + name] = value
+        for name in taken - set(sub):  # what the key map popped
+            del remaining[mm_prefix + name]
+    own = segmentor.state_dict()
+    unexpected = [k for k in ours if k not in own]
+    problems = []
+    if remaining:
+        problems.append(
+            f"{len(remaining)} of its tensors have no place in the model, e.g. {_first(remaining)}"
+        )
+    if unexpected:
+        problems.append(f"{len(unexpected)} converted names are not in the model, e.g. {_first(unexpected)}")
+    if strict:
+        missing = [k for k in own if k not in ours]
+        if missing:
+            problems.append(f"{len(missing)} tensors of the model are not in it, e.g. {_first(missing)}")
+        problems += _shape_problems(ours, own)
+    if problems:
+        model = getattr(segmentor, "name", None) or type(segmentor).__name__
+        raise MMSegCheckpointError(
+            f"MMSegmentation checkpoint '{source}' does not fit model '{model}': "
+            + "; ".join(problems)
+            + ". Is model=<name> the checkpoint's model (and dataset=<name> its dataset)?"
+        )
+    return ours
+
+
+def shape_mismatches(
+    ours: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """(name, checkpoint shape, model shape) for each shared name whose shapes differ."""
+    return [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in ours.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+
+
+def _shape_problems(ours: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> list[str]:
+    bad = shape_mismatches(ours, own)
+    if not bad:
+        return []
+    classes = [(c[0], m[0]) for k, c, m in bad if k.endswith("conv_seg.weight")]
+    if classes and all(k.rsplit(".", 2)[-2] == "conv_seg" for k, _, _ in bad):
+        return [
+            f"it predicts {classes[0][0]} classes and the model {classes[0][1]} (dataset=<name> sets the "
+            "class count; load_from=<file> fine-tunes it on another one)"
+        ]
+    shown = ", ".join(f"{k}: checkpoint {list(c)}, model {list(m)}" for k, c, m in bad[:SHOWN])
+    return [f"{len(bad)} tensors differ in shape, e.g. {shown}"]
+
+
+def _first(names: Sequence[str] | Mapping[str, Any]) -> list[str]:
+    return list(names)[:SHOWN]
+
+
+def load_mmseg_weights(segmentor: nn.Module, path: str | Path) -> nn.Module:
+    """Read an MMSegmentation checkpoint file into `segmentor` (strict: every tensor, same shapes)."""
+    ours = convert_mmseg_state_dict(load_mmseg_state_dict(path), segmentor, source=path)
+    segmentor.load_state_dict(ours, strict=True)
+    return segmentor
+
+
+def mmseg_meta(ckpt: Any) -> dict[str, Any]:
+    """The plain (str/number) entries of an MMEngine checkpoint's `meta` (e.g. `mmseg_version`), for records."""
+    meta = ckpt.get("meta") if isinstance(ckpt, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, str | int | float) and k != "config"}
+
+
+# ------------------------------------------------------------------------- models named by config (API, CLI)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_model_dataset(
+    model: str | None, dataset: str | None, overrides: Sequence[str] = ()
+) -> DictConfig:
+    """`{model, dataset}` configs (resolved) composed by name from `conf/` with Hydra's compose API, exactly as
+    `python -m src.eval model=<model> dataset=<dataset> [overrides]` composes them (so a model that is a
+    composition of `model/backbone/`, `model/decode_head/`, ... groups resolves the same way)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.utils import resolvers  # noqa: F401  (${project_root:} in paths)
+
+    args = [*([f"model={model}"] if model else []), *([f"dataset={dataset}"] if dataset else []), *overrides]
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (its search path holds conf/)
+        cfg = compose("eval", overrides=args)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("eval", overrides=args)
+    # resolved here, where `${paths.data_dir}` and `${dataset.num_classes}` have their targets
+    return OmegaConf.create({k: resolved(cfg, k) for k in ("model", "dataset") if cfg.get(k) is not None})
+
+
+def resolved(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """`cfg.<key>` as a plain dict with its interpolations resolved against the whole of `cfg`."""
+    return OmegaConf.to_container(cfg[key], resolve=True)
+
+
+def load_mmseg_segmentor(
+    path: str | Path, model_cfg: DictConfig | Mapping | None, dataset_cfg: DictConfig | Mapping | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model `model_cfg` builds, with the weights of the MMSegmentation checkpoint `path`, and the metadata
+    a checkpoint of this project carries (`config` with `model` and `dataset`, `classes`, `palette`).
+
+    `model_cfg` and `dataset_cfg` come resolved or from one composed config (the model's class count
+    interpolates the dataset's); both are required: an MMSegmentation file names neither.
+    """
+    from hydra.utils import instantiate
+
+    from src.checkpoint import build_segmentor
+
+    if model_cfg is None or dataset_cfg is None:
+        raise MMSegCheckpointError(
+            f"'{path}' is not a checkpoint of this project: if it is an MMSegmentation checkpoint, give the "
+            "model and dataset it was trained with, e.g. model=pspnet_r18-d8 dataset=cityscapes (names in "
+            "conf/model and conf/dataset), or convert it once with scripts/convert_mmseg_checkpoint.py"
+        )
+    cfg = OmegaConf.create({"model": _plain(model_cfg), "dataset": _plain(dataset_cfg)})
+    config = {"model": resolved(cfg, "model"), "dataset": resolved(cfg, "dataset")}
+    config_node = OmegaConf.create(config)
+    segmentor = build_segmentor(config_node.model)
+    ckpt = load_weights_file(path)
+    ours = convert_mmseg_state_dict(state_dict_of(ckpt, path), segmentor, source=path)
+    segmentor.load_state_dict(ours, strict=True)
+    datamodule = instantiate(config_node.dataset)
+    meta = {
+        "config": config,
+        "classes": list(datamodule.classes),
+        "palette": [list(c) for c in datamodule.palette],
+        "run_name": None,
+        "source": {"mmseg_checkpoint": str(path), **mmseg_meta(ckpt)},
+    }
+    return segmentor.eval(), meta
+
+
+def _plain(node: DictConfig | Mapping) -> Any:
+    """A config node as a container that keeps its interpolations, detached from its parent."""
+    if isinstance(node, DictConfig):
+        parent = node._get_parent()
+        if parent is not None:  # resolve against the composed config it came from (${dataset.num_classes})
+            return OmegaConf.to_container(node, resolve=True)
+        return OmegaConf.to_container(node, resolve=False)
+    return dict(node)
+
+
+def segkit_checkpoint(segmentor: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint of this project (what `src.checkpoint.read_checkpoint` reads): the weights under the
+    LightningModule's `segmentor.` prefix and the metadata (`segkit`: config, classes, palette, source)."""
+    from src.module import CHECKPOINT_META_KEY
+
+    state = {f"segmentor.{k}": v.detach().clone() for k, v in segmentor.state_dict().items()}
+    return {"state_dict": state, CHECKPOINT_META_KEY: dict(meta)}
