@@ -1,14 +1,20 @@
 """One factory over timm for every backbone: a feature pyramid from `features_only`.
 
-MMSegmentation's ResNetV1c is timm's ResNet with a deep (3-conv, 32-wide) stem; `output_stride=8` replaces the
-strides of the last two stages with dilations 2 and 4. timm gives the first block of each dilated stage the
-previous stage's dilation, which is MMSegmentation's `contract_dilation`. timm's BasicBlock (ResNet-18/34)
-dilates both of its 3x3 convs; MMSegmentation's dilates only the first, so the second is set back to
-dilation 1 (`mmseg_basic_block`; same weights, MMSegmentation's receptive field).
+Any timm model that supports `features_only` works: its levels' channels and strides come from timm's
+`feature_info` (read once, cheaply, on the meta device), `out_indices=None` picks the levels at strides 4, 8, 16
+and 32, and models whose features come out channels-last (Swin) are returned NCHW like every other.
+
+MMSegmentation's ResNetV1c is timm's `resnet50c`/`resnet101c` (a deep, 32-wide stem); `resnet18c`/`resnet34c`
+are registered in `resnet_v1c.py`. `output_stride=8` replaces the strides of the last two stages with dilations 2
+and 4. timm gives the first block of each dilated stage the previous stage's dilation, which is MMSegmentation's
+`contract_dilation`. timm's BasicBlock (ResNet-18/34) dilates both of its 3x3 convs; MMSegmentation's dilates only
+the first, so the second is set back to dilation 1 (`mmseg_basic_block`; same weights, MMSegmentation's
+receptive field).
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,9 +24,13 @@ import timm
 import torch
 from torch import nn
 
+import src.models.backbones.resnet_v1c  # noqa: F401  (registers resnet18c / resnet34c with timm)
+from src.models.backbones.common import nhwc_to_nchw, output_stride_error
 from src.models.layers import NORMS
 
 log = logging.getLogger(__name__)
+
+PYRAMID = (4, 8, 16, 32)
 
 
 class TimmBackbone(nn.Module):
@@ -28,22 +38,26 @@ class TimmBackbone(nn.Module):
 
     Args:
         model_name: any timm model that supports `features_only` (`resnet50c`, `convnext_tiny`, ...).
-        out_indices: which feature levels to return, as timm counts them.
-        output_stride: 8, 16 or 32 (dilated last stages below 32), where the model supports it.
+        out_indices: which feature levels to return, as timm counts them; None: the levels at strides 4, 8, 16, 32
+            (`default_out_indices`).
+        output_stride: 8 or 16 (dilated last stages) where timm's model supports it; None or the model's own
+            stride (32 for most, 16 for ViT-B/16) leaves it as built. Other values raise one error listing the
+            strides the model supports.
         pretrained: load timm's pretrained weights (needs the hub, or timm's local cache).
         pretrained_path: load weights from a local file instead (`weights_only=True`).
         in_chans: input channels.
         norm: None (the model's own, BatchNorm for ResNets), "bn", "syncbn" or "gn" (32 groups), passed to timm as
             `norm_layer` for models that take one (ResNet, ConvNeXt, ...).
         mmseg_basic_block: undilate the second conv of ResNet BasicBlocks, as MMSegmentation's BasicBlock.
-        **kwargs: passed to `timm.create_model` (e.g. `stem_type="deep", stem_width=32`).
+        **kwargs: passed to `timm.create_model` (e.g. `drop_path_rate=0.1`). Models that take `dynamic_img_size`
+            (ViT, Swin) get `dynamic_img_size=True` unless it is given, so that any input size works.
     """
 
     def __init__(
         self,
         model_name: str,
-        out_indices: tuple[int, ...] | list[int] = (1, 2, 3, 4),
-        output_stride: int = 32,
+        out_indices: Sequence[int] | None = None,
+        output_stride: int | None = None,
         pretrained: bool = False,
         pretrained_path: str | None = None,
         in_chans: int = 3,
@@ -52,26 +66,140 @@ class TimmBackbone(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        check_timm_name(model_name)
+        kwargs = dict(kwargs, in_chans=in_chans)
         if norm is not None:
             kwargs["norm_layer"] = _timm_norm_layer(norm)
-        create_kwargs: dict[str, Any] = dict(
-            features_only=True, out_indices=tuple(out_indices), in_chans=in_chans, **kwargs
-        )
-        if output_stride != 32:
-            create_kwargs["output_stride"] = output_stride
-        self.body = timm.create_model(
-            model_name, pretrained=pretrained and not pretrained_path, **create_kwargs
+        levels, kwargs = _probe_with_dynamic_size(model_name, kwargs)
+        native = max(r for _, r in levels)
+        if output_stride is not None and output_stride != native:
+            dilated = _probe_output_stride(model_name, kwargs, output_stride)
+            if dilated is None:
+                raise output_stride_error(
+                    model_name,
+                    output_stride,
+                    _supported_strides(model_name, kwargs, native),
+                    _why_not(model_name),
+                )
+            kwargs["output_stride"] = output_stride
+        if out_indices is None:
+            out_indices = default_out_indices([r for _, r in levels])
+        self.body = _create(
+            model_name, pretrained and not pretrained_path, out_indices=tuple(out_indices), **kwargs
         )
         if pretrained_path:
             load_pretrained_weights(self.body, pretrained_path)
         if mmseg_basic_block:
             undilate_basic_block_conv2(self.body)
         self.model_name = model_name
+        self.out_indices = list(out_indices)
+        # timm's feature wrappers say their layout (Swin's FeatureListNet is NHWC); EfficientNet's have no attribute
+        self.channels_last_out = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
         self.out_channels: list[int] = list(self.body.feature_info.channels())
         self.reductions: list[int] = list(self.body.feature_info.reduction())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.body(x))
+        feats = list(self.body(x))
+        return [nhwc_to_nchw(f) for f in feats] if self.channels_last_out else feats
+
+
+def default_out_indices(reductions: Sequence[int]) -> list[int]:
+    """The levels a segmentation head wants from timm's `feature_info` strides: the deepest level at each of strides
+    4, 8, 16, 32 when the model has all four (ResNet: [1, 2, 3, 4] of strides 2..32); for a plain transformer whose
+    levels all share one stride, 4 evenly spaced ones ending at the last (ViT-B's 12 blocks: [2, 5, 8, 11], as
+    MMSegmentation's ViT configs); else the last 4."""
+    reductions = list(reductions)
+    if all(s in reductions for s in PYRAMID):
+        return [max(i for i, r in enumerate(reductions) if r == s) for s in PYRAMID]
+    n = len(reductions)
+    if len(set(reductions)) == 1 and n >= 4:
+        return [round((k + 1) * n / 4) - 1 for k in range(4)]
+    return list(range(n))[-4:]
+
+
+def check_timm_name(model_name: str) -> None:
+    """ValueError naming `model.backbone.model_name` and the closest timm names when timm does not know it."""
+    if timm.is_model(model_name):
+        return
+    close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models('*pattern*'))"
+    raise ValueError(f"model.backbone.model_name={model_name}: not a timm model{hint}")
+
+
+def _create(model_name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm.create_model(features_only=True) with errors that name the config key at fault."""
+    try:
+        return timm.create_model(model_name, pretrained=pretrained, features_only=True, **kwargs)
+    except TypeError as e:
+        bad = _unexpected_kwarg(e)
+        if bad is None:
+            raise
+        raise ValueError(
+            f"model.backbone.{bad}={kwargs.get(bad)!r}: timm's {model_name} takes no argument '{bad}' "
+            f"(model.backbone.model_name={model_name}); remove it from the backbone config"
+        ) from e
+    except (AssertionError, KeyError, ValueError) as e:
+        extra = {k: v for k, v in kwargs.items() if k not in ("out_indices", "in_chans")}
+        raise ValueError(
+            f"model.backbone.model_name={model_name}: timm could not build it with {extra} "
+            f"({type(e).__name__}: {e}); check the backbone's extra arguments"
+        ) from e
+
+
+def _probe(model_name: str, **kwargs: Any) -> list[tuple[int, int]]:
+    """(channels, stride) of every feature level timm's model has, built on the meta device (no memory, ~0.1 s)."""
+    kwargs.pop("out_indices", None)
+    try:
+        with torch.device("meta"):
+            body = _create(model_name, False, **kwargs)
+    except (NotImplementedError, RuntimeError):  # a model whose construction cannot run on meta tensors
+        body = _create(model_name, False, **kwargs)
+    return [(info["num_chs"], info["reduction"]) for info in body.feature_info.info]
+
+
+def _probe_with_dynamic_size(model_name: str, kwargs: dict[str, Any]) -> tuple[list[tuple[int, int]], dict]:
+    """Probe the model, with `dynamic_img_size=True` where it takes that argument (ViT, Swin: any input size)."""
+    if "dynamic_img_size" not in kwargs:
+        try:
+            return _probe(model_name, **kwargs, dynamic_img_size=True), dict(kwargs, dynamic_img_size=True)
+        except ValueError as e:
+            if "dynamic_img_size" not in str(e):
+                raise
+    return _probe(model_name, **kwargs), kwargs
+
+
+def _probe_output_stride(
+    model_name: str, kwargs: dict[str, Any], stride: int
+) -> list[tuple[int, int]] | None:
+    """The levels with `output_stride=stride`, or None when timm's model cannot dilate to it (no such argument,
+    an assertion, or an argument it ignores: the deepest stride is checked)."""
+    try:
+        levels = _probe(model_name, **kwargs, output_stride=stride)
+    except ValueError:
+        return None
+    return levels if max(r for _, r in levels) == stride else None
+
+
+def _supported_strides(model_name: str, kwargs: dict[str, Any], native: int) -> list[int]:
+    return [native] + [s for s in (8, 16, 32) if s < native and _probe_output_stride(model_name, kwargs, s)]
+
+
+def _why_not(model_name: str) -> str:
+    """A short reason for the stride error, from timm's class of the model."""
+    try:
+        with torch.device("meta"):
+            cls = type(timm.create_model(model_name, pretrained=False)).__name__
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return "no dilation in timm's model"
+    return f"no dilation in timm's {cls}"
+
+
+def _unexpected_kwarg(error: TypeError) -> str | None:
+    msg = str(error)
+    marker = "unexpected keyword argument '"
+    if marker not in msg:
+        return None
+    return msg.split(marker, 1)[1].split("'", 1)[0]
 
 
 def undilate_basic_block_conv2(model: nn.Module) -> int:
