@@ -1,0 +1,5 @@
+"""Necks: between the backbone and the decode head (one concept per file)."""
+
+from src.models.necks.multilevel_neck import MultiLevelNeck
+
+__all__ = ["MultiLevelNeck"]
