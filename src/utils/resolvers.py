@@ -6,6 +6,9 @@
 - `${metric_name:val/mDice}` -> "mDice": a metric key's last part, for file names (`best_mDice_iter_...`).
 - `${coalesce:${a},${b}}`: the first argument that is not null (or empty), e.g. the experiment's name or else
   the dataset's for the wandb group.
+- `${unique_dir:<path>}`: `<path>`, or `<path>_1`, `<path>_2`, ... whichever this process creates first
+  (`mkdir(exist_ok=False)`, atomic): two launches in the same second never share a run folder (Hydra's
+  `${now:}` has one-second resolution). Cached, so every read of `hydra.run.dir` in a process gives one folder.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ def project_root() -> str:
 
 
 def iters(n: int) -> str:
-    n = int(n)
+    # not int(n): `schedule.max_steps=abc` would fail here, inside the run folder's name (`hydra.run.dir`), and
+    # be blamed on it; the config check of the entry point names schedule.max_steps instead
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return str(n)
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
@@ -35,11 +43,24 @@ def coalesce(*values: object) -> object:
     return next((v for v in values if v is not None and v != ""), None)
 
 
+def unique_dir(path: str) -> str:
+    base = Path(str(path))
+    for n in range(1000):
+        candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        return str(candidate)
+    raise FileExistsError(f"run folder '{base}' and its 999 numbered variants exist already")
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("iters", iters, replace=True)
     OmegaConf.register_new_resolver("metric_name", metric_name, replace=True)
     OmegaConf.register_new_resolver("coalesce", coalesce, replace=True)
+    OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cache=True)
 
 
 register_resolvers()

@@ -31,7 +31,7 @@ def extras(cfg: DictConfig) -> None:
 
 
 def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Run a task so that loggers (wandb) are always closed, even when it fails, and failures are logged."""
+    """Run a task so that loggers (wandb) are always closed, even when it fails, with its exit code."""
 
     @functools.wraps(task)
     def wrap(cfg: DictConfig) -> Any:
@@ -42,8 +42,9 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
             exit_code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             raise
         except BaseException:  # an error, or Ctrl-C
+            # not logged here: `src.utils.errors.report_errors` around the entry point writes the traceback to
+            # the run log and prints it (or a user error's short block) once
             exit_code = 1
-            log.exception(f"Task failed; output dir: {cfg.paths.output_dir}")
             raise
         finally:
             finish_wandb(exit_code)
