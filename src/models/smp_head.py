@@ -24,6 +24,7 @@ from torch import nn
 
 from src.models.backbones import load_pretrained_weights
 from src.models.heads.base import BaseDecodeHead
+from src.weights.offline import smp_pretrained
 
 
 class ImageAsFeatures(nn.Module):
@@ -99,14 +100,15 @@ class SMPHead(BaseDecodeHead):
             smp_kwargs.pop(key, None)
         self.arch = arch
         self.encoder_name = encoder_name
-        self.model = smp.create_model(
-            arch,
-            encoder_name=encoder_name,
-            encoder_weights=encoder_weights,
-            in_channels=in_channels,
-            classes=num_classes,
-            **{k: _plain(v) for k, v in smp_kwargs.items()},
-        )
+        with smp_pretrained(encoder_name, encoder_weights):  # local cache first, fail fast offline
+            self.model = smp.create_model(
+                arch,
+                encoder_name=encoder_name,
+                encoder_weights=encoder_weights,
+                in_channels=in_channels,
+                classes=num_classes,
+                **{k: _plain(v) for k, v in smp_kwargs.items()},
+            )
         if pretrained_path:
             # smp encoders wrap the timm model as `.model`: accept its own keys or a bare timm checkpoint's
             load_pretrained_weights(

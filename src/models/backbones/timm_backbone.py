@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,12 @@ def check_timm_name(model_name: str) -> None:
 
 def _create(model_name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """timm.create_model(features_only=True) with errors that name the config key at fault."""
+    # pretrained weights: local cache first, fail fast offline (src/weights/offline.py)
+    from src.weights.offline import timm_pretrained
+
     try:
-        return timm.create_model(model_name, pretrained=pretrained, features_only=True, **kwargs)
+        with timm_pretrained(model_name) if pretrained else nullcontext():
+            return timm.create_model(model_name, pretrained=pretrained, features_only=True, **kwargs)
     except TypeError as e:
         bad = _unexpected_kwarg(e)
         if bad is None:
@@ -242,6 +247,12 @@ def load_pretrained_weights(
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
+    if any(k.removeprefix("backbone.").startswith("stem.") for k in state):
+        # MMSegmentation/mmcv ResNet names (`open-mmlab://resnet50_v1c`: a deep stem `stem.N`): read through the
+        # ResNet key map of the MMSegmentation checkpoint loader (imported here: weights sit above models)
+        from src.weights.keymaps.resnet import resnet_to_timm
+
+        state = resnet_to_timm(state)
     own = module.state_dict()
     candidates = [{f"{prefix}{k}": v for k, v in state.items()} for prefix in key_prefixes]
     fitting = max(
