@@ -101,3 +101,43 @@ def test_mmsegmentation_neck_keys_map_and_load_strictly():
     ours = keymap_for(neck)(mm, neck)
     assert mm == {}, f"unmapped: {sorted(mm)}"
     neck.load_state_dict(ours, strict=True, assign=True)
+
+
+@pytest.mark.slow
+def test_neck_and_uper_head_export_to_onnx_with_dynamic_size(tmp_path):
+    """The neck resizes by scale factors (an ONNX Resize by scales), so the exported graph follows any input
+    size: ONNX Runtime equals PyTorch at sizes other than the traced one (~15 s, the exporter)."""
+    ort = pytest.importorskip("onnxruntime")
+    from src.export import exportable_pooling
+
+    class Net(nn.Module):  # a stride-16 "ViT" stem, the neck, the head
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 6, 16, stride=16)
+            self.neck = MultiLevelNeck([6] * 4, out_channels=8, scales=SCALES)
+            self.head = UPerHead(in_channels=self.neck.out_channels, channels=8, num_classes=3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            f = self.stem(x)
+            return self.head(self.neck([f, f, f, f]))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    dyn = torch.export.Dim.DYNAMIC
+    with exportable_pooling(), torch.no_grad():
+        program = torch.onnx.export(
+            net,
+            (torch.rand(1, 3, 256, 256),),  # stride 32: 8x8, no PPM scale coincides with it
+            input_names=["x"],
+            dynamic_shapes={"x": {0: dyn, 2: dyn, 3: dyn}},
+            dynamo=True,
+        )
+    program.save(tmp_path / "mln_uper.onnx")
+    session = ort.InferenceSession(str(tmp_path / "mln_uper.onnx"))
+    for h, w in [(96, 128), (80, 208)]:
+        x = torch.rand(2, 3, h, w)
+        with torch.no_grad():
+            expected = net(x)
+        out = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+        assert out.shape == (2, 3, h // 4, w // 4)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
