@@ -7,10 +7,24 @@
   them (`src/weights/keymaps/`).
 """
 
+from src.models.backbones.convnext import ConvNeXtBackbone
+from src.models.backbones.mit import MiTBackbone
+from src.models.backbones.swin import SwinBackbone
 from src.models.backbones.timm_backbone import (
     TimmBackbone,
+    default_out_indices,
     load_pretrained_weights,
     undilate_basic_block_conv2,
 )
+from src.models.backbones.vit import ViTBackbone
 
-__all__ = ["TimmBackbone", "load_pretrained_weights", "undilate_basic_block_conv2"]
+__all__ = [
+    "ConvNeXtBackbone",
+    "MiTBackbone",
+    "SwinBackbone",
+    "TimmBackbone",
+    "ViTBackbone",
+    "default_out_indices",
+    "load_pretrained_weights",
+    "undilate_basic_block_conv2",
+]
