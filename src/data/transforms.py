@@ -14,10 +14,19 @@ labelled the same way:
 
 Masks are always resized with nearest-neighbour interpolation, so no transform creates a label value.
 All randomness comes from the transform's own generators, which `Compose` seeds (see `seed_pipeline`).
+
+Speed (`scripts/benchmark_data.py`, docs/benchmarks.md), with outputs identical to the plain definitions:
+- `build_pipeline` fuses a `RandomResize` followed by a `RandomCrop` into `RandomResizeCrop`, which draws the
+  same random numbers in the same order and resizes only the top-left part of the image that holds the crop
+  (bit-identical to resizing everything, then cropping: see `resize_then_crop`);
+- `PhotoMetricDistortion` applies its uint8 -> uint8 steps as look-up tables (the same float32 formula
+  evaluated once per grey level instead of once per pixel);
+- `RandomCrop`'s `cat_max_ratio` counts labels with OpenCV's histogram instead of a 64-bit `bincount`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +34,8 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+
+from src.data.io import label_counts
 
 
 def rescale_size(hw: tuple[int, int], scale: Sequence[int]) -> tuple[int, int]:
@@ -35,6 +46,37 @@ def rescale_size(hw: tuple[int, int], scale: Sequence[int]) -> tuple[int, int]:
     h, w = hw
     factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
     return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def resize_then_crop(
+    img: np.ndarray, out_hw: tuple[int, int], box: tuple[int, int, int, int], nearest: bool
+) -> np.ndarray:
+    """`cv2.resize(img, out_hw)[y0:y1, x0:x1]`, bit for bit, computing only what the crop needs.
+
+    Bilinear: OpenCV maps output pixel x to source (x + 0.5) / scale - 0.5 from the image's origin; resizing the
+    top-left part of the image that the crop reads, with the same scale factors (`fx`, `fy`, not a size), keeps
+    that mapping, so the crop's pixels are the same (two source pixels of margin keep the right and bottom
+    borders' clamping out of the crop). Nearest: OpenCV's `INTER_NEAREST` reads source floor(x / scale),
+    gathered directly. Checked against the full resize in tests/data/test_transforms.py.
+    """
+    y0, y1, x0, x1 = box
+    h, w = img.shape[:2]
+    out_h, out_w = out_hw
+    if (out_h, out_w) == (h, w):
+        return img[y0:y1, x0:x1]
+    if nearest:
+        # cv2: ifx = 1. / inv_scale_x; sx = cvFloor(x * ifx), clamped to the last column
+        ys = np.minimum(np.floor(np.arange(y0, y1) * (1.0 / (out_h / h))).astype(np.intp), h - 1)
+        xs = np.minimum(np.floor(np.arange(x0, x1) * (1.0 / (out_w / w))).astype(np.intp), w - 1)
+        return np.take(np.take(img, ys, axis=0), xs, axis=1)
+    need_h = min(h, math.floor((y1 - 0.5) * h / out_h - 0.5) + 3)
+    need_w = min(w, math.floor((x1 - 0.5) * w / out_w - 0.5) + 3)
+    if need_h * need_w > 0.9 * h * w:  # nearly everything: the plain call
+        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+    part = cv2.resize(img[:need_h, :need_w], None, fx=out_w / w, fy=out_h / h, interpolation=cv2.INTER_LINEAR)
+    if part.shape[0] < y1 or part.shape[1] < x1:  # not expected; never return a short crop
+        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+    return part[y0:y1, x0:x1]
 
 
 def _resize_pair(img: np.ndarray, out_hw: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -108,13 +150,17 @@ class RandomResize(_ResizeBase):
         self.ratio_range = tuple(float(r) for r in ratio_range) if ratio_range is not None else None
         self.keep_ratio = keep_ratio
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    def draw_out_hw(self, hw: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+        """The output (h, w) of an image of size `hw`, for one ratio drawn from `rng`."""
         scale = self.scale
         if self.ratio_range is not None:
             low, high = self.ratio_range
-            ratio = self.random_generator.random() * (high - low) + low
+            ratio = rng.random() * (high - low) + low
             scale = (int(scale[0] * ratio), int(scale[1] * ratio))
-        return {"out_hw": _target_hw(params["shape"][:2], scale, self.keep_ratio)}
+        return _target_hw(hw, scale, self.keep_ratio)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        return {"out_hw": self.draw_out_hw(params["shape"][:2], self.random_generator)}
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("scale", "ratio_range", "keep_ratio")
@@ -142,27 +188,37 @@ class RandomCrop(A.DualTransform):
     def targets_as_params(self) -> list[str]:
         return ["mask"] if self.cat_max_ratio < 1.0 else []
 
-    def _draw(self, h: int, w: int) -> tuple[int, int, int, int]:
+    def _draw(self, h: int, w: int, rng: np.random.Generator | None = None) -> tuple[int, int, int, int]:
+        rng = self.random_generator if rng is None else rng
         ch, cw = self.crop_size
-        y = int(self.random_generator.integers(0, max(h - ch, 0) + 1))
-        x = int(self.random_generator.integers(0, max(w - cw, 0) + 1))
+        y = int(rng.integers(0, max(h - ch, 0) + 1))
+        x = int(rng.integers(0, max(w - cw, 0) + 1))
         return y, min(y + ch, h), x, min(x + cw, w)
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        h, w = params["shape"][:2]
-        box = self._draw(h, w)
-        mask = data.get("mask")
-        if self.cat_max_ratio < 1.0 and mask is not None:
+    def choose_box(
+        self,
+        hw: tuple[int, int],
+        window: Callable[[tuple[int, int, int, int]], np.ndarray] | None,
+        rng: np.random.Generator,
+    ) -> tuple[int, int, int, int]:
+        """A crop box (y0, y1, x0, x1) of an image of size `hw`; `window(box)` gives the mask under a box
+        (None: no mask, so no `cat_max_ratio` check)."""
+        box = self._draw(*hw, rng)
+        if self.cat_max_ratio < 1.0 and window is not None:
             for _ in range(10):
-                crop = mask[box[0] : box[1], box[2] : box[3]]
-                counts = np.bincount(crop.ravel().astype(np.int64), minlength=256)
+                counts = label_counts(window(box))
                 if self.ignore_index < len(counts):
                     counts[self.ignore_index] = 0
                 counts = counts[counts > 0]
                 if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
-                box = self._draw(h, w)
-        return {"box": box}
+                box = self._draw(*hw, rng)
+        return box
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        mask = data.get("mask")
+        window = None if mask is None else (lambda b: mask[b[0] : b[1], b[2] : b[3]])
+        return {"box": self.choose_box(params["shape"][:2], window, self.random_generator)}
 
     def apply(
         self, img: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any
@@ -176,6 +232,47 @@ class RandomCrop(A.DualTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("crop_size", "cat_max_ratio", "ignore_index")
+
+
+class RandomResizeCrop(A.DualTransform):
+    """`RandomResize` then `RandomCrop` in one step, with the same result: what `build_pipeline` makes of the two.
+
+    The ratio, then the crop (and its `cat_max_ratio` re-draws, on the resized mask) are drawn from this
+    transform's generator in the same order as the two transforms draw them from `Compose`'s shared one; then
+    only the crop is computed (`resize_then_crop`): the image is resized as far as the crop reaches, the mask's
+    crop is gathered directly. At a ratio of 2 that skips most of a 4096x2048 resize.
+    """
+
+    def __init__(self, resize: RandomResize, crop: RandomCrop, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.resize, self.crop = resize, crop
+        # what readers of a pipeline look for on its resize (tests, pipeline grids)
+        self.scale, self.ratio_range, self.keep_ratio = resize.scale, resize.ratio_range, resize.keep_ratio
+        self.crop_size, self.cat_max_ratio = crop.crop_size, crop.cat_max_ratio
+
+    @property
+    def targets_as_params(self) -> list[str]:
+        return ["mask"] if self.crop.cat_max_ratio < 1.0 else []
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        rng = self.random_generator
+        out_hw = self.resize.draw_out_hw(params["shape"][:2], rng)
+        mask = data.get("mask")
+        window = None if mask is None else (lambda b: resize_then_crop(mask, out_hw, b, nearest=True))
+        return {"out_hw": out_hw, "box": self.crop.choose_box(out_hw, window, rng)}
+
+    def apply(
+        self, img: np.ndarray, out_hw: tuple[int, int] = (0, 0), box: tuple = (0, 0, 0, 0), **params: Any
+    ) -> np.ndarray:
+        return resize_then_crop(img, out_hw, box, nearest=False)
+
+    def apply_to_mask(
+        self, mask: np.ndarray, out_hw: tuple[int, int] = (0, 0), box: tuple = (0, 0, 0, 0), **params: Any
+    ) -> np.ndarray:
+        return resize_then_crop(mask, out_hw, box, nearest=True)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("resize", "crop")
 
 
 class PhotoMetricDistortion(A.ImageOnlyTransform):
@@ -226,29 +323,36 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
     ) -> np.ndarray:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"PhotoMetricDistortion expects uint8 RGB images, got {img.dtype} {img.shape}")
+        # Every step maps a uint8 value to a uint8 value, so each is a 256-entry table: the float32 formula is
+        # evaluated on the 256 grey levels, and brightness + contrast compose into one table (same output as
+        # converting every pixel, one pass instead of four float round trips).
+        levels = np.arange(256, dtype=np.uint8)
+        table = levels
         if beta is not None:
-            img = self._convert(img, beta=beta)
+            table = self._convert(table, beta=beta)
         if contrast_first and alpha is not None:
-            img = self._convert(img, alpha=alpha)
+            table = self._convert(table, alpha=alpha)
+        if table is not levels:
+            img = cv2.LUT(img, table)
         if saturation is not None or hue is not None:
             hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-            if saturation is not None:
-                hsv[..., 1] = self._convert(hsv[..., 1], alpha=saturation)
-            if hue is not None:
-                hsv[..., 0] = (hsv[..., 0].astype(int) + hue) % 180
+            h_table = levels if hue is None else ((levels.astype(np.int64) + hue) % 180).astype(np.uint8)
+            s_table = levels if saturation is None else self._convert(levels, alpha=saturation)
+            hsv = cv2.LUT(hsv, np.stack([h_table, s_table, levels], axis=-1)[None])
             img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
         if not contrast_first and alpha is not None:
-            img = self._convert(img, alpha=alpha)
+            img = cv2.LUT(img, self._convert(levels, alpha=alpha))
         return img
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
 
 
-def build_pipeline(spec: Any) -> Callable[..., dict] | None:
+def build_pipeline(spec: Any, fuse: bool = True) -> Callable[..., dict] | None:
     """An `A.Compose` from a config's list of transforms (already instantiated), or the pipeline as given.
 
-    Accepts None / an empty list (no transforms), a list of transforms, or any callable pipeline.
+    Accepts None / an empty list (no transforms), a list of transforms, or any callable pipeline. With `fuse`,
+    a `RandomResize` directly followed by a `RandomCrop` becomes one `RandomResizeCrop` (same output, faster).
     """
     if spec is None:
         return None
@@ -262,10 +366,22 @@ def build_pipeline(spec: Any) -> Callable[..., dict] | None:
                     f"pipeline item {i} is {t!r}; expected a transform (a config with `_target_:`, "
                     "e.g. `_target_: albumentations.HorizontalFlip`)"
                 )
-        return A.Compose(items) if items else None
+        return A.Compose(fuse_transforms(items) if fuse else items) if items else None
     if callable(spec):
         return spec
     raise TypeError(f"pipeline is {spec!r}; expected a list of transforms or a callable")
+
+
+def fuse_transforms(items: Sequence[Any]) -> list[Any]:
+    """The list with each `RandomResize` + `RandomCrop` pair (both always applied) as one `RandomResizeCrop`."""
+    out: list[Any] = []
+    for t in items:
+        prev = out[-1] if out else None
+        if type(t) is RandomCrop and type(prev) is RandomResize and prev.p == 1.0 and t.p == 1.0:
+            out[-1] = RandomResizeCrop(prev, t)
+        else:
+            out.append(t)
+    return out
 
 
 def seed_pipeline(pipeline: Any, seed: int | None = None) -> None:

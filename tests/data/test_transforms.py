@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from functools import partial
 from pathlib import Path
 
@@ -12,13 +13,16 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.data.io import label_counts
 from src.data.transforms import (
     PhotoMetricDistortion,
     RandomCrop,
     RandomResize,
+    RandomResizeCrop,
     Resize,
     build_pipeline,
     rescale_size,
+    resize_then_crop,
 )
 from tests.conftest import compose_cfg
 
@@ -201,3 +205,97 @@ def test_every_training_pipeline_keeps_labels_and_alignment(name, tmp_path):
             outer = erode(((m != 1) & (m != 255)).astype(np.uint8)).astype(bool)
             assert inner.any() or outer.any(), f"{name}: nothing left to compare at {hw}"
             assert (red[inner] > 200).all() and (red[outer] < 60).all(), (name, hw, upscale)
+
+
+# ----------------------------------------------------------------- speed paths: same output as the plain ones
+def _photo_float(img, beta=None, contrast_first=True, alpha=None, saturation=None, hue=None):
+    """PhotoMetricDistortion written pixel by pixel in float32, as MMSegmentation's `convert` does."""
+
+    def convert(x, a=1.0, b=0.0):
+        return np.clip(x.astype(np.float32) * a + b, 0, 255).astype(np.uint8)
+
+    if beta is not None:
+        img = convert(img, b=beta)
+    if contrast_first and alpha is not None:
+        img = convert(img, a=alpha)
+    if saturation is not None or hue is not None:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        if saturation is not None:
+            hsv[..., 1] = convert(hsv[..., 1], a=saturation)
+        if hue is not None:
+            hsv[..., 0] = (hsv[..., 0].astype(int) + hue) % 180
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if not contrast_first and alpha is not None:
+        img = convert(img, a=alpha)
+    return img
+
+
+def test_photometric_lookup_tables_equal_the_float_formulas():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    t = compose(PhotoMetricDistortion(), seed=4).transforms[0]
+    for _ in range(64):
+        params = t.get_params()
+        assert (t.apply(img, **params) == _photo_float(img, **params)).all(), params
+    # the extremes of each range, every step on
+    for first in (True, False):
+        params = dict(beta=-32.0, contrast_first=first, alpha=1.5, saturation=0.5, hue=-18)
+        assert (t.apply(img, **params) == _photo_float(img, **params)).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_resize_then_crop_equals_resizing_everything_then_cropping(channels):
+    rng = np.random.default_rng(channels)
+    for trial in range(80):
+        h, w = int(rng.integers(20, 160)), int(rng.integers(20, 160))
+        shape = (h, w) if channels == 1 else (h, w, channels)
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        # ratios 0.5 and 2 exactly (OpenCV's special 2x paths) and random ones
+        ratio = [0.5, 2.0, 1.0][trial] if trial < 3 else float(rng.uniform(0.3, 2.5))
+        out_h, out_w = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
+        ch, cw = min(out_h, int(rng.integers(1, 64))), min(out_w, int(rng.integers(1, 64)))
+        y0, x0 = int(rng.integers(0, out_h - ch + 1)), int(rng.integers(0, out_w - cw + 1))
+        box = (y0, y0 + ch, x0, x0 + cw)
+        for nearest, interp in ((False, cv2.INTER_LINEAR), (True, cv2.INTER_NEAREST)):
+            full = cv2.resize(img, (out_w, out_h), interpolation=interp)[y0 : y0 + ch, x0 : x0 + cw]
+            part = resize_then_crop(img, (out_h, out_w), box, nearest=nearest)
+            assert part.shape == full.shape and (part == full).all(), (trial, h, w, ratio, box, nearest)
+
+
+def test_fused_resize_crop_equals_the_two_transforms_drawing_the_same_numbers():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    mask = cv2.resize(rng.integers(0, 4, (6, 10), dtype=np.uint8), (150, 90), interpolation=cv2.INTER_NEAREST)
+    resize = RandomResize(scale=(300, 150), ratio_range=(0.5, 2.0))
+    crop = RandomCrop(crop_size=(60, 100), cat_max_ratio=0.75)
+    fused = RandomResizeCrop(resize, crop)
+    # one shared generator for the two transforms, a generator seeded alike for the fused one
+    fused.set_random_state(np.random.default_rng(7), random.Random(0))
+    shared = np.random.default_rng(7)
+    resize.set_random_state(shared, random.Random(0))
+    crop.set_random_state(shared, random.Random(0))
+    for i in range(100):
+        a = fused(image=image, mask=mask)
+        b = crop(**resize(image=image, mask=mask))
+        assert (a["image"] == b["image"]).all() and (a["mask"] == b["mask"]).all(), i
+
+
+def test_build_pipeline_fuses_resize_then_crop_only_when_adjacent_and_always_applied():
+    resize, crop = RandomResize(scale=(64, 32)), RandomCrop(crop_size=(16, 16))
+    fused = build_pipeline([resize, crop, A.HorizontalFlip()])
+    assert [type(t).__name__ for t in fused.transforms] == ["RandomResizeCrop", "HorizontalFlip"]
+    assert fused.transforms[0].scale == resize.scale and fused.transforms[0].crop_size == (16, 16)
+    plain = build_pipeline([resize, crop], fuse=False)
+    assert [type(t).__name__ for t in plain.transforms] == ["RandomResize", "RandomCrop"]
+    apart = build_pipeline([resize, A.HorizontalFlip(), crop])
+    assert [type(t).__name__ for t in apart.transforms] == ["RandomResize", "HorizontalFlip", "RandomCrop"]
+    maybe = build_pipeline([resize, RandomCrop(crop_size=(16, 16), p=0.5)])
+    assert [type(t).__name__ for t in maybe.transforms] == ["RandomResize", "RandomCrop"]
+
+
+def test_label_counts_equal_bincount():
+    rng = np.random.default_rng(0)
+    mask = rng.choice([0, 3, 7, 255], size=(33, 47)).astype(np.uint8)
+    assert (label_counts(mask) == np.bincount(mask.ravel(), minlength=256)).all()
+    wide = mask.astype(np.uint16) * 2
+    assert (label_counts(wide) == np.bincount(wide.ravel(), minlength=256)).all()
