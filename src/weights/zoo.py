@@ -1,0 +1,250 @@
+"""The model zoo: MMSegmentation's published checkpoints by name (`conf/zoo.yaml`), downloaded once and verified.
+
+    entry = zoo_entry("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024")   # url, sha256 prefix, model, dataset
+    path = fetch(entry)                                                # $SEGKIT_CACHE/zoo/<file name>
+
+A file is downloaded once into `$SEGKIT_CACHE/zoo/` (default `~/.cache/segkit/zoo/`) with a progress bar by
+`torch.hub.download_url_to_file`, which writes a temporary file beside the target, checks the SHA-256 prefix and
+only then renames it into place (an interrupted or corrupted download never takes the file's name). A file
+already there is verified once (the verified prefix is remembered in `<file>.sha256`) and used without network.
+Without network the error names the URL and the exact path where to put the file by hand.
+
+`python -m src.weights.zoo` lists the table (and what is cached); `python -m src.weights.zoo fetch <name>`
+downloads one entry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import socket
+import sys
+import urllib.error
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ZOO_FILE = Path(__file__).resolve().parents[2] / "conf" / "zoo.yaml"
+ZOO_PREFIX = "zoo:"  # `load_from=zoo:<name>`: a zoo entry where a weights file is expected
+DEFAULT_CACHE = "~/.cache/segkit"
+DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation (connect, each read): a closed network fails in seconds
+REQUIRED = ("url", "sha256", "model", "dataset")
+
+
+class ZooError(ValueError):
+    """A zoo name that is not in the table, or a table entry that is malformed."""
+
+
+class ZooDownloadError(RuntimeError):
+    """A zoo file that could not be downloaded, or whose checksum does not match."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One published checkpoint: where it is, its SHA-256 prefix, and the configs that build its model here."""
+
+    name: str
+    url: str
+    sha256: str
+    model: str
+    dataset: str
+    mmseg_config: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return Path(urllib.parse.urlparse(self.url).path).name
+
+
+# ----------------------------------------------------------------------------------------------- the table
+def load_zoo(path: str | Path | None = None) -> dict[str, ZooEntry]:
+    """The zoo table by name: `path`, else `$SEGKIT_ZOO` (a table of your own), else `conf/zoo.yaml`; ZooError
+    names the entry and key that are wrong."""
+    path = zoo_file(path)
+    table = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(table, Mapping):
+        raise ZooError(f"{path}: expected a mapping of zoo names to entries")
+    zoo = {}
+    for name, spec in table.items():
+        missing = [k for k in REQUIRED if not (isinstance(spec, Mapping) and spec.get(k))]
+        if missing:
+            raise ZooError(f"{path}: entry '{name}' lacks {missing} (each entry needs {list(REQUIRED)})")
+        sha = str(spec["sha256"]).lower()
+        if len(sha) < 8 or any(c not in "0123456789abcdef" for c in sha):
+            raise ZooError(f"{path}: entry '{name}': sha256='{sha}' is not a hex prefix of 8 or more digits")
+        known = {f for f in ZooEntry.__dataclass_fields__ if f != "name"}
+        extra = sorted(set(spec) - known)
+        if extra:
+            raise ZooError(f"{path}: entry '{name}': unknown keys {extra} (known: {sorted(known)})")
+        zoo[str(name)] = ZooEntry(
+            name=str(name), **{**spec, "sha256": sha, "metrics": dict(spec.get("metrics") or {})}
+        )
+    return zoo
+
+
+def zoo_file(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get("SEGKIT_ZOO") or ZOO_FILE)
+
+
+def zoo_entry(name: str, path: str | Path | None = None) -> ZooEntry:
+    """The entry called `name` (a `zoo:` prefix is accepted); ZooError with the closest names otherwise."""
+    name = name[len(ZOO_PREFIX) :] if name.startswith(ZOO_PREFIX) else name
+    zoo = load_zoo(path)
+    if name not in zoo:
+        close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ZooError(
+            f"weights='{name}' is not in the model zoo ({zoo_file(path)}){hint} "
+            "(list them with: python -m src.weights.zoo)"
+        )
+    return zoo[name]
+
+
+# ----------------------------------------------------------------------------------------------- the cache
+def cache_dir() -> Path:
+    """`$SEGKIT_CACHE`, or `~/.cache/segkit`: where downloaded weights live (zoo files under `zoo/`)."""
+    return Path(os.environ.get("SEGKIT_CACHE") or DEFAULT_CACHE).expanduser()
+
+
+def cached_file(entry: ZooEntry) -> Path:
+    """Where the entry's file is (or will be) kept: `<cache>/zoo/<the URL's file name>`."""
+    return cache_dir() / "zoo" / entry.filename
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, prefix: str) -> bool:
+    """Whether the file at `path` has a SHA-256 starting with `prefix`. Hashing a 200 MB file takes a second or
+    two, so a match is remembered in `<file>.sha256` (valid while the file's size and mtime are unchanged)."""
+    stamp = path.with_name(path.name + ".sha256")
+    key = f"{path.stat().st_size} {path.stat().st_mtime_ns}"
+    if stamp.is_file() and stamp.read_text().split("\n")[0] == key:
+        return stamp.read_text().split("\n")[1].startswith(prefix)
+    digest = sha256_of(path)
+    if digest.startswith(prefix):
+        stamp.write_text(f"{key}\n{digest}\n")
+        return True
+    return False
+
+
+# -------------------------------------------------------------------------------------------- downloading
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """urllib's default is to wait forever: bound every connect and read (torch.hub's downloader takes no
+    timeout argument), so that a closed or silent network fails in seconds, not minutes."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def fetch(
+    entry: ZooEntry | str,
+    progress: bool = True,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+    zoo_path: str | Path | None = None,
+) -> Path:
+    """The verified local file of a zoo entry (or name), downloading it once into the cache.
+
+    A file already in the cache whose SHA-256 does not start with the entry's prefix is removed (it is
+    corrupt or another file) and downloaded again; a download that does not match is refused and left nowhere.
+    Raises ZooDownloadError, with the URL and the path to put the file at by hand, when it cannot be fetched.
+    """
+    from torch.hub import download_url_to_file
+
+    entry = zoo_entry(entry, zoo_path) if isinstance(entry, str) else entry
+    target = cached_file(entry)
+    if target.is_file():
+        if _verified(target, entry.sha256):
+            return target
+        print(
+            f"{target}: its SHA-256 does not start with {entry.sha256} (a corrupt or different file): "
+            "removed, downloading it again",
+            file=sys.stderr,
+        )
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _socket_timeout(timeout):
+            download_url_to_file(entry.url, str(target), hash_prefix=entry.sha256, progress=progress)
+    except RuntimeError as err:  # torch.hub's message for a checksum mismatch; its temporary file is removed
+        if "invalid hash value" not in str(err):
+            raise
+        raise ZooDownloadError(
+            f"Refused the download of zoo weights '{entry.name}' from {entry.url}: {err}; nothing was kept. "
+            "The server sent another file than the one published (retry later, or check the URL in "
+            f"{zoo_file()})."
+        ) from err
+    except (urllib.error.URLError, OSError, ValueError) as err:  # no route, DNS, refused, timeout, HTTP error
+        raise ZooDownloadError(_no_download_message(entry, target, err)) from err
+    _verified(target, entry.sha256)  # remember the checksum torch.hub just checked
+    return target
+
+
+def _no_download_message(entry: ZooEntry, target: Path, err: BaseException) -> str:
+    reason = getattr(err, "reason", None) or err
+    return (
+        f"Cannot download the zoo weights '{entry.name}': {reason}\n"
+        f"  from: {entry.url}\n"
+        f"Download the file elsewhere (a browser, or `curl -LO {entry.url}`) and put it at\n"
+        f"  {target}\n"
+        f"then run the same command again: the file is used from there, without network. (The folder is "
+        f"$SEGKIT_CACHE/zoo, default {DEFAULT_CACHE}/zoo; the file's SHA-256 must start with {entry.sha256}.)"
+    )
+
+
+# ------------------------------------------------------------------------------------- weights references
+def is_zoo_ref(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(ZOO_PREFIX)
+
+
+def resolve_weights(value: str | Path) -> tuple[Path, ZooEntry | None]:
+    """A weights reference as a local file: `zoo:<name>` is fetched (its entry returned too); a path is a path."""
+    if is_zoo_ref(value):
+        entry = zoo_entry(str(value))
+        return fetch(entry), entry
+    return Path(value), None
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+def _cli(argv: list[str]) -> int:
+    """`python -m src.weights.zoo [list]` prints the table; `fetch <name>...` downloads; `path <name>` prints
+    where the file goes."""
+    command, names = (argv[0], argv[1:]) if argv else ("list", [])
+    if command == "list":
+        zoo = load_zoo()
+        print(f"{len(zoo)} checkpoints in {zoo_file()}; cache {cache_dir() / 'zoo'} (* = downloaded)")
+        for e in zoo.values():
+            figures = ", ".join(f"{k} {v}" for k, v in e.metrics.items())
+            flag = "*" if cached_file(e).is_file() else " "
+            print(f"{flag} {e.name:70s} model={e.model} dataset={e.dataset} ({figures})")
+        return 0
+    if command in ("fetch", "path") and names:
+        for name in names:
+            entry = zoo_entry(name)
+            try:
+                print(fetch(entry) if command == "fetch" else cached_file(entry))
+            except ZooDownloadError as err:
+                print(err, file=sys.stderr)
+                return 1
+        return 0
+    print(__doc__.split("\n\n")[-1].strip(), file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))
