@@ -260,4 +260,6 @@ def print_table(report: dict[str, Any], settings: bench.BenchSettings) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from src.utils.errors import run_script  # one short block for a user error
+
+    raise SystemExit(run_script(main))

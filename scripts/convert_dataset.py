@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.utils.errors import Described, describe, format_block, run_script  # noqa: E402
+
 
 def _stanford(args: argparse.Namespace) -> dict:
     from src.data.converters.stanford_background import convert_stanford_background
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         counts = args.run(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as e:  # a missing, truncated or unexpected release: one short block
+        print(format_block(describe(e) or Described("input", str(e))), file=sys.stderr)
         return 1
     where = getattr(args, "out", None) or args.root
     print(f"converted {args.command}: {json.dumps(counts)} -> {Path(where).resolve()}")
@@ -122,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

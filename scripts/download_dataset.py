@@ -39,4 +39,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from src.utils.errors import run_script  # one short block for a user error
+
+    raise SystemExit(run_script(main))

@@ -34,6 +34,7 @@ from src.data.transforms import build_pipeline  # noqa: E402
 from src.eval import build_datamodule, resolve_device  # noqa: E402
 from src.export import OnnxSegmentor, export_onnx, parity_check  # noqa: E402
 from src.utils import resolvers  # noqa: E402,F401
+from src.utils.errors import report_errors  # noqa: E402
 from src.utils.task import extras  # noqa: E402
 
 
@@ -91,6 +92,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export_onnx")
+@report_errors
 def main(cfg: DictConfig) -> None:
     extras(cfg)
     report = export(cfg)

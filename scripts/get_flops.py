@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig  # noqa: E402
 from src.checkpoint import build_segmentor  # noqa: E402
 from src.flops import human, segmentor_complexity  # noqa: E402
 from src.utils import resolvers  # noqa: E402,F401
+from src.utils.errors import report_errors  # noqa: E402
 
 
 def input_shape(cfg: DictConfig) -> list[int]:
@@ -67,6 +68,7 @@ def get_flops(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="get_flops")
+@report_errors
 def main(cfg: DictConfig) -> None:
     get_flops(cfg)
 

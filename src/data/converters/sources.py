@@ -11,13 +11,45 @@ the folder `.../DRIVE`), so that a path pattern written for the archive also mat
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import re
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from src.utils.errors import DataError
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+#: what a truncated or corrupt archive raises while it is read (the tar/zip, gzip, xz and zlib layers)
+CORRUPT_ARCHIVE_ERRORS = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+)
+
+
+@contextmanager
+def reading_archive(path: Path) -> Iterator[None]:
+    """Turn the archive libraries' errors (`tarfile.ReadError: unexpected end of data`, ...) into one message
+    naming the file and what to do."""
+    try:
+        yield
+    except CORRUPT_ARCHIVE_ERRORS as err:
+        raise DataError(
+            f"archive '{path}' is truncated or corrupt ({type(err).__name__}: {err})",
+            hint="download it again (an interrupted download leaves a short file): `python "
+            "scripts/download_dataset.py <name>` verifies the published checksum; or compare `sha256sum "
+            f"{path}` with the one its authors publish",
+        ) from err
 
 
 class Source:
@@ -60,21 +92,21 @@ class FolderSource(Source):
 
 class ZipSource(Source):
     def members(self) -> list[str]:
-        with zipfile.ZipFile(self.path) as zf:
+        with reading_archive(self.path), zipfile.ZipFile(self.path) as zf:
             return sorted(i.filename for i in zf.infolist() if not i.is_dir())
 
     def read(self, member: str) -> bytes:
-        with zipfile.ZipFile(self.path) as zf:
+        with reading_archive(self.path), zipfile.ZipFile(self.path) as zf:
             return zf.read(member)
 
 
 class TarSource(Source):
     def members(self) -> list[str]:
-        with tarfile.open(self.path, "r:*") as tf:
+        with reading_archive(self.path), tarfile.open(self.path, "r:*") as tf:
             return sorted(m.name for m in tf.getmembers() if m.isfile())
 
     def read(self, member: str) -> bytes:
-        with tarfile.open(self.path, "r:*") as tf:
+        with reading_archive(self.path), tarfile.open(self.path, "r:*") as tf:
             f = tf.extractfile(member)
             if f is None:
                 raise FileNotFoundError(f"'{member}' is not a regular file in '{self.path}'")
@@ -82,7 +114,7 @@ class TarSource(Source):
 
     def iter_files(self, keep: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
         # Sequential: a compressed tar cannot seek backwards without decompressing again from the start.
-        with tarfile.open(self.path, "r|*") as tf:
+        with reading_archive(self.path), tarfile.open(self.path, "r|*") as tf:
             for m in tf:
                 if m.isfile() and keep(m.name):
                     f = tf.extractfile(m)
