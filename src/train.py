@@ -17,6 +17,7 @@ A run stopped by SIGTERM or SIGUSR1 writes `checkpoints/preempted.ckpt` and exit
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,11 +31,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks.preemption import PREEMPTED_EXIT_CODE
 from src.callbacks.run_stats import RunStats
-from src.checkpoint import AtomicCheckpointIO, load_matching_weights, newest_checkpoint
+from src.checkpoint import (
+    AtomicCheckpointIO,
+    check_same_model,
+    load_matching_weights,
+    newest_loadable_checkpoint,
+    read_checkpoint,
+    remove_stale_tmp,
+)
 from src.loggers import log_config
 from src.module import SegmentationModule
 from src.results import build_run_record, write_run_record
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
+from src.utils.config_check import check_config
+from src.utils.errors import CheckpointError, ConfigError, report_errors
 from src.utils.hydra_ddp import ddp_job_scope
 from src.utils.hydra_ddp import install as install_hydra_ddp_launcher
 from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
@@ -74,22 +84,43 @@ def resolve_start(cfg: DictConfig) -> tuple[str | None, Path | None]:
     """(checkpoint to resume or None, checkpoint folder to keep writing to or None) from `ckpt_path`/`resume`."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and cfg.get("resume"):
-        raise ValueError(
+        raise ConfigError(
             f"ckpt_path={ckpt_path} and resume=true: give one (resume=true finds the newest itself)"
         )
     if ckpt_path:
-        if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path: no such checkpoint file '{ckpt_path}'")
+        # verified here, by the project's loader, before Lightning loads it: a bad file is named, and a
+        # checkpoint of another model is one paragraph, not Lightning's state-dict key lists
+        check_same_model(read_checkpoint(ckpt_path), cfg.model, ckpt_path, key="ckpt_path")
         return str(ckpt_path), None
     if not cfg.get("resume"):
         return None, None
-    newest = newest_checkpoint(cfg.resume_dir)
+    newest, skipped = newest_loadable_checkpoint(cfg.resume_dir, cfg.model)
+    for path, why in skipped:
+        log.warning(f"resume=true: skipping {path}: {why.split(str(path), 1)[-1].lstrip(chr(39) + ': ')}")
+    if newest is None and skipped:
+        raise CheckpointError(
+            f"resume=true: none of the {len(skipped)} checkpoints under '{cfg.resume_dir}' loads "
+            f"(newest: '{skipped[0][0]}')",
+            hint="delete the broken files, or start anew with resume=false",
+        )
     if newest is None:
         log.info(f"resume=true: no checkpoint under {cfg.resume_dir}/*/checkpoints; starting a new run.")
         return None, None
     ckpt_dir = newest.parent if newest.parent.name == "checkpoints" else newest.parent / "checkpoints"
     log.info(f"resume=true: resuming {newest}; checkpoints continue in {ckpt_dir}")
     return str(newest), ckpt_dir
+
+
+def scan_data(cfg: DictConfig, datamodule: Any) -> None:
+    """Prepare the data and build the dataset of every split this run reads (each scans its folder and raises
+    naming the missing folder or file), before the model and its pretrained weights. Lightning's own
+    `prepare_data`/`setup` reuse this. Rank 0 of each node only: it is the one that prepares the data."""
+    if int(os.environ.get("LOCAL_RANK", 0)) != 0:
+        return
+    datamodule.prepare_data()
+    splits = (["train", "val"] if cfg.get("train", True) else []) + (["test"] if cfg.get("test", True) else [])
+    for split in splits:
+        datamodule.split_dataset(split)
 
 
 def _redirect_checkpoints(cfg: DictConfig, ckpt_dir: Path) -> None:
@@ -112,14 +143,22 @@ def _trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
 
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test; returns the metrics (train/val from fit, test/... from test)."""
+    """Fit, then test; returns the metrics (train/val from fit, test/... from test).
+
+    Checked in order before anything heavy is built: the config's keys, the data of every split the run reads,
+    the checkpoint to resume; then the model (pretrained weights last)."""
+    check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    log.info(f"Dataset <{cfg.dataset._target_}>, model <{cfg.model.get('name', cfg.model._target_)}>")
+    datamodule = instantiate(cfg.dataset)
+    scan_data(cfg, datamodule)
     ckpt_path, ckpt_dir = resolve_start(cfg)
     if ckpt_dir is not None:
         _redirect_checkpoints(cfg, ckpt_dir)
-    log.info(f"Dataset <{cfg.dataset._target_}>, model <{cfg.model.get('name', cfg.model._target_)}>")
-    datamodule = instantiate(cfg.dataset)
+    own_ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
+    for tmp in remove_stale_tmp([own_ckpt_dir, *Path(str(cfg.resume_dir)).glob("*/checkpoints")]):
+        log.info(f"Removed {tmp}, left by an interrupted checkpoint save")
     module = build_module(cfg, datamodule)
     if cfg.get("load_from") and ckpt_path is None:
         _load_weights(module, cfg.load_from)
@@ -197,6 +236,7 @@ def _best_path(trainer: L.Trainer) -> str | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_errors
 def main(cfg: DictConfig) -> float | None:
     # multirun + DDP: the ranks of each job run that job alone, in its folder (src/utils/hydra_ddp.py)
     install_hydra_ddp_launcher()
