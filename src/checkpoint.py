@@ -17,13 +17,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 from src.module import CHECKPOINT_META_KEY
+from src.utils.errors import CheckpointError, DiskFullError, free_space, human_bytes, space_error
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to `<path>.tmp`, fsync, then rename: a crash mid-write never leaves a truncated checkpoint.
+    """Write to `<path>.<pid>.tmp`, fsync, then rename: a crash mid-write never leaves a truncated checkpoint.
 
     Lightning's `TorchCheckpointIO` writes the target file in place, so an interrupted save can corrupt
-    `last.ckpt`, the very file a resume needs.
+    `last.ckpt`, the very file a resume needs. A save that fails (disk full, file size limit) removes its
+    temporary file, keeps the previous checkpoints and raises `DiskFullError` naming the path and the free space
+    (torch reports it as `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`). The pid in the
+    temporary name tells `remove_stale_tmp` which ones a live save still owns.
     """
 
     def save_checkpoint(
@@ -31,38 +35,139 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as err:
+            size = tmp.stat().st_size if tmp.exists() else 0
+            tmp.unlink(missing_ok=True)
+            space = space_error(err)
+            if space is not None or "inline_container" in str(err):
+                cause = space.strerror if space is not None else f"write failed ({str(err).splitlines()[0]})"
+                raise DiskFullError(
+                    f"Saving checkpoint '{path}' failed after {human_bytes(size)} were written: {cause}. "
+                    f"{free_space(path.parent)}. The earlier checkpoints in that folder are unchanged.",
+                ) from err
+            raise
+
+
+def remove_stale_tmp(folders: list[str | Path]) -> list[Path]:
+    """Delete the temporary files that interrupted saves left in `folders` (`*.ckpt.<pid>.tmp` whose process is
+    gone, and `*.ckpt.tmp` of earlier versions); returns them. Files of a save still running are kept."""
+    removed = []
+    for folder in {Path(f) for f in folders}:
+        for tmp in folder.glob("*.ckpt*.tmp") if folder.is_dir() else []:
+            pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
+            if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+                continue
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _load_tensors(path: Path, key: str, unreadable: str) -> Any:
     """`torch.load` of a file of tensors and plain containers (weights_only), on the CPU; errors name the config
     `key` that gave the path when it is missing, and start with `unreadable` when it cannot be loaded."""
     if not path.is_file():
-        raise FileNotFoundError(f"{key}: no such checkpoint file '{path}'")
+        raise CheckpointError(
+            f"{key}: no such checkpoint file '{path}'",
+            hint="check the path (a relative path is taken from the folder the command was started in)",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{unreadable} '{path}': {err}") from err
+        raise CheckpointError(f"{unreadable} '{path}': {_why_unloadable(err)}", hint=_UNLOADABLE_HINT) from err
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file (tensors and plain containers only) and check that it is one of ours."""
+_UNLOADABLE_HINT = (
+    "use another checkpoint of the run (resume=true picks the newest one that loads); a file copied or "
+    "downloaded incompletely must be copied again"
+)
+
+
+def _why_unloadable(err: Exception) -> str:
+    """torch.load's reason in one line: its weights-only refusal runs to dozens of lines."""
+    text = str(err)
+    if "Weights only load failed" in text or "weights_only" in text:
+        found = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        return (
+            "it holds Python objects besides tensors, which weights_only=True refuses to unpickle "
+            f"({found[:160] or 'see the log'}); only load files you trust, and re-save such a file's state_dict"
+        )
+    if "central directory" in text or "zip archive" in text or isinstance(err, (EOFError,)):
+        return f"the file is truncated or not a PyTorch file ({text.splitlines()[0].split('. ')[0][:160]})"
+    return f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """Load a checkpoint file (tensors and plain containers only) and check that it is one of ours. Every
+    failure is a `CheckpointError` naming the file (and `key`, the setting that gave it)."""
     path = Path(path)
-    ckpt = _load_tensors(path, "ckpt_path", "Cannot load checkpoint")
+    ckpt = _load_tensors(path, key, f"{key}: cannot load checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"'{path}' is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(f"{key}: '{path}' is not a Lightning checkpoint (no 'state_dict')")
     meta = ckpt.get(CHECKPOINT_META_KEY)
     if not meta or "config" not in meta:
-        raise ValueError(
-            f"'{path}' has no '{CHECKPOINT_META_KEY}' metadata (config, classes, palette): it was not written "
-            "by this project's training, so the model it holds cannot be rebuilt"
+        raise CheckpointError(
+            f"{key}: '{path}' has no '{CHECKPOINT_META_KEY}' metadata (config, classes, palette): it was not "
+            "written by this project's training, so the model it holds cannot be rebuilt",
+            hint="to start from its weights, fine-tune with load_from=<file> instead",
         )
     return ckpt
+
+
+#: model keys that choose where initial weights come from, not the model: they may differ between a checkpoint
+#: and the run that resumes it (and are switched off when a checkpoint is rebuilt)
+WEIGHT_SOURCE_KEYS = ("pretrained", "pretrained_path", "encoder_weights", "weights", "init_cfg", "test_cfg")
+
+
+def model_difference(saved: Any, current: Any, prefix: str = "model") -> list[str]:
+    """The differing leaves of two model configs as `key: <saved> in the checkpoint, <current> here` lines."""
+    lines: list[str] = []
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for k in sorted(set(saved) | set(current), key=str):
+            if k in WEIGHT_SOURCE_KEYS:
+                continue
+            if k not in saved or k not in current:
+                where = "only in the checkpoint" if k in saved else "only in this run"
+                lines.append(f"{prefix}.{k}: {where}")
+            else:
+                lines += model_difference(saved[k], current[k], f"{prefix}.{k}")
+    elif isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        for i, (a, b) in enumerate(zip(saved, current, strict=True)):
+            lines += model_difference(a, b, f"{prefix}.{i}")
+    elif saved != current:
+        lines.append(f"{prefix}: {saved!r} in the checkpoint, {current!r} here")
+    return lines
+
+
+def check_same_model(ckpt: dict[str, Any], model_cfg: DictConfig | dict, path: str | Path, key: str) -> None:
+    """Raise a CheckpointError, one paragraph listing the differing keys, when the checkpoint was trained with
+    another model config than `model_cfg` (Lightning would fail with thousands of characters of state-dict
+    keys)."""
+    current = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else model_cfg
+    diff = model_difference(ckpt[CHECKPOINT_META_KEY]["config"].get("model"), current)
+    if diff:
+        shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+        raise CheckpointError(
+            f"{key}: '{path}' holds another model than this run's: {shown}",
+            hint="resume it with the model it was trained with (the model=... it was started with), or start "
+            "from its matching weights with load_from=<file> (new optimiser and schedule)",
+        )
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
@@ -113,7 +218,7 @@ def load_segmentor(path: str | Path, device: str | torch.device = "cpu") -> tupl
     state = segmentor_state_dict(ckpt)
     missing, unexpected = segmentor.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"Checkpoint '{path}' does not match the model its config builds: "
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
@@ -121,14 +226,37 @@ def load_segmentor(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 
 # ----------------------------------------------------------------- resume / fine-tune (`src.train`)
-def newest_checkpoint(run_root: str | Path) -> Path | None:
-    """The most recently written checkpoint of a run: `<run_root>/*/checkpoints/*.ckpt` and Lightning's SLURM
-    `<run_root>/*/hpc_ckpt_*.ckpt`, by modification time; None when there is none."""
+def checkpoints_newest_first(run_root: str | Path) -> list[Path]:
+    """The checkpoints of a run, newest first: `<run_root>/*/checkpoints/*.ckpt` and Lightning's SLURM
+    `<run_root>/*/hpc_ckpt_*.ckpt`, by modification time."""
     root = Path(run_root)
     found = [*root.glob("*/checkpoints/*.ckpt"), *root.glob("*/hpc_ckpt_*.ckpt")]
     found = [p for p in found if p.is_file()]
     # last.ckpt is written right after the periodic checkpoint of the same step: prefer it on equal times
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), default=None)
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
+
+
+def newest_checkpoint(run_root: str | Path) -> Path | None:
+    """The most recently written checkpoint of a run; None when there is none."""
+    return next(iter(checkpoints_newest_first(run_root)), None)
+
+
+def newest_loadable_checkpoint(
+    run_root: str | Path, model_cfg: DictConfig | dict | None = None
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """`resume=true`: the newest checkpoint under `run_root` that loads (and holds `model_cfg`'s model), and the
+    newer ones skipped, each with the reason. (None, skipped) when none is usable."""
+    skipped: list[tuple[Path, str]] = []
+    for path in checkpoints_newest_first(run_root):
+        try:
+            ckpt = read_checkpoint(path, key="resume")
+            if model_cfg is not None:
+                check_same_model(ckpt, model_cfg, path, key="resume")
+        except CheckpointError as err:
+            skipped.append((path, str(err)))
+            continue
+        return path, skipped
+    return None, skipped
 
 
 def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:

@@ -37,6 +37,8 @@ from src.data.transforms import build_pipeline
 from src.inference import Segmenter, load_model, resolve_backend
 from src.metrics import SegMetrics
 from src.utils import resolvers  # noqa: F401
+from src.utils.config_check import EVAL_RULES, check_config
+from src.utils.errors import report_errors
 from src.utils.logging import get_logger
 from src.utils.rich_utils import print_metrics_table
 from src.utils.task import extras
@@ -343,7 +345,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@report_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, EVAL_RULES)
     extras(cfg)
     evaluate(cfg)
 

@@ -16,6 +16,8 @@ from omegaconf import DictConfig
 from src.eval import resolve_device
 from src.inference import VIDEO_SUFFIXES, Segmenter, is_video
 from src.utils import resolvers  # noqa: F401
+from src.utils.config_check import INFER_RULES, check_config
+from src.utils.errors import report_errors
 from src.utils.logging import get_logger
 from src.utils.task import extras
 
@@ -52,7 +54,9 @@ def infer(cfg: DictConfig) -> Any:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
+@report_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, INFER_RULES)
     extras(cfg)
     infer(cfg)
 
