@@ -78,6 +78,9 @@ class SegMetrics(Metric):
             is no check and such out-of-range pixels are silently dropped, so the
             confusion matrix can never be corrupted. (Note that ``torch.bincount``
             itself synchronises on CUDA to size its output; that is inherent to it.)
+        threshold: with ``num_classes=2``, one-channel logits ``[N, 1, H, W]`` (a binary sigmoid model, see
+            ``src.models.binary``) are read as foreground where ``sigmoid(logit) > threshold`` (default 0.3,
+            MMSegmentation's); the table still has two rows, background and foreground.
         **kwargs: forwarded to :class:`torchmetrics.Metric` (``sync_on_compute``, ...).
 
     ``compute()`` returns float32 tensors on the metric's device (the arithmetic is
@@ -98,6 +101,7 @@ class SegMetrics(Metric):
         class_names: Sequence[str] | None = None,
         beta: float = 1.0,
         validate_labels: bool = True,
+        threshold: float = 0.3,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +122,7 @@ class SegMetrics(Metric):
         self.class_names = names
         self.beta = float(beta)
         self.validate_labels = bool(validate_labels)
+        self.threshold = float(threshold)
         self.add_state(
             "confmat",
             default=torch.zeros(num_classes, num_classes, dtype=torch.long),
@@ -143,6 +148,8 @@ class SegMetrics(Metric):
                     f"preds logits shape {tuple(preds.shape)} does not match target shape "
                     f"{tuple(target.shape)} (expected logits [N, C, H, W] for target [N, H, W])"
                 )
+            if preds.shape[cdim] == 1 and self.num_classes == 2:  # one sigmoid logit: background/foreground
+                return (preds.select(cdim, 0).sigmoid() > self.threshold).long(), True
             if preds.shape[cdim] != self.num_classes:
                 raise ValueError(
                     f"preds logits shape {tuple(preds.shape)} has {preds.shape[cdim]} channels in dim "

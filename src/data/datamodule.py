@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import cv2
 import torch
 from lightning import LightningDataModule
 from lightning.fabric.utilities.seed import pl_worker_init_function
@@ -34,6 +35,8 @@ class SegDataModule(LightningDataModule):
         `test_pipeline` is also what inference applies to new images.
     ignore_index: the label value that is neither trained on nor evaluated (the dataset config's
         `ignore_index`, which the losses, the preprocessor's mask padding and the metrics read).
+    label_map: stored label -> training label for every split (`+dataset.label_map={255:1}` for masks saved as
+        0/255), given to each split dataset in place of its own.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class SegDataModule(LightningDataModule):
         train_pipeline: Any = None,
         test_pipeline: Any = None,
         ignore_index: int = 255,
+        label_map: dict[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.dataset_fns = {
@@ -72,6 +76,7 @@ class SegDataModule(LightningDataModule):
         self.crop_size = crop_size
         self.test_pipeline = test_pipeline
         self.ignore_index = int(ignore_index)
+        self.label_map = {int(k): int(v) for k, v in dict(label_map).items()} if label_map else None
         self.datasets: dict[str, Dataset] = {}
         self.metainfo = _metainfo(self.dataset_fns["train"][0])
         if num_classes is not None and num_classes != len(self.metainfo["classes"]):
@@ -102,6 +107,8 @@ class SegDataModule(LightningDataModule):
         """A new dataset of `split` (its parts concatenated), with keyword `overrides` (e.g. `test_mode`)."""
         if split not in self.dataset_fns:
             raise ValueError(f"split='{split}': expected one of {sorted(self.dataset_fns)}")
+        if self.label_map is not None:
+            overrides = {"label_map": self.label_map, **overrides}
         parts = [fn(**overrides) for fn in self.dataset_fns[split]]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
@@ -135,7 +142,13 @@ class SegDataModule(LightningDataModule):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Lightning's worker seeding, plus each dataset's Albumentations pipeline (seeded apart from numpy)."""
+    """Lightning's worker seeding, plus each dataset's Albumentations pipeline (seeded apart from numpy).
+
+    Also OpenCV single-threaded in each worker (as MMEngine does): the workers already run in parallel, and
+    OpenCV's own thread pool (one thread per core in every worker) would only oversubscribe the cores that the
+    training process needs. PyTorch itself sets one torch thread per worker.
+    """
+    cv2.setNumThreads(0)
     pl_worker_init_function(worker_id)
     info = get_worker_info()
     dataset = info.dataset if info is not None else None

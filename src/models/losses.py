@@ -12,6 +12,10 @@ A head's losses in a config, e.g. MMSegmentation's UNet recipe (`loss_decode=[CE
     losses:
       - {_target_: src.models.losses.CrossEntropyLoss, loss_weight: 1.0}
       - {_target_: src.models.losses.DiceLoss, loss_weight: 3.0}
+
+`use_sigmoid: true` (CE, Dice, Focal, Lovasz) scores each logit channel with a sigmoid instead of a softmax over
+the channels. With ONE channel (a binary head, `num_classes: 1`, see `src.models.binary`) the channel is the
+foreground and the target is `label == 1`; with C channels each is one-vs-all against the one-hot label.
 """
 
 from __future__ import annotations
@@ -61,8 +65,12 @@ class CrossEntropyLoss(LossTerm):
         class_weight: per-class weights, a list or the path of a text/JSON file with one number per class.
         avg_non_ignore: average over non-ignored pixels only.
         ignore_index: label that contributes no loss.
-        label_smoothing: as `F.cross_entropy`.
+        label_smoothing: as `F.cross_entropy` (softmax only).
         loss_name: the key under which the term is returned and logged.
+        use_sigmoid: binary cross-entropy with logits (MMSegmentation's `use_sigmoid=True`): per pixel and channel
+            against the target `label == 1` (one channel) or the one-hot label (C channels), `class_weight` as
+            BCE's `pos_weight` per channel; the reduction is the same (all pixels, or the non-ignored ones with
+            `avg_non_ignore`), times the channels for C > 1 (MMSegmentation's mean over the [N, C, H, W] loss).
     """
 
     def __init__(
@@ -73,15 +81,23 @@ class CrossEntropyLoss(LossTerm):
         ignore_index: int = 255,
         label_smoothing: float = 0.0,
         loss_name: str = "loss_ce",
+        use_sigmoid: bool = False,
     ) -> None:
         super().__init__(loss_weight, ignore_index, loss_name, class_weight)
         self.avg_non_ignore = avg_non_ignore
         self.label_smoothing = label_smoothing
+        self.use_sigmoid = bool(use_sigmoid)
+        if self.use_sigmoid and label_smoothing:
+            raise ValueError(
+                f"{loss_name}: label_smoothing is for the softmax loss, not with use_sigmoid: true"
+            )
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         class_weight = _check_class_weight(self.class_weight, logits)
+        if self.use_sigmoid:
+            return self._sigmoid(logits, target, weight, class_weight)
         loss = F.cross_entropy(
             logits.float(),
             target,
@@ -97,6 +113,25 @@ class CrossEntropyLoss(LossTerm):
         else:
             denom = target.numel()
         return self.loss_weight * loss.sum() / denom
+
+    def _sigmoid(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        class_weight: torch.Tensor | None,
+    ) -> torch.Tensor:
+        valid = target != self.ignore_index
+        logits = logits.float().masked_fill(~valid.unsqueeze(1), 0.0)
+        goal = sigmoid_target(target, valid, logits.shape[1])
+        pos_weight = None if class_weight is None else class_weight.view(-1, 1, 1)
+        loss = F.binary_cross_entropy_with_logits(logits, goal, pos_weight=pos_weight, reduction="none")
+        mask = valid.float()
+        if weight is not None:
+            mask = mask * _check_pixel_weight(weight, target, self.loss_name)
+        loss = loss * mask.unsqueeze(1)
+        pixels = valid.sum().clamp_min(1) if self.avg_non_ignore else target.numel()
+        return self.loss_weight * loss.sum() / (pixels * logits.shape[1])
 
 
 class DiceLoss(LossTerm):
@@ -133,6 +168,9 @@ class DiceLoss(LossTerm):
         exponent: power of p and t in the denominator (2: V-Net; 1: the "naive" Dice).
         loss_name: the key under which the term is returned and logged.
         class_weight: per-class weights, a list or a file (as `CrossEntropyLoss`).
+        use_sigmoid: `p = sigmoid(logits)` per channel instead of the softmax, same formula; one channel is the
+            foreground Dice (target `label == 1`), the only term. (MMSegmentation 1.2.2's sigmoid Dice pools all
+            channels into one Dice per image; here each channel keeps its own, as the softmax form above.)
     """
 
     def __init__(
@@ -143,10 +181,12 @@ class DiceLoss(LossTerm):
         exponent: float = 2,
         loss_name: str = "loss_dice",
         class_weight: Sequence[float] | str | None = None,
+        use_sigmoid: bool = False,
     ) -> None:
         super().__init__(loss_weight, ignore_index, loss_name, class_weight)
         self.smooth = smooth
         self.exponent = exponent
+        self.use_sigmoid = bool(use_sigmoid)
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
@@ -156,8 +196,11 @@ class DiceLoss(LossTerm):
         valid = target != self.ignore_index
         # a constant at ignored pixels: no value and no gradient reaches the logits there
         logits = logits.float().masked_fill(~valid.unsqueeze(1), 0.0)
-        prob = logits.softmax(dim=1)
-        one_hot = F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).float()
+        if self.use_sigmoid:
+            prob, one_hot = logits.sigmoid(), sigmoid_target(target, valid, num_classes)
+        else:
+            prob = logits.softmax(dim=1)
+            one_hot = F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).float()
         mask = valid.float()
         if weight is not None:
             mask = mask * _check_pixel_weight(weight, target, self.loss_name)
@@ -167,7 +210,7 @@ class DiceLoss(LossTerm):
         per_class = 1 - num / den  # [N, C]
         if class_weight is not None:
             per_class = per_class * class_weight
-        if 0 <= self.ignore_index < num_classes:  # MMSeg skips that class but still divides by C
+        if 0 <= self.ignore_index < num_classes and num_classes > 1:  # MMSeg skips that class, divides by C
             i = self.ignore_index  # slices, not a boolean mask: no host-device sync
             per_class = torch.cat([per_class[:, :i], per_class[:, i + 1 :]], dim=1)
         return self.loss_weight * (per_class.sum(dim=1) / num_classes).mean()
@@ -195,6 +238,9 @@ class FocalLoss(LossTerm):
         ignore_index: label that contributes no loss.
         loss_name: the key under which the term is returned and logged.
         class_weight: per-class weights (list or file), normalised by their sum as smp's `class_weights`.
+        use_sigmoid: the loss is always the sigmoid one (MMSegmentation's FocalLoss supports only
+            `use_sigmoid=True`); accepted so that configs read alike. One logit channel is smp's
+            `FocalLoss(mode="binary")` (target `label == 1`, tested).
     """
 
     def __init__(
@@ -205,10 +251,14 @@ class FocalLoss(LossTerm):
         ignore_index: int = 255,
         loss_name: str = "loss_focal",
         class_weight: Sequence[float] | str | None = None,
+        use_sigmoid: bool = True,
     ) -> None:
         super().__init__(loss_weight, ignore_index, loss_name, class_weight)
+        if not use_sigmoid:
+            raise ValueError(f"{loss_name}: FocalLoss is a sigmoid loss; use_sigmoid must be true")
         self.gamma = gamma
         self.alpha = alpha
+        self.use_sigmoid = True
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
@@ -219,7 +269,7 @@ class FocalLoss(LossTerm):
         # as smp, ignored pixels count for nothing and their logits get no gradient; they are masked (a constant
         # logit, a zero weight) rather than dropped by boolean indexing, which would sync the host with the device
         pred = logits.float().masked_fill(~valid.unsqueeze(1), 0.0).movedim(1, -1).reshape(-1, num_classes)
-        one_hot = F.one_hot(torch.where(valid, target, 0).reshape(-1), num_classes).float()
+        one_hot = sigmoid_target(target, valid, num_classes).movedim(1, -1).reshape(-1, num_classes)
         loss = focal_loss_with_logits(pred, one_hot, gamma=self.gamma, alpha=self.alpha, reduction="none")
         pixel_weight = valid.float()
         if weight is not None:
@@ -251,6 +301,8 @@ class LovaszLoss(LossTerm):
         ignore_index: label that contributes no loss.
         loss_name: the key under which the term is returned and logged.
         per_image: one loss per image, averaged, instead of one over the batch.
+        use_sigmoid: the binary Lovasz hinge of smp's `LovaszLoss(mode="binary")` on a one-channel logit
+            (target `label == 1`).
     """
 
     def __init__(
@@ -259,15 +311,20 @@ class LovaszLoss(LossTerm):
         ignore_index: int = 255,
         loss_name: str = "loss_lovasz",
         per_image: bool = False,
+        use_sigmoid: bool = False,
     ) -> None:
         super().__init__(loss_weight, ignore_index, loss_name)
         self.per_image = per_image
-        self._lovasz = smp.losses.LovaszLoss(mode="multiclass", per_image=False, ignore_index=ignore_index)
+        self.use_sigmoid = bool(use_sigmoid)
+        mode = "binary" if self.use_sigmoid else "multiclass"
+        self._lovasz = smp.losses.LovaszLoss(mode=mode, per_image=False, ignore_index=ignore_index)
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         logits = logits.float()
+        if self.use_sigmoid and logits.shape[1] != 1:
+            raise ValueError(f"{self.loss_name}: use_sigmoid takes one logit channel, got {logits.shape[1]}")
         if weight is not None:
             weight = _check_pixel_weight(weight, target, self.loss_name)
             if not ((weight == 0) | (weight == 1)).all():
@@ -285,7 +342,17 @@ class LovaszLoss(LossTerm):
     def _one(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not (target != self.ignore_index).any():
             return logits.sum() * 0.0
+        if self.use_sigmoid:  # smp's binary mode: [N, H, W] logits, 0/1 labels (ignored ones stay ignored)
+            return self._lovasz(logits[:, 0], target)
         return self._lovasz(logits, target)
+
+
+def sigmoid_target(target: torch.Tensor, valid: torch.Tensor, channels: int) -> torch.Tensor:
+    """The float target `[N, channels, H, W]` of sigmoid losses: `label == 1` for one channel (binary: the
+    foreground), the one-hot label for several; 0 at ignored pixels."""
+    if channels == 1:
+        return (valid & (target == 1)).float().unsqueeze(1)
+    return F.one_hot(torch.where(valid, target, 0), channels).permute(0, 3, 1, 2).float()
 
 
 def _check_pixel_weight(weight: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.data.io import load_image, load_mask
+from src.data.io import label_counts, load_image, load_mask
 from src.data.transforms import build_pipeline, seed_pipeline
 
 
@@ -29,7 +29,9 @@ class BaseSegDataset(Dataset):
     split: optional text file of names (relative to data_root unless absolute).
     reduce_zero_label: label 0 is "other": map it to 255 and shift the rest down by one (ADE20K).
     label_map: stored label -> training label, applied after reduce_zero_label (e.g. `{11: 255}` makes
-        CamVid's void the ignore index); labels not in the map are kept.
+        CamVid's void the ignore index); labels not in the map are kept. A mask holding only 0 and 255 (a binary
+        mask as annotation tools export it) is refused when no label_map is given, since 255 would be ignored:
+        `{255: 1}` makes 255 the foreground, `{255: 255}` says it really is the ignore label.
     classes, palette: override the dataset's METAINFO (a user's own data declares them here).
     pipeline: a list of Albumentations transforms (composed here) or a callable
         `pipeline(image=..., mask=...) -> dict`; seeded from torch's seed (see `seed_pipeline`).
@@ -75,6 +77,7 @@ class BaseSegDataset(Dataset):
         self.num_classes = len(self.metainfo["classes"])
         self.split = self._resolve(split) if split else None
         self.samples = self._scan()
+        self._check_first_mask()
 
     @classmethod
     def resolve_metainfo(
@@ -165,10 +168,12 @@ class BaseSegDataset(Dataset):
 
     def check_labels(self, mask: np.ndarray, path: Path) -> None:
         if mask.dtype == np.uint8:
-            counts = np.bincount(mask.ravel(), minlength=256)
+            counts = label_counts(mask)  # OpenCV histogram: half the time of np.bincount
             values = np.flatnonzero(counts)
         else:
             values = np.unique(mask)
+        if self._only_0_and_255(values):
+            raise ValueError(binary_255_message(path, self.num_classes))
         bad = [int(v) for v in values if (v >= self.num_classes or v < 0) and v != self.ignore_index]
         if bad:
             raise ValueError(
@@ -176,6 +181,30 @@ class BaseSegDataset(Dataset):
                 f"(valid: 0..{self.num_classes - 1} and the ignore index {self.ignore_index})"
                 + (" after reduce_zero_label" if self.reduce_zero_label else "")
             )
+
+    def _check_first_mask(self) -> None:
+        """Refuse 0/255 masks when the dataset is built (setup, check_dataset.py), not at the first batch in a
+        loader worker: the first mask tells, as such masks come in whole folders. Every mask is checked again
+        when it is loaded."""
+        if not self.samples or self.label_map is not None or self.reduce_zero_label:
+            return
+        path = self.samples[0][1]
+        try:
+            mask = load_mask(path)
+        except (OSError, ValueError):
+            return  # unreadable: reported with its file when the sample is loaded
+        values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)) if mask.dtype == np.uint8 else []
+        if self._only_0_and_255(values):
+            raise ValueError(binary_255_message(path, self.num_classes))
+
+    def _only_0_and_255(self, values: Any) -> bool:
+        """A stored mask of 0 and 255 only, read with 255 = ignore: its foreground would silently be ignored.
+
+        Only raw masks are judged (no reduce_zero_label, no label_map: a label_map shows the labels were thought
+        about), and only when 255 cannot be a class (fewer than 255 classes)."""
+        if self.label_map is not None or self.reduce_zero_label or self.ignore_index != 255:
+            return False
+        return self.num_classes < 255 and [int(v) for v in values] == [0, 255]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         img_path, ann_path = self.samples[index]
@@ -198,6 +227,17 @@ class BaseSegDataset(Dataset):
                 "img_shape": tuple(image.shape[:2]),
             },
         }
+
+
+def binary_255_message(path: Path | str, num_classes: int) -> str:
+    """Why a 0/255 mask is refused, and the two ways on (the loader's and check_dataset.py's message)."""
+    return (
+        f"Mask '{path}' holds only the values 0 and 255, but the dataset has {num_classes} classes and 255 is "
+        "the ignore index: its foreground would be ignored, not learned (binary masks saved as 0/255). "
+        "Map 255 to class 1: `+dataset.label_map={255:1}` on the command line (or `label_map: {255: 1}` in "
+        "the dataset config); for a one-logit sigmoid model see experiment=binary_drive. "
+        "If 255 really is the ignore label here, say so with label_map={255: 255}."
+    )
 
 
 def default_palette(n: int) -> list[list[int]]:

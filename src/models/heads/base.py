@@ -87,8 +87,13 @@ class BaseDecodeHead(nn.Module):
             softmax = [lo.loss_name for lo in self.losses if not getattr(lo, "use_sigmoid", False)]
             if softmax:
                 raise ValueError(
-                    f"model.decode_head: one output channel (binary, sigmoid) but the losses {softmax} are "
-                    "softmax losses; give each `use_sigmoid: true`"
+                    f"{type(self).__name__}: one output channel (num_classes 1: binary, sigmoid) but the losses "
+                    f"{softmax} are softmax losses; give each `use_sigmoid: true`"
+                )
+            if sampler is not None:
+                raise ValueError(
+                    f"{type(self).__name__}: the pixel sampler ranks softmax probabilities; it does not work "
+                    "with one sigmoid output channel (num_classes 1)"
                 )
         names = [loss.loss_name for loss in self.losses]
         if len(set(names)) != len(names):
