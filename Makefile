@@ -5,19 +5,44 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # extra arguments: `make train ARGS="experiment=fcn_shapes schedule.max_steps=300"`
 ARGS ?=
+# pinned versions of every dependency (dev and docs tools included), generated from pyproject.toml by `make lock`;
+# `make install` installs exactly these when the file exists, else resolves pyproject.toml's ranges
+LOCK := requirements.lock
+# A machine-wide pip constraint (`constraint = ...` in a pip.conf, e.g. a cap on torch) binds the lock too:
+# pip-compile does not read pip's config for it. Expanded only when `make lock` runs.
+PIP_CONF_CONSTRAINT = $(shell $(PY) -m pip config list 2>/dev/null | sed -n "s/^[a-z:]*\.constraint='\(.*\)'$$/\1/p")
 
-.PHONY: help install train test test-all lint format clean distclean
+.PHONY: help install lock train test test-all lint format docs docs-serve clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
-	$(PY) -m pip install -e ".[dev]"
+	@if [ -f $(LOCK) ]; then \
+	  echo "$(PY) -m pip install -r $(LOCK) && $(PY) -m pip install -e . --no-deps"; \
+	  $(PY) -m pip install -r $(LOCK) && $(PY) -m pip install -e . --no-deps; \
+	else \
+	  echo "$(PY) -m pip install -e \".[dev]\"   (no $(LOCK): newest versions pyproject.toml allows)"; \
+	  $(PY) -m pip install -e ".[dev]"; \
+	fi
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the project with its dev tools
+install: $(STAMP)  ## create .venv and install the project with its dev tools (the pinned versions of requirements.lock)
+
+# Keeps the versions already pinned in the lock when they still fit pyproject.toml (new dependencies get the newest
+# allowed); `make lock ARGS=--upgrade` moves everything to the newest allowed, `ARGS="--upgrade-package timm"` one.
+# Rewrites the lock only when its content changes, so that an unchanged lock does not trigger a reinstall; it never
+# reinstalls .venv itself (order-only prerequisite): the next `make install`/`make test` syncs .venv to the new lock.
+lock: | $(STAMP)  ## regenerate requirements.lock from pyproject.toml (commit it; ARGS=--upgrade to upgrade)
+	@$(PY) -m piptools --version >/dev/null 2>&1 || $(PY) -m pip install pip-tools
+	@rm -f $(LOCK).tmp; if [ -f $(LOCK) ]; then cp $(LOCK) $(LOCK).tmp; fi
+	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet --extra dev --extra docs --strip-extras \
+	  --allow-unsafe --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	  $(addprefix --constraint ,$(PIP_CONF_CONSTRAINT)) $(ARGS) --output-file $(LOCK).tmp pyproject.toml
+	@if cmp -s $(LOCK).tmp $(LOCK); then rm $(LOCK).tmp; echo "$(LOCK) unchanged"; \
+	else mv $(LOCK).tmp $(LOCK); echo "$(LOCK) written: commit it"; fi
 
 train: $(STAMP)  ## train and test FCN-R18-D8 on the built-in shapes dataset (CPU, a few minutes)
 	$(PY) -m src.train experiment=fcn_shapes $(ARGS)
@@ -32,12 +57,18 @@ lint: $(STAMP)  ## ruff lint and format check
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m ruff format --check src tests scripts
 
+docs: $(STAMP)  ## build the docs site into site/ (mkdocs-material; warnings are errors)
+	$(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)  ## serve the docs at http://127.0.0.1:8000 and rebuild them on every change
+	$(PY) -m mkdocs serve --strict
+
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix src tests scripts
 	$(PY) -m ruff format src tests scripts
 
 clean:  ## remove run outputs and caches (keeps .venv and data/)
-	rm -rf logs outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
+	rm -rf logs outputs multirun wandb lightning_logs site .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 distclean: clean  ## also remove .venv and the generated data/
