@@ -2,6 +2,7 @@
 
 python scripts/benchmark_data.py [dataset=cityscapes] [paths.data_dir=...] [key=value ...]
     [--workers 0 1 2] [--batches 20] [--warmup 2] [--synthetic 24] [--json out.json]
+    [--reference] [--rounds 3] [--breakdown 12] [--cv2-threads 0]
 
 `key=value` arguments are Hydra overrides of conf/train.yaml (default `dataset=cityscapes`); `--flags` are this
 script's. The loader is the one training uses (the datamodule's train DataLoader: shuffling, collate, pinned
@@ -10,6 +11,13 @@ With `--synthetic N` (the default when the dataset's folder is absent) it first 
 of Cityscapes' size (2048x1024) in the dataset's layout under a temporary data folder, so the decode cost is real.
 Prints images/s and images/s per worker; whether loading starves training is this figure against the
 training throughput of `scripts/benchmark.py`.
+
+`--reference` also times, in this process and alternated with ours round by round (so that a busy machine
+slows both alike), a plain PIL/OpenCV version of MMSegmentation's pipeline (`scripts/tools/reference_pipeline.py`)
+on the same files, and prints both images/s, CPU ms per image and their ratio. `--breakdown N` prints where
+a sample's time goes, step by step (decode image, decode mask, RandomResize, RandomCrop, flip,
+PhotoMetricDistortion, pad, to tensor + collate), in thread CPU ms over N samples, ours beside the reference's.
+In this process OpenCV runs single-threaded (`--cv2-threads 0`), as in a loader worker (`seed_worker`).
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from hydra.utils import instantiate  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from scripts.tools.pipeline_timing import breakdown_rows, cycle, step_times, time_batches  # noqa: E402
+from scripts.tools.reference_pipeline import ReferencePipeline  # noqa: E402
 from src.utils import resolvers  # noqa: E402, F401
 
 
@@ -47,6 +57,18 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--synthetic", type=int, default=None, help="write N random Cityscapes-sized samples and use them"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--reference", action="store_true", help="also time a plain PIL/OpenCV MMSegmentation-style pipeline"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternated ours/reference rounds (--reference)"
+    )
+    parser.add_argument(
+        "--breakdown", type=int, default=12, help="samples timed step by step (0: no per-step table)"
+    )
+    parser.add_argument(
+        "--cv2-threads", type=int, default=0, help="cv2.setNumThreads in this process (0: single-threaded)"
+    )
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:
@@ -118,6 +140,117 @@ def time_loader(datamodule, workers: int, batches: int, warmup: int) -> dict:
     }
 
 
+def reference_for(dataset, seed: int = 0) -> ReferencePipeline:
+    """The reference pipeline with the random resize and crop settings of `dataset`'s training pipeline."""
+    found: dict = {}
+    for t in getattr(dataset.pipeline, "transforms", []):
+        for key in ("scale", "ratio_range", "crop_size", "cat_max_ratio"):
+            if hasattr(t, key) and key not in found:
+                found[key] = getattr(t, key)
+    missing = [k for k in ("scale", "ratio_range", "crop_size") if found.get(k) is None]
+    if missing:
+        raise SystemExit(
+            f"--reference reproduces RandomResize(ratio_range) + RandomCrop pipelines (Cityscapes'); this "
+            f"dataset's training pipeline has no {missing}"
+        )
+    return ReferencePipeline(
+        dataset.samples,
+        scale=found["scale"],
+        ratio_range=found["ratio_range"],
+        crop_size=found["crop_size"],
+        cat_max_ratio=found.get("cat_max_ratio", 1.0),
+        ignore_index=getattr(dataset, "ignore_index", 255),
+        seed=seed,
+    )
+
+
+def compare_with_reference(datamodule, batches: int, rounds: int, warmup: int) -> dict:
+    """Ours (the training DataLoader, in this process) and the reference, alternated `rounds` times."""
+    datamodule.num_workers = 0
+    datamodule.persistent_workers = False
+    batch_size = datamodule.batch_size
+    ours_batches = cycle(datamodule.train_dataloader())
+    reference = reference_for(datamodule.split_dataset("train"))
+    order = np.random.default_rng(1)
+
+    def reference_batch() -> None:
+        reference.batch(order.integers(0, len(reference.samples), batch_size).tolist())
+
+    for _ in range(warmup):
+        next(ours_batches)
+        reference_batch()
+    runs = []
+    for _ in range(rounds):
+        mine = time_batches(lambda: next(ours_batches), batches, batch_size)
+        ref = time_batches(reference_batch, batches, batch_size)
+        runs.append({"ours": mine, "reference": ref})
+    ratios = [r["ours"]["images_per_s"] / r["reference"]["images_per_s"] for r in runs]
+    cpu_ratios = [r["reference"]["cpu_ms_per_image"] / r["ours"]["cpu_ms_per_image"] for r in runs]
+    return {
+        "batch_size": batch_size,
+        "rounds": runs,
+        "ours_images_per_s": statistics.median(r["ours"]["images_per_s"] for r in runs),
+        "reference_images_per_s": statistics.median(r["reference"]["images_per_s"] for r in runs),
+        "ours_cpu_ms_per_image": statistics.median(r["ours"]["cpu_ms_per_image"] for r in runs),
+        "reference_cpu_ms_per_image": statistics.median(r["reference"]["cpu_ms_per_image"] for r in runs),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "cpu_ratio_median": statistics.median(cpu_ratios),
+    }
+
+
+def breakdown(datamodule, samples: int, with_reference: bool) -> dict:
+    """Per-step thread CPU seconds per sample, ours and (optionally) the reference's, on the same samples."""
+    dataset = datamodule.split_dataset("train")
+    indices = [i % len(dataset) for i in range(samples)]
+    step_times(dataset, indices[:1])  # warm-up (first calls allocate)
+    ours = step_times(dataset, indices)
+    ref = None
+    if with_reference:
+        reference = reference_for(dataset, seed=2)
+        reference.sample(indices[0])
+        reference.times = dict.fromkeys(reference.times, 0.0)
+        reference.count = 0
+        for i in indices:
+            reference.sample(i)
+        ref = {k: v / reference.count for k, v in reference.times.items()}
+    return {"samples": samples, "ours": ours, "reference": ref}
+
+
+def print_comparison(result: dict, console: Console) -> None:
+    table = Table(title=f"ours vs reference (one process, batch {result['batch_size']}, rounds alternated)")
+    for col in ("pipeline", "images/s", "CPU ms / image"):
+        table.add_column(col, justify="right")
+    table.add_row("ours", f"{result['ours_images_per_s']:.2f}", f"{result['ours_cpu_ms_per_image']:.1f}")
+    table.add_row(
+        "reference (plain PIL/cv2)",
+        f"{result['reference_images_per_s']:.2f}",
+        f"{result['reference_cpu_ms_per_image']:.1f}",
+    )
+    console.print(table)
+    console.print(
+        f"ours / reference: {result['ratio_median']:.2f}x images/s (median of {len(result['rounds'])} rounds, "
+        f"{result['ratio_min']:.2f}-{result['ratio_max']:.2f}); {result['cpu_ratio_median']:.2f}x less CPU time"
+    )
+
+
+def print_breakdown(result: dict, console: Console) -> None:
+    table = Table(
+        title=f"where a training sample's time goes: thread CPU ms per image, {result['samples']} samples"
+    )
+    table.add_column("step")
+    table.add_column("ours", justify="right")
+    if result["reference"] is not None:
+        table.add_column("reference", justify="right")
+    for label, mine, ref in breakdown_rows(result["ours"], result["reference"]):
+        cells = [label, "-" if mine is None else f"{mine:.2f}"]
+        if result["reference"] is not None:
+            cells.append("-" if ref is None else f"{ref:.2f}")
+        table.add_row(*cells)
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     tmp = None
@@ -137,9 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.dataset.name != "cityscapes":
             raise SystemExit(f"--synthetic writes Cityscapes' layout; dataset={cfg.dataset.name} was given")
         write_synthetic_cityscapes(Path(tmp.name), args.synthetic)
+    cv2.setNumThreads(args.cv2_threads)
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    console = Console()
 
     rows = [time_loader(datamodule, w, args.batches, args.warmup) for w in args.workers]
     table = Table(
@@ -155,12 +290,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['images_per_s_per_worker']:.2f}",
             f"{r['median_batch_s']:.3f}",
         )
-    Console().print(table)
+    console.print(table)
+    report = {"dataset": cfg.dataset.name, "overrides": overrides, "rows": rows}
+    if args.reference:
+        report["reference"] = compare_with_reference(datamodule, args.batches, args.rounds, args.warmup)
+        print_comparison(report["reference"], console)
+    if args.breakdown:
+        report["breakdown"] = breakdown(datamodule, args.breakdown, args.reference)
+        print_breakdown(report["breakdown"], console)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"dataset": cfg.dataset.name, "overrides": overrides, "rows": rows}, indent=2)
-        )
+        args.json.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     if tmp is not None:
         tmp.cleanup()

@@ -13,7 +13,6 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.data.io import label_counts
 from src.data.transforms import (
     PhotoMetricDistortion,
     RandomCrop,
@@ -291,11 +290,3 @@ def test_build_pipeline_fuses_resize_then_crop_only_when_adjacent_and_always_app
     assert [type(t).__name__ for t in apart.transforms] == ["RandomResize", "HorizontalFlip", "RandomCrop"]
     maybe = build_pipeline([resize, RandomCrop(crop_size=(16, 16), p=0.5)])
     assert [type(t).__name__ for t in maybe.transforms] == ["RandomResize", "RandomCrop"]
-
-
-def test_label_counts_equal_bincount():
-    rng = np.random.default_rng(0)
-    mask = rng.choice([0, 3, 7, 255], size=(33, 47)).astype(np.uint8)
-    assert (label_counts(mask) == np.bincount(mask.ravel(), minlength=256)).all()
-    wide = mask.astype(np.uint16) * 2
-    assert (label_counts(wide) == np.bincount(wide.ravel(), minlength=256)).all()

@@ -1,0 +1,113 @@
+"""Timers for `scripts/benchmark_data.py`: a loader's images/s, and where a training sample's time goes.
+
+`step_times` replays a dataset's `__getitem__` one step at a time (decode the image, decode and check the mask,
+each transform of its pipeline, the tensors and the collate) and sums each step's thread CPU time, so that the
+breakdown is the same on a busy machine as on an idle one; `time_batches` times whole batches (wall clock and
+process CPU time). `ROWS` lines our steps up with the reference pipeline's (`reference_pipeline.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from src.data.datasets.base import seg_collate
+from src.data.io import load_image
+
+# table rows: (label, our step names, the reference's step names)
+ROWS = (
+    ("decode image", ("decode image",), ("decode image",)),
+    ("decode mask + label check", ("decode mask",), ("decode mask",)),
+    ("RandomResize", ("RandomResize",), ("RandomResize",)),
+    ("RandomCrop", ("RandomCrop",), ("RandomCrop",)),
+    ("RandomResize + RandomCrop", ("RandomResizeCrop",), ("RandomResize", "RandomCrop")),
+    ("flip", ("HorizontalFlip",), ("flip",)),
+    ("PhotoMetricDistortion", ("PhotoMetricDistortion",), ("PhotoMetricDistortion",)),
+    ("pad", ("PadIfNeeded",), ("pad",)),
+    ("to tensor + collate", ("to tensor + collate",), ("to tensor + collate",)),
+)
+
+
+def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
+    """Thread CPU seconds per sample of each step of `dataset`'s training sample (a `BaseSegDataset`)."""
+    totals: dict[str, float] = {}
+
+    def add(step: str, seconds: float) -> None:
+        totals[step] = totals.get(step, 0.0) + seconds
+
+    transforms = list(getattr(dataset.pipeline, "transforms", []))
+    for index in indices:
+        img_path, ann_path = dataset.samples[index % len(dataset.samples)]
+        t0 = time.thread_time()
+        image = load_image(img_path)
+        t1 = time.thread_time()
+        mask = dataset.load_mask(ann_path, image.shape[:2])
+        t2 = time.thread_time()
+        add("decode image", t1 - t0)
+        add("decode mask", t2 - t1)
+        data = {"image": image, "mask": mask}
+        for t in transforms:  # each transform alone, as Compose calls it
+            t0 = time.thread_time()
+            data = t(**data)
+            add(type(t).__name__, time.thread_time() - t0)
+        t0 = time.thread_time()
+        # what BaseSegDataset.__getitem__ and the collate do with the result
+        sample = {
+            "inputs": torch.from_numpy(np.ascontiguousarray(data["image"].transpose(2, 0, 1))),
+            "masks": torch.from_numpy(np.ascontiguousarray(data["mask"]).astype(np.int64)),
+            "metas": {},
+        }
+        seg_collate([sample])
+        add("to tensor + collate", time.thread_time() - t0)
+    return {k: v / len(indices) for k, v in totals.items()}
+
+
+def time_batches(next_batch: Callable[[], Any], batches: int, batch_size: int) -> dict[str, float]:
+    """Draw `batches` batches: images/s (wall clock) and process CPU milliseconds per image."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next_batch()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    images = batches * batch_size
+    return {
+        "images": images,
+        "seconds": wall,
+        "images_per_s": images / wall,
+        "cpu_ms_per_image": 1e3 * cpu / images,
+    }
+
+
+def cycle(loader: Any) -> Iterator[Any]:
+    """Batches of `loader` without end (a new epoch when one ends)."""
+    while True:
+        yield from loader
+
+
+def breakdown_rows(
+    ours: dict[str, float], reference: dict[str, float] | None
+) -> list[tuple[str, float | None, float | None]]:
+    """(label, our ms, the reference's ms) per `ROWS` entry that either side has, then the totals."""
+    rows = []
+    for label, our_steps, ref_steps in ROWS:
+        mine = sum(ours[s] for s in our_steps if s in ours) if any(s in ours for s in our_steps) else None
+        ref = None
+        if reference is not None and all(s in reference for s in ref_steps):
+            ref = sum(reference[s] for s in ref_steps)
+            # the reference's resize and crop appear alone only when ours has them alone
+            if len(ref_steps) == 1 and label in ("RandomResize", "RandomCrop") and mine is None:
+                ref = None
+        if mine is None and ref is None:
+            continue
+        rows.append((label, None if mine is None else 1e3 * mine, None if ref is None else 1e3 * ref))
+    known = {s for _, steps, _ in ROWS for s in steps}
+    for step, seconds in ours.items():  # transforms the table does not know: shown under their own name
+        if step not in known:
+            rows.append((step, 1e3 * seconds, None))
+    rows.append(
+        ("total", 1e3 * sum(ours.values()), None if reference is None else 1e3 * sum(reference.values()))
+    )
+    return rows
