@@ -31,12 +31,17 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.utils.errors import UserError
+
 HUB_PROBE_TIMEOUT_S = 3.0
 DOCS = "docs/pretrained_weights.md"
 
 
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights that are neither in the local cache nor downloadable now."""
+class PretrainedWeightsError(UserError, RuntimeError):
+    """Pretrained weights that are neither in the local cache nor downloadable now (shown as one short block by
+    the entry points, `src/utils/errors.py`)."""
+
+    kind = "weights"
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,7 @@ def check_pretrained(source: WeightsSource, switch_off: str, path_key: str) -> C
 
 
 def _message(source: WeightsSource, reason: str, switch_off: str, path_key: str) -> str:
+    """Plain lines (the entry points wrap and indent them, `src/utils/errors.py`)."""
     where = f"the Hugging Face cache ({hub_cache_dir()})" if source.hub_id else "torch.hub's cache"
     fetch = (
         f"python -c \"import timm; timm.create_model('{source.model}', pretrained=True)\""
@@ -218,14 +224,11 @@ def _message(source: WeightsSource, reason: str, switch_off: str, path_key: str)
         else f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{source.hub_id}')\""
     )
     return (
-        f"Pretrained weights for '{source.model}' are not available: {source.label} is not in {where}, "
-        f"and {reason}.\n"
-        f"  weights: {source.address}\n"
-        "Either:\n"
-        f"  {switch_off:<42} train without them (random initialisation)\n"
-        f"  {path_key + '=<file>':<42} load a local weights file instead\n"
-        f"  or download them once where the hub is reachable ({fetch}) and copy the cache over; "
-        f"see {DOCS}."
+        f"Pretrained weights for '{source.model}' are not available: {source.label} ({source.address}) is not "
+        f"in {where}, and {reason}.\n"
+        f"Either train without them: {switch_off}\n"
+        f"or load a local weights file: {path_key}=<file>\n"
+        f"or download them once where the hub is reachable ({fetch}) and copy the cache over ({DOCS})."
     )
 
 

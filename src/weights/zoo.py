@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from src.utils.errors import ConfigError, UserError
+
 ZOO_FILE = Path(__file__).resolve().parents[2] / "conf" / "zoo.yaml"
 ZOO_PREFIX = "zoo:"  # `load_from=zoo:<name>`: a zoo entry where a weights file is expected
 DEFAULT_CACHE = "~/.cache/segkit"
@@ -37,12 +39,15 @@ DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation (connect, each read): a closed
 REQUIRED = ("url", "sha256", "model", "dataset")
 
 
-class ZooError(ValueError):
+class ZooError(ConfigError):
     """A zoo name that is not in the table, or a table entry that is malformed."""
 
 
-class ZooDownloadError(RuntimeError):
-    """A zoo file that could not be downloaded, or whose checksum does not match."""
+class ZooDownloadError(UserError, RuntimeError):
+    """A zoo file that could not be downloaded, or whose checksum does not match (shown as one short block by
+    the entry points, `src/utils/errors.py`)."""
+
+    kind = "download"
 
 
 @dataclass(frozen=True)
@@ -196,12 +201,14 @@ def fetch(
 
 
 def _no_download_message(entry: ZooEntry, target: Path, err: BaseException) -> str:
+    """Plain lines (the entry points wrap and indent them, `src/utils/errors.py`); URL and path on lines of their
+    own so that they can be copied."""
     reason = getattr(err, "reason", None) or err
     return (
-        f"Cannot download the zoo weights '{entry.name}': {reason}\n"
-        f"  from: {entry.url}\n"
-        f"Download the file elsewhere (a browser, or `curl -LO {entry.url}`) and put it at\n"
-        f"  {target}\n"
+        f"Cannot download the zoo weights '{entry.name}' ({reason}) from\n"
+        f"{entry.url}\n"
+        f"Download the file elsewhere (a browser, or curl -LO <url>) and put it at\n"
+        f"{target}\n"
         f"then run the same command again: the file is used from there, without network. (The folder is "
         f"$SEGKIT_CACHE/zoo, default {DEFAULT_CACHE}/zoo; the file's SHA-256 must start with {entry.sha256}.)"
     )
