@@ -8,6 +8,12 @@ flat_decay_mult}`, with MMEngine's `DefaultOptimWrapperConstructor` rules:
 - otherwise: parameters of normalisation layers take `norm_decay_mult`, biases of other layers
   `bias_decay_mult`, any other 1-D parameter `flat_decay_mult` (each only when given).
 
+`schedule.paramwise.layer_decay` = `{decay_rate, decay_type: stage_wise | layer_wise, num_layers}` is
+MMSegmentation's `LearningRateDecayOptimizerConstructor` (ConvNeXt recipes) instead: the LR of backbone layer `i`
+is scaled by `decay_rate ** (num_layers + 1 - i)` (the heads, the last "layer", keep the base LR), and 1-D
+parameters and biases get no weight decay. The backbone numbers its own parameters (`layer_id`), since only it
+knows its stages.
+
 torch optimisers have parameter groups but no name-pattern rules, and Lightning builds no groups, so this is the
 one place that does it. Parameters with equal settings share one group (MMEngine makes one group per parameter;
 the optimiser's arithmetic is the same), named after the rule that made it (`lr-SGD/decode_head` in the LR
@@ -23,7 +29,9 @@ from torch import nn
 
 # every normalisation layer of torch (timm's BatchNormAct2d, LayerNorm2d, GroupNorm1 subclass these)
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-PARAMWISE_KEYS = ("custom_keys", "norm_decay_mult", "bias_decay_mult", "flat_decay_mult")
+PARAMWISE_KEYS = ("custom_keys", "norm_decay_mult", "bias_decay_mult", "flat_decay_mult", "layer_decay")
+LAYER_DECAY_KEYS = ("decay_rate", "decay_type", "num_layers")
+DECAY_TYPES = ("stage_wise", "layer_wise")
 CUSTOM_KEY_KEYS = ("lr_mult", "decay_mult")
 
 
@@ -41,6 +49,8 @@ def build_param_groups(
         paramwise: the rules above (`schedule.paramwise`); None or empty gives one group with the base values.
     """
     rules = _check_paramwise(paramwise or {})
+    if rules.get("layer_decay"):
+        return layer_decay_groups(model, lr, weight_decay, rules["layer_decay"])
     custom = rules.get("custom_keys") or {}
     keys = sorted(custom, key=len, reverse=True)
     groups: dict[tuple[str, float, float], dict[str, Any]] = {}
@@ -62,6 +72,44 @@ def build_param_groups(
                 }
             groups[key]["params"].append(param)
             groups[key]["param_names"].append(name)
+    return list(groups.values())
+
+
+def layer_decay_groups(
+    model: nn.Module, lr: float, weight_decay: float, layer_decay: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """MMSegmentation's layer-wise LR decay: one group per (layer, decay / no decay)."""
+    rate = float(layer_decay["decay_rate"])
+    decay_type = str(layer_decay.get("decay_type", "layer_wise"))
+    num_layers = int(layer_decay["num_layers"])
+    backbone = getattr(model, "backbone", None)
+    layer_id = getattr(backbone, "layer_id", None)
+    if layer_id is None:
+        raise ValueError(
+            f"schedule.paramwise.layer_decay: the backbone {type(backbone).__name__} does not number its layers "
+            "(no layer_id method); MMSegmentation uses layer decay with ConvNeXt (model/backbone=convnext_tiny)"
+        )
+    groups: dict[str, dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("backbone."):
+            layer = int(layer_id(name[len("backbone.") :], num_layers=num_layers, decay_type=decay_type))
+        else:
+            layer = num_layers + 1  # heads and necks: the last layer, the base LR
+        no_decay = param.ndim == 1 or name.endswith(".bias")
+        key = f"layer_{layer}_{'no_decay' if no_decay else 'decay'}"
+        if key not in groups:
+            scale = rate ** (num_layers + 1 - layer)
+            groups[key] = {
+                "name": key,
+                "lr": lr * scale,
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "params": [],
+                "param_names": [],
+            }
+        groups[key]["params"].append(param)
+        groups[key]["param_names"].append(name)
     return list(groups.values())
 
 
@@ -93,6 +141,17 @@ def _check_paramwise(paramwise: Mapping[str, Any]) -> Mapping[str, Any]:
         raise ValueError(
             f"schedule.paramwise: unknown keys {unknown}; expected some of {list(PARAMWISE_KEYS)}"
         )
+    layer_decay = paramwise.get("layer_decay")
+    if layer_decay:
+        missing = [k for k in ("decay_rate", "num_layers") if k not in layer_decay]
+        unknown_ld = sorted(set(layer_decay) - set(LAYER_DECAY_KEYS))
+        if missing or unknown_ld or layer_decay.get("decay_type", "layer_wise") not in DECAY_TYPES:
+            raise ValueError(
+                f"schedule.paramwise.layer_decay={dict(layer_decay)}: expected {{decay_rate: <float>, num_layers: "
+                f"<int>, decay_type: {' | '.join(DECAY_TYPES)}}}"
+            )
+        if paramwise.get("custom_keys"):
+            raise ValueError("schedule.paramwise: layer_decay and custom_keys cannot be combined (as MMSegmentation)")
     for key, setting in (paramwise.get("custom_keys") or {}).items():
         if not isinstance(setting, Mapping):
             raise ValueError(

@@ -15,7 +15,9 @@ def resize(
     # symbolic sizes (ONNX export with dynamic height and width) stay symbolic: int() would fix them at the
     # traced value (seen with a padded input: the logits came out at the traced size)
     size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size)
-    if tuple(x.shape[-2:]) == size:
+    # the shortcut is a Python branch: under export it would be frozen at the traced sizes (a pooled branch that
+    # happens to match its input when traced would never be resized at other sizes), so exporting always resizes
+    if tuple(x.shape[-2:]) == size and not torch.compiler.is_exporting():
         return x
     if mode == "nearest":
         return F.interpolate(x, size=size, mode=mode)

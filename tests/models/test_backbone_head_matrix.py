@@ -50,7 +50,7 @@ HEADS = {
 
 def _build(backbone: list[str], head: list[str], tmp_path) -> torch.nn.Module:
     overrides = [
-        "model=fcn_r50-d8",
+        "model=upernet_r50",  # output stride 32: every backbone keeps its own
         "dataset.num_classes=6",
         f"paths.data_dir={tmp_path}",
         *backbone,
