@@ -32,6 +32,48 @@ class Tiny(nn.Module):
         self.frozen.requires_grad_(False)
 
 
+class StagedBackbone(nn.Sequential):
+    """A backbone that numbers its parameters as MMSegmentation's stage-wise ConvNeXt rule: the stem is layer 0,
+    stage i is layer i + 1 (here: the Sequential's index), anything else the heads' layer."""
+
+    def layer_id(self, name: str, num_layers: int, decay_type: str) -> int:
+        index = int(name.split(".")[0])
+        return 0 if index == 0 else index if index < 4 else num_layers + 1
+
+
+class TinyStaged(Tiny):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = StagedBackbone(*(nn.Conv2d(3, 3, 1) for _ in range(4)), nn.LayerNorm(3))
+
+
+def test_layer_decay_scales_lr_per_stage_and_drops_decay_of_1d_params():
+    """MMSegmentation's LearningRateDecayOptimizerConstructor (stage_wise, num_layers 6, rate 0.9): the LR of
+    layer i is lr * 0.9 ** (7 - i), heads keep lr; biases and 1-D parameters get no weight decay."""
+    paramwise = {"layer_decay": {"decay_rate": 0.9, "decay_type": "stage_wise", "num_layers": 6}}
+    where = _by_name(build_param_groups(TinyStaged(), lr=1e-4, weight_decay=0.05, paramwise=paramwise))
+    expected = {
+        "backbone.0.weight": (1e-4 * 0.9**7, 0.05),
+        "backbone.0.bias": (1e-4 * 0.9**7, 0.0),
+        "backbone.2.weight": (1e-4 * 0.9**5, 0.05),
+        "backbone.3.weight": (1e-4 * 0.9**4, 0.05),
+        "backbone.4.weight": (1e-4, 0.0),  # LayerNorm: 1-D, the heads' layer
+        "decode_head.conv_seg.weight": (1e-4, 0.05),
+        "decode_head.norm.weight": (1e-4, 0.0),
+    }
+    for name, (lr, wd) in expected.items():
+        assert where[name]["lr"] == pytest.approx(lr) and where[name]["weight_decay"] == wd, name
+    assert "frozen.weight" not in where
+
+
+def test_layer_decay_needs_a_backbone_that_numbers_its_layers():
+    paramwise = {"layer_decay": {"decay_rate": 0.9, "num_layers": 6}}
+    with pytest.raises(ValueError, match="layer_id"):
+        build_param_groups(Tiny(), lr=1e-4, paramwise=paramwise)
+    with pytest.raises(ValueError, match="decay_type"):
+        build_param_groups(TinyStaged(), lr=1e-4, paramwise={"layer_decay": {"decay_rate": 0.9}})
+
+
 def _by_name(groups):
     """parameter name -> the group holding it (asserting it is held once)."""
     where = {}
@@ -204,7 +246,8 @@ SCHEDULES = sorted(p.stem for p in (ROOT / "conf" / "schedule").glob("*.yaml"))
 def test_every_schedule_builds_its_optimizer_groups_and_lr_curve(name, tmp_path):
     cfg = compose_cfg("train", [f"schedule={name}", f"paths.data_dir={tmp_path}"], tmp_path).schedule
     keywords = instantiate(cfg.optimizer).keywords
-    groups = build_param_groups(Tiny(), keywords["lr"], keywords.get("weight_decay", 0.0), cfg.paramwise)
+    model = TinyStaged() if (cfg.paramwise or {}).get("layer_decay") else Tiny()
+    groups = build_param_groups(model, keywords["lr"], keywords.get("weight_decay", 0.0), cfg.paramwise)
     optimizer = instantiate(cfg.optimizer)(params=groups)
     scheduler = build_lr_scheduler(optimizer, instantiate(cfg.scheduler), cfg.warmup_iters, cfg.warmup_ratio)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
