@@ -17,7 +17,7 @@ import torch
 from timm.layers import LayerNorm2d
 from torch import nn
 
-from src.models.backbones.common import check_output_stride
+from src.models.backbones.common import check_output_stride, require_timm_family, timm_weights_guard
 from src.models.backbones.timm_backbone import check_timm_name, load_pretrained_weights
 
 
@@ -48,19 +48,21 @@ class ConvNeXtBackbone(nn.Module):
     ) -> None:
         super().__init__()
         check_timm_name(model_name)
+        require_timm_family(model_name, "convnext", "ConvNeXtBackbone", "ConvNeXt (convnext_tiny, ...)")
         check_output_stride(
             model_name, output_stride, (8, 16, 32), "the strides timm's ConvNeXt can dilate to"
         )
         if output_stride not in (None, 32):
             kwargs["output_stride"] = output_stride
-        model = timm.create_model(
-            model_name,
-            pretrained=pretrained and not pretrained_path,
-            num_classes=0,
-            drop_path_rate=drop_path_rate,
-            ls_init_value=layer_scale_init_value,
-            **kwargs,
-        )
+        with timm_weights_guard(model_name, pretrained and not pretrained_path):
+            model = timm.create_model(
+                model_name,
+                pretrained=pretrained and not pretrained_path,
+                num_classes=0,
+                drop_path_rate=drop_path_rate,
+                ls_init_value=layer_scale_init_value,
+                **kwargs,
+            )
         if type(model).__name__ != "ConvNeXt":
             raise ValueError(
                 f"model.backbone.model_name={model_name}: ConvNeXtBackbone needs a timm ConvNeXt "

@@ -16,7 +16,7 @@ from segmentation_models_pytorch.encoders import get_encoder
 from segmentation_models_pytorch.encoders.mix_transformer import mix_transformer_encoders
 from torch import nn
 
-from src.models.backbones.common import check_output_stride
+from src.models.backbones.common import check_output_stride, smp_weights_guard
 from src.models.backbones.timm_backbone import load_pretrained_weights
 
 STAGES = 4
@@ -50,7 +50,9 @@ class MiTBackbone(nn.Module):
                 f"{', '.join(sorted(mix_transformer_encoders))}"
             )
         check_output_stride(model_name, output_stride, (32,), "no dilation in MiT")
-        encoder = get_encoder(model_name, weights="imagenet" if pretrained and not pretrained_path else None)
+        download = pretrained and not pretrained_path
+        with smp_weights_guard(model_name, download):
+            encoder = get_encoder(model_name, weights="imagenet" if download else None)
         encoder.reset_drop_path(drop_path_rate)
         for module in encoder.modules():
             if isinstance(module, nn.LayerNorm):

@@ -23,7 +23,12 @@ from timm.layers import PatchEmbed
 from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
 from torch import nn
 
-from src.models.backbones.common import check_output_stride, nhwc_to_nchw
+from src.models.backbones.common import (
+    check_output_stride,
+    nhwc_to_nchw,
+    require_timm_family,
+    timm_weights_guard,
+)
 from src.models.backbones.timm_backbone import check_timm_name, load_pretrained_weights
 
 
@@ -72,19 +77,23 @@ class SwinBackbone(nn.Module):
     ) -> None:
         super().__init__()
         check_timm_name(model_name)
-        check_output_stride(model_name, output_stride, (32,), "no dilation in Swin")
-        model = timm.create_model(
-            model_name,
-            pretrained=pretrained and not pretrained_path,
-            num_classes=0,
-            drop_path_rate=drop_path_rate,
-            dynamic_img_size=True,  # any input size: attention masks built per forward
-            always_partition=True,  # full windows and shifts at every stage, whatever the input size
-            embed_layer=partial(
-                PatchEmbed, dynamic_img_pad=True
-            ),  # pad the input to the patch size, as MMSeg
-            **kwargs,
+        require_timm_family(
+            model_name, "swin_transformer", "SwinBackbone", "Swin V1 (swin_tiny_patch4_window7_224, ...)"
         )
+        check_output_stride(model_name, output_stride, (32,), "no dilation in Swin")
+        with timm_weights_guard(model_name, pretrained and not pretrained_path):
+            model = timm.create_model(
+                model_name,
+                pretrained=pretrained and not pretrained_path,
+                num_classes=0,
+                drop_path_rate=drop_path_rate,
+                dynamic_img_size=True,  # any input size: attention masks built per forward
+                always_partition=True,  # full windows and shifts at every stage, whatever the input size
+                embed_layer=partial(
+                    PatchEmbed, dynamic_img_pad=True
+                ),  # pad the input to the patch size, as MMSeg
+                **kwargs,
+            )
         if type(model).__name__ != "SwinTransformer":
             raise ValueError(
                 f"model.backbone.model_name={model_name}: SwinBackbone needs a timm Swin (V1) model "

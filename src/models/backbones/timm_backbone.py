@@ -247,14 +247,16 @@ def load_pretrained_weights(
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
+    own = module.state_dict()
+    states = [state]
     if any(k.removeprefix("backbone.").startswith("stem.") for k in state):
-        # MMSegmentation/mmcv ResNet names (`open-mmlab://resnet50_v1c`: a deep stem `stem.N`): read through the
-        # ResNet key map of the MMSegmentation checkpoint loader (imported here: weights sit above models)
+        # maybe MMSegmentation/mmcv ResNet names (`open-mmlab://resnet50_v1c`: a deep stem `stem.N`), read through the
+        # ResNet key map of the MMSegmentation checkpoint loader (imported here: weights sit above models); only a
+        # candidate, since timm's ConvNeXt names its own stem `stem.N` too: the reading that fits most tensors wins
         from src.weights.keymaps.resnet import resnet_to_timm
 
-        state = resnet_to_timm(state)
-    own = module.state_dict()
-    candidates = [{f"{prefix}{k}": v for k, v in state.items()} for prefix in key_prefixes]
+        states.append(resnet_to_timm(state))
+    candidates = [{f"{prefix}{k}": v for k, v in s.items()} for s in states for prefix in key_prefixes]
     fitting = max(
         ({k: v for k, v in c.items() if k in own and own[k].shape == v.shape} for c in candidates), key=len
     )

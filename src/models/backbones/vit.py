@@ -20,7 +20,12 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from src.models.backbones.common import check_output_stride, nhwc_to_nchw
+from src.models.backbones.common import (
+    check_output_stride,
+    nhwc_to_nchw,
+    require_timm_family,
+    timm_weights_guard,
+)
 from src.models.backbones.timm_backbone import check_timm_name, load_pretrained_weights
 
 
@@ -61,17 +66,24 @@ class ViTBackbone(nn.Module):
     ) -> None:
         super().__init__()
         check_timm_name(model_name)
+        require_timm_family(
+            model_name,
+            "vision_transformer",
+            "ViTBackbone",
+            "VisionTransformer (vit_base_patch16_224, vit_small_patch14_dinov2, ...)",
+        )
         if img_size is not None:
             kwargs["img_size"] = img_size
-        model = timm.create_model(
-            model_name,
-            pretrained=pretrained and not pretrained_path,
-            num_classes=0,
-            drop_path_rate=drop_path_rate,
-            dynamic_img_size=True,  # any input size; the patch embedding returns (B, H, W, C)
-            dynamic_img_pad=True,  # pad the input to the patch size, as MMSegmentation's 'corner' padding
-            **kwargs,
-        )
+        with timm_weights_guard(model_name, pretrained and not pretrained_path):
+            model = timm.create_model(
+                model_name,
+                pretrained=pretrained and not pretrained_path,
+                num_classes=0,
+                drop_path_rate=drop_path_rate,
+                dynamic_img_size=True,  # any input size; the patch embedding returns (B, H, W, C)
+                dynamic_img_pad=True,  # pad the input to the patch size, as MMSegmentation's 'corner' padding
+                **kwargs,
+            )
         if type(model).__name__ != "VisionTransformer" or model.pos_embed is None:
             raise ValueError(
                 f"model.backbone.model_name={model_name}: ViTBackbone needs a timm VisionTransformer with a learned "
