@@ -22,7 +22,7 @@ import socket
 import sys
 import urllib.error
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +225,58 @@ def resolve_weights(value: str | Path) -> tuple[Path, ZooEntry | None]:
         entry = zoo_entry(str(value))
         return fetch(entry), entry
     return Path(value), None
+
+
+def zoo_command_line(argv: Sequence[str]) -> list[str]:
+    """`weights=<zoo name>` on a command line of `src.eval` / `src.infer`: `argv` with `model=<entry's model>
+    dataset=<entry's dataset>` added (each unless given), so that Hydra composes them as config groups before
+    the command's other overrides (`model.test_cfg.mode=slide`, `dataset.data_root=...`) apply. An unknown name
+    is left for the command to report."""
+    names = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("weights=")]
+    if not names or not names[-1]:
+        return list(argv)
+    try:
+        entry = zoo_entry(names[-1])
+    except ZooError:
+        return list(argv)
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv[1:] if "=" in a}
+    groups = (("model", entry.model), ("dataset", entry.dataset))
+    return [*argv, *(f"{group}={name}" for group, name in groups if group not in given)]
+
+
+def apply_zoo_weights(cfg: Any) -> Any:
+    """`weights=<zoo name>` of `src.eval` / `src.infer`: sets `ckpt_path` to the entry's verified cached file
+    (downloaded once). The model and dataset are the entry's, selected on the command line by
+    `zoo_command_line` (from Python: compose with `model=<m> dataset=<d>`, or use `Segmenter.from_zoo`).
+    Returns `cfg` (changed in place); without `weights`, unchanged."""
+    from omegaconf import OmegaConf, open_dict
+
+    name = cfg.get("weights")
+    if not name:
+        if OmegaConf.is_missing(cfg, "ckpt_path"):
+            raise ConfigError(
+                "no weights to use: give ckpt_path=<checkpoint file> or weights=<zoo name> "
+                "(python -m src.weights.zoo lists the zoo)"
+            )
+        return cfg
+    if not OmegaConf.is_missing(cfg, "ckpt_path") and cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"weights={name} and ckpt_path={cfg.ckpt_path}: give one (weights names a zoo checkpoint, ckpt_path "
+            "a file)"
+        )
+    entry = zoo_entry(str(name))
+    absent = [
+        f"{k}={v}" for k, v in (("model", entry.model), ("dataset", entry.dataset)) if cfg.get(k) is None
+    ]
+    if absent:
+        raise ConfigError(
+            f"weights={name} needs {' '.join(absent)} in the composed config (the command line adds them; "
+            "from Python, compose with them or use Segmenter.from_zoo)"
+        )
+    path = fetch(entry)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(path)
+    return cfg
 
 
 # -------------------------------------------------------------------------------------------------- CLI
