@@ -50,6 +50,7 @@ from src.utils.hydra_ddp import install as install_hydra_ddp_launcher
 from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from src.utils.logging import get_logger
 from src.utils.task import extras, task_wrapper
+from src.weights.zoo import resolve_weights
 
 log = get_logger(__name__)
 
@@ -159,9 +160,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     own_ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
     for tmp in remove_stale_tmp([own_ckpt_dir, *Path(str(cfg.resume_dir)).glob("*/checkpoints")]):
         log.info(f"Removed {tmp}, left by an interrupted checkpoint save")
+    # load_from=zoo:<name>: the zoo's file, downloaded once and verified before the model is built
+    load_from = resolve_weights(cfg.load_from)[0] if cfg.get("load_from") and ckpt_path is None else None
     module = build_module(cfg, datamodule)
-    if cfg.get("load_from") and ckpt_path is None:
-        _load_weights(module, cfg.load_from)
+    if load_from is not None:
+        _load_weights(module, str(load_from))
     elif cfg.get("load_from"):
         log.info(f"load_from={cfg.load_from} ignored: resuming {ckpt_path}")
     callbacks = instantiate_callbacks(cfg.runtime.get("callbacks"))
