@@ -93,6 +93,20 @@ def _load_tensors(path: Path, key: str, unreadable: str) -> Any:
         raise CheckpointError(f"{unreadable} '{path}': {_why_unloadable(err)}", hint=_UNLOADABLE_HINT) from err
 
 
+def _load_foreign(path: Path, key: str) -> Any:
+    """`_load_tensors` for files that may come from elsewhere (MMSegmentation's): objects pickled beside the
+    weights (MMEngine's message hub, numpy scalars in its `meta`) are read as inert placeholders instead of
+    refusing the file; no code from the file is run (`src.weights.mmseg.load_weights_file`)."""
+    from src.weights.mmseg import load_weights_file
+
+    if not path.is_file():
+        return _load_tensors(path, key, "")  # its missing-file error
+    try:
+        return load_weights_file(path)
+    except ValueError as err:
+        raise CheckpointError(f"{key}: {err}", hint=_UNLOADABLE_HINT) from err
+
+
 _UNLOADABLE_HINT = (
     "use another checkpoint of the run (resume=true picks the newest one that loads); a file copied or "
     "downloaded incompletely must be copied again"
@@ -113,11 +127,13 @@ def _why_unloadable(err: Exception) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
-def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, key: str = "ckpt_path", ckpt: Any = None) -> dict[str, Any]:
     """Load a checkpoint file (tensors and plain containers only) and check that it is one of ours. Every
-    failure is a `CheckpointError` naming the file (and `key`, the setting that gave it)."""
+    failure is a `CheckpointError` naming the file (and `key`, the setting that gave it). `ckpt`: the file's
+    content when it is already loaded."""
     path = Path(path)
-    ckpt = _load_tensors(path, key, f"{key}: cannot load checkpoint")
+    if ckpt is None:
+        ckpt = _load_tensors(path, key, f"{key}: cannot load checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{key}: '{path}' is not a Lightning checkpoint (no 'state_dict')")
     meta = ckpt.get(CHECKPOINT_META_KEY)
@@ -125,7 +141,8 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         raise CheckpointError(
             f"{key}: '{path}' has no '{CHECKPOINT_META_KEY}' metadata (config, classes, palette): it was not "
             "written by this project's training, so the model it holds cannot be rebuilt",
-            hint="to start from its weights, fine-tune with load_from=<file> instead",
+            hint="to start from its weights, fine-tune with load_from=<file> instead; an MMSegmentation "
+            "checkpoint loads with model=<name> dataset=<name> (e.g. model=pspnet_r18-d8 dataset=cityscapes)",
         )
     return ckpt
 
@@ -206,15 +223,35 @@ def segmentor_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
 
 
-def load_segmentor(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_segmentor(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    model_cfg: DictConfig | None = None,
+    dataset_cfg: DictConfig | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
     """The model of a checkpoint in eval mode on `device`, and the checkpoint's metadata.
 
     SyncBatchNorm layers (a model trained with `sync_bn`) are built as plain BatchNorm from the config, so the
     model runs on a CPU; their weights load unchanged.
+
+    `model_cfg` / `dataset_cfg` (`model=<name> dataset=<name>` of `src.eval` and `src.infer`): a checkpoint of
+    this project is rebuilt with them instead of its own config (the dataset gives classes and palette); any
+    other file is read as an MMSegmentation checkpoint of that model (`src.weights.mmseg`), both being required.
     """
-    ckpt = read_checkpoint(path)
+    from src.weights.mmseg import is_mmseg_checkpoint, load_mmseg_segmentor
+
+    ckpt = _load_foreign(Path(path), "ckpt_path")
+    ours = isinstance(ckpt, dict) and CHECKPOINT_META_KEY in ckpt
+    if not ours and (model_cfg is not None or is_mmseg_checkpoint(ckpt)):
+        segmentor, meta = load_mmseg_segmentor(path, model_cfg, dataset_cfg, ckpt=ckpt)
+        return segmentor.to(device).eval(), meta
+    ckpt = read_checkpoint(path, ckpt=ckpt)
     meta = dict(ckpt[CHECKPOINT_META_KEY])
-    segmentor = build_segmentor(checkpoint_config(ckpt).model)
+    if model_cfg is not None or dataset_cfg is not None:
+        from src.weights.mmseg import replace_configs
+
+        meta = replace_configs(meta, model_cfg, dataset_cfg)
+    segmentor = build_segmentor(OmegaConf.create(meta["config"]).model)
     state = segmentor_state_dict(ckpt)
     missing, unexpected = segmentor.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -268,12 +305,17 @@ def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[
     state dicts of the segmentor. Returns the names `loaded`, `shape_mismatch`, `missing` and `unexpected`.
     """
     path = Path(path)
-    ckpt = _load_tensors(path, "load_from", "load_from: cannot load")
+    ckpt = _load_foreign(path, "load_from")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"load_from: '{path}' holds no state dict of tensors")
     if any(k.startswith("segmentor.") for k in state):
         state = {k[len("segmentor.") :]: v for k, v in state.items() if k.startswith("segmentor.")}
+    else:
+        from src.weights.mmseg import convert_mmseg_state_dict, is_mmseg_state_dict
+
+        if is_mmseg_state_dict(state):  # MMSegmentation's names: every tensor must map (shapes may differ)
+            state = convert_mmseg_state_dict(state, model, source=f"load_from: {path}", strict=False)
     own = model.state_dict()
     report: dict[str, list[str]] = {"loaded": [], "shape_mismatch": [], "missing": [], "unexpected": []}
     matched = {}

@@ -121,7 +121,10 @@ class PredictionWriter:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     # backend=onnxruntime (or a .onnx ckpt_path): the exported model through this same loop (src.export)
-    segmentor, meta = load_model(cfg.ckpt_path, device, cfg.get("backend", "auto"))
+    # model=<name> dataset=<name>: an MMSegmentation checkpoint's (or replacing a checkpoint's own)
+    segmentor, meta = load_model(
+        cfg.ckpt_path, device, cfg.get("backend", "auto"), cfg.get("model"), cfg.get("dataset")
+    )
     dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset
     datamodule = build_datamodule(dataset_cfg, cfg.batch_size, cfg.num_workers)
     if len(datamodule.classes) != segmentor.num_classes:

@@ -27,7 +27,12 @@ log = get_logger(__name__)
 def infer(cfg: DictConfig) -> Any:
     """Predicted paths per image (list of dicts), or for a video its path, frames, fps and size (a dict)."""
     seg = Segmenter.from_checkpoint(
-        cfg.ckpt_path, device=resolve_device(cfg.device), batch_size=cfg.batch_size, tta=cfg.get("tta", False)
+        cfg.ckpt_path,
+        device=resolve_device(cfg.device),
+        batch_size=cfg.batch_size,
+        tta=cfg.get("tta", False),
+        model=cfg.get("model"),  # model=<name> dataset=<name>: an MMSegmentation checkpoint's
+        dataset=cfg.get("dataset"),
     )
     source, output = Path(str(cfg.input)), Path(str(cfg.output))
     if is_video(source):

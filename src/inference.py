@@ -51,11 +51,16 @@ def resolve_backend(path: str | Path, backend: str = "auto") -> str:
 
 
 def load_model(
-    path: str | Path, device: str | torch.device = "cpu", backend: str = "auto"
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    backend: str = "auto",
+    model_cfg: Any = None,
+    dataset_cfg: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The model of a checkpoint (`backend=torch`) or of an exported `.onnx` file (`backend=onnxruntime`, run by
     ONNX Runtime through the same prediction code, see `src.export`), and its metadata (config, classes,
-    palette). `auto`: onnxruntime for a `.onnx` file, torch otherwise."""
+    palette). `auto`: onnxruntime for a `.onnx` file, torch otherwise. `model_cfg`/`dataset_cfg`: an
+    MMSegmentation checkpoint's model and dataset, or replacements for a checkpoint's own (`load_segmentor`)."""
     backend = resolve_backend(path, backend)
     is_onnx = Path(path).suffix.lower() == ".onnx"
     if backend == "onnxruntime":
@@ -69,7 +74,7 @@ def load_model(
         return load_onnx_segmentor(path, device)
     if is_onnx:
         raise ValueError(f"ckpt_path='{path}' is an ONNX file: evaluate it with backend=onnxruntime")
-    return load_segmentor(path, device)
+    return load_segmentor(path, device, model_cfg, dataset_cfg)
 
 
 @dataclass
@@ -117,11 +122,30 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 4, tta: Any = False
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        batch_size: int = 4,
+        tta: Any = False,
+        model: Any = None,
+        dataset: Any = None,
     ) -> Segmenter:
         """Model, test pipeline, classes and palette from a checkpoint written by `src.train`, or from an `.onnx`
-        file written by `scripts/export_onnx.py` (run by ONNX Runtime)."""
-        segmentor, meta = load_model(path, device)
+        file written by `scripts/export_onnx.py` (run by ONNX Runtime).
+
+        An MMSegmentation checkpoint names neither its model nor its dataset: give them, by config name
+        (`model="pspnet_r18-d8", dataset="cityscapes"`, composed from `conf/` as `src.eval` does) or as config
+        nodes. Given for a checkpoint of this project, they replace its own."""
+        model_cfg, dataset_cfg = model, dataset
+        if isinstance(model, str) or isinstance(dataset, str):
+            from src.weights.mmseg import compose_model_dataset
+
+            composed = compose_model_dataset(
+                model if isinstance(model, str) else None, dataset if isinstance(dataset, str) else None
+            )
+            model_cfg = composed.get("model") if isinstance(model, str) else model
+            dataset_cfg = composed.get("dataset") if isinstance(dataset, str) else dataset
+        segmentor, meta = load_model(path, device, model_cfg=model_cfg, dataset_cfg=dataset_cfg)
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
         return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)

@@ -116,6 +116,12 @@ def is_mmseg_state_dict(state: Mapping[str, Any]) -> bool:
     return bool(keys) and all(k.split(".", 1)[0] in MMSEG_PARTS for k in keys)
 
 
+def is_mmseg_checkpoint(ckpt: Any) -> bool:
+    """True for a loaded file whose tensors carry MMSegmentation's segmentor names (`is_mmseg_state_dict`)."""
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
+    return isinstance(state, Mapping) and is_mmseg_state_dict(state)
+
+
 # -------------------------------------------------------------------------------------------- converting
 def _parts(segmentor: nn.Module) -> list[tuple[str, str, nn.Module]]:
     """(MMSegmentation prefix, our prefix, our module) for each part the segmentor has."""
@@ -150,6 +156,7 @@ def convert_mmseg_state_dict(
     """
     remaining = dict(mm_state)
     ours: dict[str, torch.Tensor] = {}
+    origin: dict[str, str | None] = {}  # our name -> the MMSegmentation name it came from
     aux_heads = list(getattr(segmentor, "auxiliary_heads", []))
     parts = _parts(segmentor) + [
         (prefix, f"auxiliary_heads.{i}.", head)
@@ -165,13 +172,21 @@ def convert_mmseg_state_dict(
             raise MMSegCheckpointError(
                 f"'{source}': cannot place its {mm_prefix.rstrip('.')} tensors: {err.args[0]}"
             ) from None
+        source_of = {id(v): k for k, v in sub.items()}
         taken = set(sub)
         for name, value in keymap(sub, module).items():
             ours[our_prefix + name] = value
+            origin[our_prefix + name] = mm_prefix + source_of[id(value)] if id(value) in source_of else None
         for name in taken - set(sub):  # what the key map popped
             del remaining[mm_prefix + name]
     own = segmentor.state_dict()
-    unexpected = [k for k in ours if k not in own]
+    unexpected = []
+    for name in [k for k in ours if k not in own]:
+        # a name the map made that the model lacks (a 5th ResNet stage, say): report the file's own name
+        if origin.get(name) is not None:
+            remaining[origin[name]] = ours.pop(name)
+        else:
+            unexpected.append(name)
     problems = []
     if remaining:
         problems.append(
@@ -183,7 +198,7 @@ def convert_mmseg_state_dict(
         missing = [k for k in own if k not in ours]
         if missing:
             problems.append(f"{len(missing)} tensors of the model are not in it, e.g. {_first(missing)}")
-        problems += _shape_problems(ours, own)
+        problems += _shape_problems(ours, own, origin)
     if problems:
         model = getattr(segmentor, "name", None) or type(segmentor).__name__
         raise MMSegCheckpointError(
@@ -205,7 +220,9 @@ def shape_mismatches(
     ]
 
 
-def _shape_problems(ours: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> list[str]:
+def _shape_problems(
+    ours: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], origin: Mapping[str, str | None]
+) -> list[str]:
     bad = shape_mismatches(ours, own)
     if not bad:
         return []
@@ -215,7 +232,9 @@ def _shape_problems(ours: Mapping[str, torch.Tensor], own: Mapping[str, torch.Te
             f"it predicts {classes[0][0]} classes and the model {classes[0][1]} (dataset=<name> sets the "
             "class count; load_from=<file> fine-tunes it on another one)"
         ]
-    shown = ", ".join(f"{k}: checkpoint {list(c)}, model {list(m)}" for k, c, m in bad[:SHOWN])
+    shown = ", ".join(
+        f"{origin.get(k) or k}: checkpoint {list(c)}, model {list(m)} ({k})" for k, c, m in bad[:SHOWN]
+    )
     return [f"{len(bad)} tensors differ in shape, e.g. {shown}"]
 
 
@@ -269,16 +288,15 @@ def resolved(cfg: DictConfig, key: str) -> dict[str, Any]:
 
 
 def load_mmseg_segmentor(
-    path: str | Path, model_cfg: DictConfig | Mapping | None, dataset_cfg: DictConfig | Mapping | None
+    path: str | Path,
+    model_cfg: DictConfig | Mapping | None,
+    dataset_cfg: DictConfig | Mapping | None,
+    ckpt: Any = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The model `model_cfg` builds, with the weights of the MMSegmentation checkpoint `path`, and the metadata
-    a checkpoint of this project carries (`config` with `model` and `dataset`, `classes`, `palette`).
-
-    `model_cfg` and `dataset_cfg` come resolved or from one composed config (the model's class count
-    interpolates the dataset's); both are required: an MMSegmentation file names neither.
-    """
-    from hydra.utils import instantiate
-
+    """The model `model_cfg` builds, with the weights of the MMSegmentation checkpoint `path` (`ckpt`: its
+    content, when already loaded), and the metadata a checkpoint of this project carries (`config` with `model`
+    and `dataset`, `classes`, `palette`, and `source`). Both configs are required: an MMSegmentation file names
+    neither (the model's class count comes from the dataset)."""
     from src.checkpoint import build_segmentor
 
     if model_cfg is None or dataset_cfg is None:
@@ -287,32 +305,49 @@ def load_mmseg_segmentor(
             "model and dataset it was trained with, e.g. model=pspnet_r18-d8 dataset=cityscapes (names in "
             "conf/model and conf/dataset), or convert it once with scripts/convert_mmseg_checkpoint.py"
         )
-    cfg = OmegaConf.create({"model": _plain(model_cfg), "dataset": _plain(dataset_cfg)})
-    config = {"model": resolved(cfg, "model"), "dataset": resolved(cfg, "dataset")}
-    config_node = OmegaConf.create(config)
-    segmentor = build_segmentor(config_node.model)
-    ckpt = load_weights_file(path)
+    config = config_pair(model_cfg, dataset_cfg)
+    segmentor = build_segmentor(OmegaConf.create(config["model"]))
+    ckpt = load_weights_file(path) if ckpt is None else ckpt
     ours = convert_mmseg_state_dict(state_dict_of(ckpt, path), segmentor, source=path)
     segmentor.load_state_dict(ours, strict=True)
-    datamodule = instantiate(config_node.dataset)
-    meta = {
-        "config": config,
-        "classes": list(datamodule.classes),
-        "palette": [list(c) for c in datamodule.palette],
-        "run_name": None,
-        "source": {"mmseg_checkpoint": str(path), **mmseg_meta(ckpt)},
-    }
+    meta = {"config": config, **dataset_meta(config["dataset"]), "run_name": None}
+    meta["source"] = {"mmseg_checkpoint": str(path), **mmseg_meta(ckpt)}
     return segmentor.eval(), meta
 
 
-def _plain(node: DictConfig | Mapping) -> Any:
-    """A config node as a container that keeps its interpolations, detached from its parent."""
-    if isinstance(node, DictConfig):
-        parent = node._get_parent()
-        if parent is not None:  # resolve against the composed config it came from (${dataset.num_classes})
-            return OmegaConf.to_container(node, resolve=True)
-        return OmegaConf.to_container(node, resolve=False)
-    return dict(node)
+def replace_configs(
+    meta: Mapping[str, Any], model_cfg: DictConfig | Mapping | None, dataset_cfg: DictConfig | Mapping | None
+) -> dict[str, Any]:
+    """A checkpoint's metadata with its model and/or dataset config replaced by the given ones (classes and
+    palette follow the dataset)."""
+    saved = meta["config"]
+    config = config_pair(
+        model_cfg if model_cfg is not None else saved["model"],
+        dataset_cfg if dataset_cfg is not None else saved["dataset"],
+    )
+    out = {**meta, "config": {**saved, **config}}
+    if dataset_cfg is not None:
+        out.update(dataset_meta(config["dataset"]))
+    return out
+
+
+def config_pair(model_cfg: DictConfig | Mapping, dataset_cfg: DictConfig | Mapping) -> dict[str, Any]:
+    """`{"model", "dataset"}` as plain resolved dicts. The dataset is resolved where it comes from (its paths and
+    runtime keys); the model against that dataset (`${dataset.num_classes}`), wherever each came from."""
+    if isinstance(dataset_cfg, DictConfig):
+        dataset_cfg = OmegaConf.to_container(dataset_cfg, resolve=True)
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=False)
+    root = OmegaConf.create({"model": dict(model_cfg), "dataset": dict(dataset_cfg)})
+    return {"model": resolved(root, "model"), "dataset": resolved(root, "dataset")}
+
+
+def dataset_meta(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`classes` and `palette` of a dataset config (its datamodule reads them off the dataset class; no files)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(OmegaConf.create(dict(dataset_cfg)))
+    return {"classes": list(datamodule.classes), "palette": [list(c) for c in datamodule.palette]}
 
 
 def segkit_checkpoint(segmentor: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:

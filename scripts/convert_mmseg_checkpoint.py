@@ -1,0 +1,70 @@
+"""Convert an MMSegmentation 1.x checkpoint into a self-describing checkpoint of this project.
+
+python scripts/convert_mmseg_checkpoint.py pspnet_r18-d8.pth pspnet_r18-d8.ckpt model=pspnet_r18-d8 dataset=cityscapes
+python -m src.eval ckpt_path=pspnet_r18-d8.ckpt                  # then nothing else is needed
+
+`model=` and `dataset=` name configs of `conf/model` and `conf/dataset` (the model's class count comes from the
+dataset); further `key=value` overrides compose as they do for `src.eval` (`model.test_cfg.mode=slide`). Every
+tensor of the file must find its place in the model, with its shape (`src.weights.mmseg`); the output holds the
+weights under the LightningModule's `segmentor.` prefix and the `segkit` metadata (resolved model and dataset
+configs, classes, palette, the source file), written atomically (a temporary file, then a rename).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.checkpoint import AtomicCheckpointIO, load_segmentor  # noqa: E402
+from src.weights.mmseg import (  # noqa: E402
+    compose_model_dataset,
+    load_mmseg_segmentor,
+    segkit_checkpoint,
+)
+
+USAGE = "usage: convert_mmseg_checkpoint.py <in.pth> <out.ckpt> model=<name> dataset=<name> [key=value ...]"
+
+
+def convert(src: str | Path, dst: str | Path, overrides: list[str]) -> dict:
+    """Write `dst` from the MMSegmentation checkpoint `src` and the configs the overrides compose; returns a
+    summary (tensors, classes, model name, output path)."""
+    given = {o.split("=", 1)[0] for o in overrides}
+    if not {"model", "dataset"} <= given:
+        raise ValueError(
+            f"{src}: give the model and dataset the checkpoint was trained with, e.g. model=pspnet_r18-d8 "
+            "dataset=cityscapes (names in conf/model and conf/dataset)"
+        )
+    cfg = compose_model_dataset(None, None, overrides)
+    segmentor, meta = load_mmseg_segmentor(src, cfg.model, cfg.dataset)
+    AtomicCheckpointIO().save_checkpoint(segkit_checkpoint(segmentor, meta), dst)
+    reloaded, _ = load_segmentor(dst)  # the written file rebuilds the model with nothing else
+    return {
+        "output": str(dst),
+        "model": meta["config"]["model"].get("name"),
+        "tensors": len(reloaded.state_dict()),
+        "classes": len(meta["classes"]),
+    }
+
+
+def main(argv: list[str]) -> int:
+    paths = [a for a in argv if "=" not in a]
+    overrides = [a for a in argv if "=" in a]
+    if len(paths) != 2 or "-h" in argv or "--help" in argv:
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        summary = convert(paths[0], paths[1], overrides)
+    except (ValueError, FileNotFoundError) as err:  # a readable message naming the file; no traceback
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"Wrote {summary['output']}: model {summary['model']}, {summary['tensors']} tensors, "
+        f"{summary['classes']} classes\nEvaluate it with: python -m src.eval ckpt_path={summary['output']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
