@@ -7,10 +7,13 @@
   `anonymous=None`, which wandb only answers with a deprecation warning.)
 - `log_config`: the resolved run config, to every logger that can hold it (wandb: the run config; TensorBoard:
   `hparams.yaml` and the YAML as text under `config`; CSV: `hparams.yaml`).
+- `mlflow_logger`: Lightning's MLFlowLogger, or None when MLflow is optional and not installed (`logger=many`).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any, Literal
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -53,3 +56,27 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
         if isinstance(logger, TensorBoardLogger):
             # hparams are only written to the event file together with metrics; the text tab shows the YAML
             logger.experiment.add_text("config", text, global_step=0)
+
+
+def mlflow_logger(*, optional: bool = False, tracking_uri: str | None = None, **kwargs: Any) -> Logger | None:
+    """Lightning's `MLFlowLogger(tracking_uri=..., **kwargs)` (`conf/logger/mlflow.yaml`).
+
+    MLflow is an optional extra (`pip install -e '.[mlflow]'`): when it is missing, `optional=True` (what
+    `logger=many` sets) leaves it out with a warning, and `optional=False` (`logger=mlflow`) stops with the
+    install command. A `file:` store (the default: `<run dir>/mlruns`) needs no server; MLflow 3 keeps that
+    backend in maintenance mode and refuses it unless `MLFLOW_ALLOW_FILE_STORE` is set, which is done here
+    (a `sqlite:///...` URI needs no such switch).
+    """
+    if importlib.util.find_spec("mlflow") is None:
+        hint = "pip install -e '.[mlflow]' (or pip install mlflow)"
+        if optional:
+            from src.utils.logging import get_logger
+
+            get_logger(__name__).warning(f"MLflow is not installed: logging without it ({hint})")
+            return None
+        raise ImportError(f"logger=mlflow needs MLflow, which is not installed: {hint}")
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    if tracking_uri and tracking_uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(tracking_uri=tracking_uri, **kwargs)

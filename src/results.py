@@ -87,6 +87,7 @@ def build_run_record(
     record: dict[str, Any] = {
         "version": RECORD_VERSION,
         "run_name": cfg.get("run_name"),
+        "task_name": cfg.get("task_name"),  # "debug" for the debug presets (conf/debug/)
         "run_dir": str(cfg.paths.output_dir),
         "model": model_name,
         "method": method,

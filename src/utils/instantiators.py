@@ -37,7 +37,10 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
         if "WandbLogger" in lg_cfg._target_:
             lg_cfg = _wandb_offline_unless_logged_in(lg_cfg)
         log.info(f"Logger <{name}>: {lg_cfg._target_}")
-        loggers.append(instantiate(lg_cfg))
+        logger = instantiate(lg_cfg)
+        # None: an optional logger whose package is not installed (src.loggers.mlflow_logger)
+        if logger is not None:
+            loggers.append(logger)
     return loggers
 
 
