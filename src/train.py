@@ -49,6 +49,7 @@ from src.utils.hydra_ddp import ddp_job_scope
 from src.utils.hydra_ddp import install as install_hydra_ddp_launcher
 from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from src.utils.logging import get_logger
+from src.utils.precision import apply_precision, resolve_precision
 from src.utils.task import extras, task_wrapper
 from src.weights.zoo import resolve_weights
 
@@ -70,7 +71,9 @@ def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
         warmup_iters=schedule.get("warmup_iters", 0),
         warmup_ratio=schedule.get("warmup_ratio", 1e-6),
         grad_norm_type=clip.get("norm_type", 2.0),
-        channels_last=cfg.runtime.get("channels_last", False),
+        channels_last=resolve_precision(  # `auto` -> on with a mixed precision (src/utils/precision.py)
+            cfg.runtime.get("precision", "32-true"), cfg.runtime.get("channels_last", False)
+        ).channels_last,
     )
     module.checkpoint_meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -149,6 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Checked in order before anything heavy is built: the config's keys, the data of every split the run reads,
     the checkpoint to resume; then the model (pretrained weights last)."""
     check_config(cfg)
+    precision = apply_precision(cfg)  # runtime.precision / channels_last `auto` -> this machine's choice, logged
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     log.info(f"Dataset <{cfg.dataset._target_}>, model <{cfg.model.get('name', cfg.model._target_)}>")
@@ -207,6 +211,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         stats = next((cb.stats for cb in trainer.callbacks if isinstance(cb, RunStats)), {})
         extra = {"ckpt_path": last, "best_ckpt_path": _best_path(trainer), "train_time_s": train_time}
+        extra |= precision.as_record()
         record = write_run_record(build_run_record(cfg, metrics, stats, extra), cfg.paths.output_dir)
         log.info(f"Run record (scripts/collect_results.py reads it): {record}")
     return metrics

@@ -27,6 +27,7 @@ TINY_TRAIN = [
     "schedule.val_interval=2",
     "schedule.ckpt_interval=2",
     "runtime.num_workers=0",
+    "runtime.precision=32-true",  # not `auto`: the same numbers on every machine (auto: tests/test_precision.py)
     "runtime.log_interval=1",
     "runtime.trainer.enable_model_summary=false",
     "runtime.trainer.enable_progress_bar=false",
