@@ -105,8 +105,8 @@ def zoo_entry(name: str, path: str | Path | None = None) -> ZooEntry:
         close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ZooError(
-            f"weights='{name}' is not in the model zoo ({zoo_file(path)}){hint} "
-            "(list them with: python -m src.weights.zoo)"
+            f"weights='{name}' is not in the model zoo ({zoo_file(path)}){hint}",
+            hint="`python -m src.weights.zoo` lists the names (MMSegmentation's model names)",
         )
     return zoo[name]
 
@@ -295,15 +295,13 @@ def _cli(argv: list[str]) -> int:
     if command in ("fetch", "path") and names:
         for name in names:
             entry = zoo_entry(name)
-            try:
-                print(fetch(entry) if command == "fetch" else cached_file(entry))
-            except ZooDownloadError as err:
-                print(err, file=sys.stderr)
-                return 1
+            print(fetch(entry) if command == "fetch" else cached_file(entry))
         return 0
     print(__doc__.split("\n\n")[-1].strip(), file=sys.stderr)
     return 2
 
 
 if __name__ == "__main__":
-    sys.exit(_cli(sys.argv[1:]))
+    from src.utils.errors import run_script
+
+    raise SystemExit(run_script(lambda: _cli(sys.argv[1:])))  # a user error: one short block, exit code 1
