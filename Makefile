@@ -57,11 +57,12 @@ lint: $(STAMP)  ## ruff lint and format check
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m ruff format --check src tests scripts
 
+# NO_MKDOCS_2_WARNING: mkdocs-material >= 9.7 prints a banner about MkDocs 2.0 at every build (not a warning)
 docs: $(STAMP)  ## build the docs site into site/ (mkdocs-material; warnings are errors)
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 docs-serve: $(STAMP)  ## serve the docs at http://127.0.0.1:8000 and rebuild them on every change
-	$(PY) -m mkdocs serve --strict
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --strict
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix src tests scripts
