@@ -1,0 +1,82 @@
+"""scripts/gpu_check.sh: skips cleanly without CUDA, lists every GPU-only path, and its figures summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check.sh"
+sys.path.insert(0, str(ROOT))
+
+from scripts.tools.gpu_check import summary  # noqa: E402
+from tests.conftest import compose_cfg  # noqa: E402
+
+
+def run_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHON": sys.executable, **env}
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "out")], cwd=ROOT, env=full_env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_without_cuda_it_says_skipped_and_exits_0(tmp_path):
+    proc = run_script(tmp_path, CUDA_VISIBLE_DEVICES="")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("no CUDA device: skipped")
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+
+def dry_run_steps(tmp_path: Path) -> dict[str, str]:
+    proc = run_script(tmp_path, GPU_CHECK_DRY_RUN="1")
+    assert proc.returncode == 0, proc.stderr
+    steps = dict(re.findall(r"^\[(\w[\w-]*), \d+s\] (.*)$", proc.stdout, flags=re.M))
+    return steps
+
+
+def test_every_gpu_only_path_is_a_step(tmp_path):
+    steps = dry_run_steps(tmp_path)
+    assert set(steps) == {
+        "precision_sweep", "compile", "bench_fcn_r18-d8", "bench_pspnet_r50-d8", "ddp_syncbn", "onnx_cuda",
+    }  # fmt: skip
+    assert "--precision-sweep" in steps["precision_sweep"] and "--device cuda" in steps["precision_sweep"]
+    assert "--compile" in steps["compile"]
+    assert "runtime=ddp" in steps["ddp_syncbn"] and "runtime.trainer.devices=1" in steps["ddp_syncbn"]
+    assert "--only" not in steps["bench_pspnet_r50-d8"]  # the whole table, whole and slide inference included
+
+
+def test_the_steps_hydra_overrides_compose(tmp_path):
+    steps = dry_run_steps(tmp_path)
+    for name in ("precision_sweep", "bench_pspnet_r50-d8", "ddp_syncbn"):
+        overrides = [a for a in steps[name].split() if "=" in a and not a.startswith(("-", "hydra."))]
+        cfg = compose_cfg("train", overrides, tmp_path / name)
+        assert cfg.runtime.trainer is not None
+    cfg = compose_cfg(
+        "train", [a for a in steps["ddp_syncbn"].split() if a.startswith(("experiment", "runtime"))], tmp_path
+    )
+    assert cfg.runtime.sync_bn is True and cfg.runtime.trainer.devices == 1
+
+
+def test_summary_lays_out_the_figures(tmp_path):
+    (tmp_path / "status.tsv").write_text("precision_sweep\t0\t41\nonnx_cuda\t0\t3\n")
+    sweep = {
+        "model": "pspnet_r50-d8", "batch_size": 2, "crop_size": [512, 1024], "environment": {"gpu": "H200"},
+        "precision_auto": {"precision": "bf16-mixed"},
+        "precision_sweep": [
+            {"precision": "32-true", "channels_last": False, "s_per_step": 0.2, "images_per_s": 10.0,
+             "speed_vs_fp32": 1.0},
+            {"precision": "bf16-mixed", "channels_last": True, "s_per_step": 0.1, "images_per_s": 20.0,
+             "speed_vs_fp32": 2.0},
+        ],
+    }  # fmt: skip
+    (tmp_path / "precision_sweep.json").write_text(json.dumps(sweep))
+    (tmp_path / "onnx_cuda.json").write_text(json.dumps({"skipped": "no CUDA provider"}))
+    text = summary(tmp_path)
+    assert "| precision_sweep | 0 | 41 |" in text
+    assert "| bf16-mixed | true | 0.1000 | 20.0 | 2.00x |" in text
+    assert "ONNX Runtime on CUDA: skipped (no CUDA provider)" in text and "H200" in text
