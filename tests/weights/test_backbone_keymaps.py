@@ -168,12 +168,12 @@ def test_swin_patch_merge_order_matches_mmsegmentations_unfold():
     torch.testing.assert_close(merge(x), reference)
 
 
-def test_swin_index_check_refuses_another_window():
+def test_swin_relative_position_index_is_timms():
+    """The key map drops MMSegmentation's relative_position_index buffers: timm's, computed its own way, are equal."""
     backbone = SwinBackbone(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
-    with pytest.raises(ValueError, match="relative position index"):
-        keymap_for(backbone)(
-            {"stages.0.blocks.0.attn.w_msa.relative_position_index": _mmseg_swin_index(7) + 1}, backbone
-        )
+    timm_index = backbone.layers[0].blocks[0].attn.relative_position_index
+    assert torch.equal(timm_index, _mmseg_swin_index(7))
+    assert not torch.equal(timm_index, _mmseg_swin_index(7).flip(1))  # the flip matters: an honest comparison
 
 
 def test_mit_attention_and_ffn_convert_numerically():
@@ -183,7 +183,11 @@ def test_mit_attention_and_ffn_convert_numerically():
     block = backbone.block1[0]
     dim, heads, H, W = 32, 1, 8, 12
     mha = nn.MultiheadAttention(dim, heads, batch_first=True)
-    fc1, dw, fc2 = nn.Conv2d(dim, 4 * dim, 1), nn.Conv2d(4 * dim, 4 * dim, 3, 1, 1, groups=4 * dim), nn.Conv2d(4 * dim, dim, 1)
+    fc1, dw, fc2 = (
+        nn.Conv2d(dim, 4 * dim, 1),
+        nn.Conv2d(4 * dim, 4 * dim, 3, 1, 1, groups=4 * dim),
+        nn.Conv2d(4 * dim, dim, 1),
+    )
     for p in (*mha.parameters(), *fc1.parameters(), *dw.parameters(), *fc2.parameters()):
         nn.init.normal_(p, std=0.2)
     mm = {
@@ -206,7 +210,9 @@ def test_mit_attention_and_ffn_convert_numerically():
     tokens = torch.randn(2, H * W, dim)
     with torch.no_grad():
         # MMSegmentation's EfficientMultiheadAttention: keys/values from the spatially reduced, normalised map
-        reduced = block.attn.norm(block.attn.sr(tokens.transpose(1, 2).reshape(2, dim, H, W)).flatten(2).transpose(1, 2))
+        reduced = block.attn.norm(
+            block.attn.sr(tokens.transpose(1, 2).reshape(2, dim, H, W)).flatten(2).transpose(1, 2)
+        )
         expected = mha(tokens, reduced, reduced, need_weights=False)[0]
         torch.testing.assert_close(block.attn(tokens, H, W), expected, rtol=1e-4, atol=1e-5)
         # MMSegmentation's Mix-FFN on the map: conv1x1 -> dwconv3x3 -> GELU -> conv1x1
