@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
     try:
         summary = convert(paths[0], paths[1], overrides)
     except (ValueError, FileNotFoundError) as err:  # a readable message naming the file; no traceback
-        print(f"Error: {err}", file=sys.stderr)
+        hint = getattr(err, "hint", None)
+        print(f"Error: {err}" + (f"\n  What to do: {hint}" if hint else ""), file=sys.stderr)
         return 1
     print(
         f"Wrote {summary['output']}: model {summary['model']}, {summary['tensors']} tensors, "

@@ -29,14 +29,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.utils.errors import CheckpointError
 from src.weights.keymaps import keymap_for
 
 SHOWN = 5  # names shown per kind of mismatch in an error
 MMSEG_PARTS = ("backbone", "neck", "decode_head", "auxiliary_head")
 
 
-class MMSegCheckpointError(ValueError):
-    """An MMSegmentation checkpoint that cannot be read or does not fit the model."""
+class MMSegCheckpointError(CheckpointError):
+    """An MMSegmentation checkpoint that cannot be read or does not fit the model (a `ValueError`, shown by the
+    entry points as one short block)."""
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -202,9 +204,8 @@ def convert_mmseg_state_dict(
     if problems:
         model = getattr(segmentor, "name", None) or type(segmentor).__name__
         raise MMSegCheckpointError(
-            f"MMSegmentation checkpoint '{source}' does not fit model '{model}': "
-            + "; ".join(problems)
-            + ". Is model=<name> the checkpoint's model (and dataset=<name> its dataset)?"
+            f"MMSegmentation checkpoint '{source}' does not fit model '{model}': " + "; ".join(problems),
+            hint="give the model the checkpoint was trained with (model=<name>) and its dataset (dataset=<name>)",
         )
     return ours
 
@@ -302,8 +303,9 @@ def load_mmseg_segmentor(
     if model_cfg is None or dataset_cfg is None:
         raise MMSegCheckpointError(
             f"'{path}' is not a checkpoint of this project: if it is an MMSegmentation checkpoint, give the "
-            "model and dataset it was trained with, e.g. model=pspnet_r18-d8 dataset=cityscapes (names in "
-            "conf/model and conf/dataset), or convert it once with scripts/convert_mmseg_checkpoint.py"
+            "model and dataset it was trained with, e.g. model=pspnet_r18-d8 dataset=cityscapes",
+            hint="names are those of conf/model and conf/dataset; or convert the file once with "
+            "`python scripts/convert_mmseg_checkpoint.py <in.pth> <out.ckpt> model=<name> dataset=<name>`",
         )
     config = config_pair(model_cfg, dataset_cfg)
     segmentor = build_segmentor(OmegaConf.create(config["model"]))

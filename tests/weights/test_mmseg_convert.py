@@ -27,6 +27,7 @@ from src.checkpoint import build_segmentor, load_matching_weights
 from src.eval import evaluate
 from src.inference import Segmenter
 from src.models.backbones import TimmBackbone
+from src.models.unet import UNet
 from src.weights.mmseg import (
     MMSegCheckpointError,
     compose_model_dataset,
@@ -242,17 +243,37 @@ def test_mmseg_state_dict_round_trips_into_our_model(key_file: Path):
     dataset = next(d for d in DATASETS if d in spec["config"])
     model = build_segmentor(compose_model_dataset(ours, dataset).model)
     gen = torch.Generator().manual_seed(0)
-    mm = {
-        k: torch.randint(0, 100, shape, generator=gen) if k.endswith("num_batches_tracked") else torch.randn(shape, generator=gen)
-        for k, shape in spec["keys"].items()
-    }  # fmt: skip
+    mm = {k: _random_like_mmseg(k, shape, gen) for k, shape in spec["keys"].items()}
     converted = convert_mmseg_state_dict(mm, model, source=key_file.name)
-    assert len(converted) == len(mm) == len(model.state_dict())
+    assert len(converted) == len(model.state_dict())
     result = model.load_state_dict(converted, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
-    # each tensor landed somewhere unchanged: the sets of values agree (no tensor duplicated or dropped)
-    sums = sorted(round(float(v.double().sum()), 3) for v in mm.values())
-    assert sorted(round(float(v.double().sum()), 3) for v in model.state_dict().values()) == sums
+    # renaming maps move tensors unchanged: each lands once (no tensor duplicated or dropped). The heads and
+    # necks of every model are renamed; transformer backbones are also re-laid out (split, permuted, resized).
+    renamed = (
+        ("",)
+        if isinstance(model.backbone, (TimmBackbone, UNet))
+        else ("decode_head.", "auxiliary_head", "neck.")
+    )
+    ours_renamed = ("",) if renamed == ("",) else ("decode_head.", "auxiliary_heads.", "neck.")
+    sums = sorted(round(float(v.double().sum()), 3) for k, v in mm.items() if k.startswith(renamed))
+    state = model.state_dict()
+    assert (
+        sorted(round(float(v.double().sum()), 3) for k, v in state.items() if k.startswith(ours_renamed))
+        == sums
+    )
+
+
+def _random_like_mmseg(name: str, shape: list[int], gen: torch.Generator) -> torch.Tensor:
+    """A random tensor for an MMSegmentation state-dict entry; buffers that are a function of the config (Swin's
+    relative position index, as MMSegmentation's `WindowMSA` builds it) get their true value."""
+    if name.endswith("num_batches_tracked"):
+        return torch.randint(0, 100, shape, generator=gen)
+    if name.endswith("relative_position_index"):
+        w = round(shape[0] ** 0.5)  # a square window of w x w
+        seq = (torch.arange(0, (2 * w - 1) * w, 2 * w - 1)[:, None] + torch.arange(w)[None, :]).reshape(1, -1)
+        return (seq + seq.T).flip(1).contiguous()
+    return torch.randn(shape, generator=gen)
 
 
 # ------------------------------------------------------------------------------------------------ refusals
@@ -367,7 +388,7 @@ def test_eval_api_and_converted_checkpoint_agree(
     the source model's own predictions."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from convert_mmseg_checkpoint import convert
+        from convert_mmseg_checkpoint import convert, main
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     source, _ = fcn_shapes
@@ -375,6 +396,8 @@ def test_eval_api_and_converted_checkpoint_agree(
     out = tmp_path / "converted.ckpt"
     summary = convert(mmseg_file, out, ["model=fcn_r18-d8", "dataset=shapes", *data])
     assert summary["tensors"] == len(source.state_dict()) and summary["classes"] == 6
+    assert main([str(mmseg_file), str(tmp_path / "no.ckpt"), "model=fcn_r18-d8"]) == 1  # no dataset: refused
+    assert not (tmp_path / "no.ckpt").exists()
     base = ["num_workers=0", "device=cpu", "batch_size=2"]
     direct = compose_cfg(
         "eval",
