@@ -191,42 +191,45 @@ def test_whole_mode_logits_equal_mmsegmentations(reference_model: torch.nn.Modul
 
 
 @needs_ref
-def test_slide_mode_with_converted_weights(reference_model: torch.nn.Module):
+def test_slide_mode_with_converted_weights(reference_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch):
     image = reference_image()
     ref = torch.from_numpy(np.load(REF / "pspnet_r18-d8.logits.npy"))
     model = reference_model
-    saved = dict(model.test_cfg)
-    try:
-        # one window covering the image: slide inference is whole inference, so MMSegmentation's logits again
-        model.test_cfg.update(mode="slide", crop_size=[256, 384], stride=[171, 256])
-        with torch.no_grad():
-            one = model.predict(image)[0]
-        assert (one - ref).abs().max().item() <= 1e-4 and torch.equal(one.argmax(0), ref.argmax(0))
-        # overlapping 128x160 windows (stride 96x128: 3 x 3, the last row/column moved back inside the image)
-        model.test_cfg.update(crop_size=[128, 160], stride=[96, 128])
-        with torch.no_grad():
-            slide = model.predict(image)[0]
-            expected = _slide_by_hand(model, image, (128, 160), [0, 96, 112], [0, 128, 160])
-    finally:
-        model.test_cfg.clear()
-        model.test_cfg.update(saved)
-    assert (slide - expected).abs().max().item() <= 1e-5
+    monkeypatch.setattr(model, "test_cfg", dict(model.test_cfg))
+    # one window covering the image: slide inference is whole inference, so MMSegmentation's logits again
+    model.test_cfg.update(mode="slide", crop_size=[256, 384], stride=[171, 256])
+    with torch.no_grad():
+        one = model.predict(image)[0]
+    assert (one - ref).abs().max().item() <= 1e-4 and torch.equal(one.argmax(0), ref.argmax(0))
+    # overlapping 160x224 windows at stride 96x128: 2 x 2, the last row and column moved back inside the image.
+    # Each window's logits are recorded as the model computes them (whole mode, checked above), and the result
+    # must be their sum over the windows covering a pixel divided by that count, MMSegmentation's rule.
+    model.test_cfg.update(crop_size=[160, 224], stride=[96, 128])
+    windows: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward = model.encode_decode
+
+    def recording(crop: torch.Tensor) -> torch.Tensor:
+        out = forward(crop)
+        windows.append((crop, out))
+        return out
+
+    monkeypatch.setattr(model, "encode_decode", recording)
+    with torch.no_grad():
+        slide = model.predict(image)[0]
+    total, count = torch.zeros_like(slide), torch.zeros(1, *slide.shape[-2:])
+    origins = []
+    for y in (0, 80):
+        for x in (0, 96):
+            crop, logits = next(
+                (c, lg) for c, lg in windows if torch.equal(c, image[:, :, y : y + 160, x : x + 224])
+            )
+            total[:, y : y + 160, x : x + 224] += logits[0]
+            count[:, y : y + 160, x : x + 224] += 1
+            origins.append((y, x))
+    assert len(windows) == len(origins) == 4 and count.min() >= 1
+    assert (slide - total / count).abs().max().item() <= 1e-5
     # windows see less context than the whole image, yet most pixels keep MMSegmentation's whole-image class
     assert (slide.argmax(0) == ref.argmax(0)).float().mean().item() > 0.5
-
-
-def _slide_by_hand(model, image, crop, ys, xs) -> torch.Tensor:
-    """MMSegmentation's `slide_inference` written out for given window origins: whole-mode logits of each
-    window, summed, divided by how many windows cover each pixel."""
-    total = torch.zeros(model.num_classes, *image.shape[-2:])
-    count = torch.zeros(1, *image.shape[-2:])
-    for y in ys:
-        for x in xs:
-            window = image[:, :, y : y + crop[0], x : x + crop[1]]
-            total[:, y : y + crop[0], x : x + crop[1]] += model.predict(window, mode="whole")[0]
-            count[:, y : y + crop[0], x : x + crop[1]] += 1
-    assert count.min() >= 1
-    return total / count
 
 
 # --------------------------------------------------------------------------------------------- round trips
