@@ -1,94 +1,22 @@
-"""Export a checkpoint to ONNX and check it against PyTorch with ONNX Runtime.
+"""`scripts/export.py` with format=onnx, under its former name: the same options and report.
 
 python scripts/export_onnx.py ckpt_path=logs/train/runs/<run>/<time>/checkpoints/last.ckpt   # -> last.onnx beside it
 python scripts/export_onnx.py ckpt_path=... output=model.onnx image=street.png
-python -m src.eval ckpt_path=model.onnx                 # evaluate the ONNX model (backend=onnxruntime), same metrics
-
-The ONNX model takes float32 RGB images [N, 3, H, W] with values 0..255 (normalisation is inside) and returns
-logits [N, C, H, W]; batch, height and width are dynamic. Its metadata holds the checkpoint's config, classes and
-palette (see src/export.py). The parity check runs PyTorch and ONNX Runtime on a real image (the first test image
-of the checkpoint's dataset, or `image=`) at a size other than the traced one, prints the largest logit
-difference and the share of pixels with the same class, writes them to `parity.json` in the run directory and
-exits with 1 when they are beyond `atol` / `min_equal`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from src.checkpoint import load_segmentor  # noqa: E402
-from src.data.io import load_image  # noqa: E402
-from src.data.transforms import build_pipeline  # noqa: E402
-from src.eval import build_datamodule, resolve_device  # noqa: E402
-from src.export import OnnxSegmentor, export_onnx, parity_check  # noqa: E402
-from src.utils import resolvers  # noqa: E402,F401
+from scripts.export import export, parity_image  # noqa: E402,F401  (re-exported: tests and callers use them)
 from src.utils.errors import report_errors  # noqa: E402
 from src.utils.task import extras  # noqa: E402
-
-
-def parity_image(cfg: DictConfig, config: DictConfig) -> tuple[torch.Tensor, str]:
-    """A uint8 `[3, h, w]` image after the checkpoint's test pipeline, and where it comes from."""
-    if cfg.get("image"):
-        pipeline_cfg = config.dataset.get("test_pipeline")
-        pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
-        image = load_image(cfg.image)
-        if pipeline is not None:
-            image = pipeline(image=image)["image"]
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), str(cfg.image)
-    datamodule = build_datamodule(config.dataset, batch_size=1, num_workers=0)
-    dataset = datamodule.build_split(cfg.split, pipeline=datamodule.test_pipeline, test_mode=True)
-    sample = dataset[0]
-    return sample["inputs"], sample["metas"]["img_path"]
-
-
-def export(cfg: DictConfig) -> dict[str, Any]:
-    ckpt = Path(cfg.ckpt_path)
-    output = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(".onnx")
-    segmentor, meta = load_segmentor(ckpt, resolve_device(cfg.device))
-    config = OmegaConf.create(meta["config"])
-    shape = cfg.get("sample_shape") or config.dataset.get("crop_size") or [512, 512]
-    start = time.perf_counter()
-    export_onnx(segmentor, output, meta, sample_shape=list(shape), opset=cfg.get("opset"))
-    size_mb = output.stat().st_size / 2**20
-    print(
-        f"exported {output} ({size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s; traced at {list(shape)}"
-    )
-    report: dict[str, Any] = {"ckpt_path": str(ckpt), "onnx_path": str(output), "sample_shape": list(shape)}
-    if not cfg.parity:
-        return report
-    image, source = parity_image(cfg, config)
-    onnx_seg = OnnxSegmentor(output, device=resolve_device(cfg.device))
-    result = parity_check(segmentor, onnx_seg, image, avoid_shape=shape)
-    ok = True
-    for key, r in result.items():
-        tol = cfg.atol * max(1.0, r["max_abs_logit"])
-        r["passed"] = r["max_abs_diff"] <= tol and r["equal_pixels"] >= cfg.min_equal
-        ok &= r["passed"]
-        print(
-            f"parity {key:<10} {'x'.join(map(str, r['shape']))}: max |logit diff| {r['max_abs_diff']:.3g} "
-            f"(max |logit| {r['max_abs_logit']:.3g}, tolerance {tol:.3g}), equal pixels "
-            f"{100 * r['equal_pixels']:.3f}% (min {100 * cfg.min_equal:.1f}%) -> {'ok' if r['passed'] else 'FAILED'}"
-        )
-    report |= {"image": source, "parity": result, "passed": bool(ok)}
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "parity.json").write_text(json.dumps(report, indent=2))
-    print(f"parity report: {out / 'parity.json'}")
-    if ok:
-        print(f"evaluate it: python -m src.eval ckpt_path={output}")
-    return report
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export_onnx")

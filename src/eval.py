@@ -120,7 +120,8 @@ class PredictionWriter:
 @torch.no_grad()
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
-    # backend=onnxruntime (or a .onnx ckpt_path): the exported model through this same loop (src.export)
+    # backend=onnxruntime | torch_export | torchscript (or a .onnx / .pt2 / .torchscript ckpt_path): the exported
+    # model through this same loop (src.export)
     # model=<name> dataset=<name>: an MMSegmentation checkpoint's (or replacing a checkpoint's own)
     segmentor, meta = load_model(
         cfg.ckpt_path, device, cfg.get("backend", "auto"), cfg.get("model"), cfg.get("dataset")

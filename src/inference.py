@@ -38,15 +38,18 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "torch_export", "torchscript")
+# an exported file's backend by its suffix (scripts/export.py writes them, src/export.py runs them)
+EXPORTED_SUFFIXES = {".onnx": "onnxruntime", ".pt2": "torch_export", ".torchscript": "torchscript"}
 
 
 def resolve_backend(path: str | Path, backend: str = "auto") -> str:
-    """`torch` or `onnxruntime`; `auto` picks onnxruntime for a `.onnx` file."""
+    """`torch` (a checkpoint), or the runner of an exported file: `onnxruntime` (`.onnx`), `torch_export`
+    (`.pt2`), `torchscript` (`.torchscript`); `auto` picks by the file's suffix."""
     if backend not in BACKENDS:
         raise ValueError(f"backend='{backend}': expected one of {BACKENDS}")
     if backend == "auto":
-        return "onnxruntime" if Path(path).suffix.lower() == ".onnx" else "torch"
+        return EXPORTED_SUFFIXES.get(Path(path).suffix.lower(), "torch")
     return backend
 
 
@@ -74,6 +77,21 @@ def load_model(
         return load_onnx_segmentor(path, device)
     if is_onnx:
         raise ValueError(f"ckpt_path='{path}' is an ONNX file: evaluate it with backend=onnxruntime")
+    suffix_backend = EXPORTED_SUFFIXES.get(Path(path).suffix.lower())
+    if backend in ("torch_export", "torchscript") or suffix_backend is not None:
+        if backend == "torch":
+            raise ValueError(
+                f"ckpt_path='{path}' is an exported file: evaluate it with backend={suffix_backend}"
+            )
+        if suffix_backend != backend:
+            want = ".pt2" if backend == "torch_export" else ".torchscript"
+            raise ValueError(
+                f"backend={backend} needs a {want} file, got ckpt_path='{path}': export one with "
+                f"`python scripts/export.py ckpt_path=<checkpoint> format={backend}`"
+            )
+        from src.export import load_exported
+
+        return load_exported(path, device)
     return load_segmentor(path, device, model_cfg, dataset_cfg)
 
 
