@@ -432,3 +432,29 @@ def test_eval_api_and_converted_checkpoint_agree(
     )  # the random model is not constant: the comparison means something
     with pytest.raises(ValueError, match="model=pspnet_r18-d8 dataset=cityscapes"):
         Segmenter.from_checkpoint(mmseg_file)  # fmt: skip
+
+
+def test_auxiliary_head_list_and_groupnorm_names():
+    """MMSegmentation writes a list of auxiliary heads as `auxiliary_head.N.` (ours: `auxiliary_heads.N`) and
+    names a GroupNorm of mmcv's ConvModule `gn` (ours, timm's ConvNormAct: `bn`)."""
+    from src.models import EncoderDecoder
+    from src.models.heads import FCNHead
+
+    def head(in_index: int, in_channels: int) -> FCNHead:
+        return FCNHead(in_channels=in_channels, channels=32, num_classes=3, in_index=in_index, num_convs=1, concat_input=False, norm="gn")  # fmt: skip
+
+    backbone = UNet(base_channels=32, num_stages=2, strides=[1, 1], enc_num_convs=[1, 1], dec_num_convs=[1],
+                    downsamples=[True], enc_dilations=[1, 1], dec_dilations=[1], norm="gn")  # fmt: skip
+    model = EncoderDecoder(backbone, head(1, 32), auxiliary_head=[head(0, 64), head(1, 32)]).eval()
+    randomise(model)
+    mm = {}
+    for name, value in model.state_dict().items():
+        name = re.sub(r"^auxiliary_heads\.(\d)\.", r"auxiliary_head.\1.", name)
+        mm[re.sub(r"\.bn\.", ".gn.", name)] = value.clone() + 1
+    assert "auxiliary_head.1.convs.0.gn.weight" in mm and "backbone.encoder.1.1.convs.0.gn.bias" in mm
+    converted = convert_mmseg_state_dict(mm, model)
+    model.load_state_dict(converted, strict=True)
+    assert torch.equal(model.auxiliary_heads[1].convs[0].bn.weight, mm["auxiliary_head.1.convs.0.gn.weight"])
+    assert torch.equal(
+        model.backbone.encoder[1][1].convs[0].bn.bias, mm["backbone.encoder.1.1.convs.0.gn.bias"]
+    )
