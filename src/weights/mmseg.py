@@ -69,19 +69,43 @@ def load_weights_file(path: str | Path) -> Any:
         pass  # not only tensors and containers: name the classes, read again with placeholders for them
     except Exception as err:
         raise MMSegCheckpointError(f"cannot read '{path}' as a PyTorch file: {err}") from err
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        stubs = [
-            (type(n.rpartition(".")[2], (_Inert,), {"__module__": n.rpartition(".")[0]}), n) for n in names
-        ]
-        with torch.serialization.safe_globals(stubs):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise MMSegCheckpointError(
-            f"'{path}' was refused by PyTorch's weights-only loader ({first}); only tensors and plain "
-            "containers are read, never code from the file"
-        ) from err
+    try:  # the zip format lists its globals without unpickling; the legacy one (torch < 1.6) does not
+        names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        names = set()
+    for _ in range(MAX_PLACEHOLDERS):
+        try:
+            with torch.serialization.safe_globals([_placeholder(n) for n in sorted(names)]):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            # the refusal names the next global it does not allow; a blocked module (os, ...) ends the search
+            more = re.search(r"GLOBAL ([\w.]+) was not an allowed global", str(err))
+            if more is None or more.group(1) in names:
+                raise _refused(path, err) from err
+            names.add(more.group(1))
+        except Exception as err:
+            raise _refused(path, err) from err
+    raise MMSegCheckpointError(
+        f"'{path}' holds objects of more than {MAX_PLACEHOLDERS} classes besides its tensors"
+    )
+
+
+MAX_PLACEHOLDERS = 64
+
+
+def _placeholder(name: str) -> tuple[type, str]:
+    """An inert class standing in for the global `name` (`module.Class` or `module.function`)."""
+    module, _, qualname = name.rpartition(".")
+    return type(qualname, (_Inert,), {"__module__": module}), name
+
+
+def _refused(path: Path, err: Exception) -> MMSegCheckpointError:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if "GLOBAL" in ln), lines[-1] if lines else type(err).__name__)
+    return MMSegCheckpointError(
+        f"'{path}' was refused by PyTorch's weights-only loader ({reason[:200]}); only tensors and plain "
+        "containers are read, never code from the file"
+    )
 
 
 def state_dict_of(ckpt: Any, path: str | Path = "<state dict>") -> dict[str, torch.Tensor]:

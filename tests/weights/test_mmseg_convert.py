@@ -146,11 +146,13 @@ def test_metadata_objects_are_read_inert_and_never_run(tmp_path: Path, monkeypat
         "message_hub": {"log_scalars": mmengine_like.HistoryBuffer([1.0])},
     }  # fmt: skip
     torch.save(ckpt, tmp_path / "mmengine.pth")
-    with pytest.raises(Exception, match="Weights only load failed"):
-        torch.load(tmp_path / "mmengine.pth", weights_only=True)
-    got = load_mmseg_state_dict(tmp_path / "mmengine.pth")
-    assert torch.equal(got["decode_head.conv_seg.weight"], state["decode_head.conv_seg.weight"])
-    assert not sentinel.exists()
+    torch.save(ckpt, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)  # torch < 1.6 files
+    for name in ("mmengine.pth", "legacy.pth"):
+        with pytest.raises(Exception, match="Weights only load failed"):
+            torch.load(tmp_path / name, weights_only=True)
+        got = load_mmseg_state_dict(tmp_path / name)
+        assert torch.equal(got["decode_head.conv_seg.weight"], state["decode_head.conv_seg.weight"])
+        assert not sentinel.exists()
     # what PyTorch blocks outright (os, subprocess, ...) stays refused, with the file named
     torch.save({"state_dict": state, "meta": {"x": _OsSystem(f"touch {sentinel}")}}, tmp_path / "evil.pth")
     with pytest.raises(MMSegCheckpointError, match="evil.pth.*weights-only"):
