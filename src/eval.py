@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from src.utils.logging import get_logger
 from src.utils.rich_utils import print_metrics_table
 from src.utils.task import extras
 from src.visualization import normalized_confusion, overlay, plot_confusion_matrix, prediction_panel
+from src.weights.zoo import apply_zoo_weights, zoo_command_line
 
 log = get_logger(__name__)
 
@@ -119,6 +121,7 @@ class PredictionWriter:
 
 @torch.no_grad()
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    apply_zoo_weights(cfg)  # weights=<zoo name>: ckpt_path = its verified file in $SEGKIT_CACHE/zoo
     device = resolve_device(cfg.device)
     # backend=onnxruntime | torch_export | torchscript (or a .onnx / .pt2 / .torchscript ckpt_path): the exported
     # model through this same loop (src.export)
@@ -357,4 +360,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = zoo_command_line(sys.argv)  # weights=<zoo name> selects the entry's model and dataset configs
     main()

@@ -7,6 +7,7 @@ A video (.mp4 .avi .mov .mkv) comes out as a video with every frame overlaid, at
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from src.utils.config_check import INFER_RULES, check_config
 from src.utils.errors import report_errors
 from src.utils.logging import get_logger
 from src.utils.task import extras
+from src.weights.zoo import apply_zoo_weights, zoo_command_line
 
 log = get_logger(__name__)
 
 
 def infer(cfg: DictConfig) -> Any:
     """Predicted paths per image (list of dicts), or for a video its path, frames, fps and size (a dict)."""
+    apply_zoo_weights(cfg)  # weights=<zoo name>: ckpt_path = its verified file in $SEGKIT_CACHE/zoo
     seg = Segmenter.from_checkpoint(
         cfg.ckpt_path,
         device=resolve_device(cfg.device),
@@ -67,4 +70,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = zoo_command_line(sys.argv)  # weights=<zoo name> selects the entry's model and dataset configs
     main()

@@ -168,6 +168,20 @@ class Segmenter:
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
         return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
 
+    @classmethod
+    def from_zoo(
+        cls, name: str, device: str | torch.device = "cpu", batch_size: int = 4, tta: Any = False
+    ) -> Segmenter:
+        """A checkpoint of MMSegmentation's model zoo by name (`conf/zoo.yaml`, e.g.
+        "pspnet_r50-d8_4xb2-40k_cityscapes-512x1024"): downloaded once into `$SEGKIT_CACHE/zoo` and verified
+        (`src.weights.zoo`), converted, built with the model and dataset configs of its entry."""
+        from src.weights.zoo import fetch, zoo_entry
+
+        entry = zoo_entry(name)
+        return cls.from_checkpoint(
+            fetch(entry), device, batch_size, tta, model=entry.model, dataset=entry.dataset
+        )
+
     # ------------------------------------------------------------------ inputs
     @staticmethod
     def collect_inputs(inputs: Any) -> list[tuple[str, np.ndarray | Path]]:

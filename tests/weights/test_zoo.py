@@ -26,6 +26,7 @@ from src.weights.zoo import (
     fetch,
     load_zoo,
     resolve_weights,
+    zoo_command_line,
     zoo_entry,
 )
 
@@ -228,3 +229,152 @@ def test_file_url_and_zoo_reference(tmp_path: Path, cache: Path, monkeypatch: py
     path, entry = resolve_weights("zoo:mirrored")
     assert entry.name == "mirrored" and path.read_bytes() == payload
     assert resolve_weights(tmp_path / name) == (tmp_path / name, None)  # a plain path stays a path
+
+
+# ------------------------------------------------------------------- weights=<name> in the API and commands
+SHARED_MMSEG = Path(__file__).resolve().parents[3] / "shared" / "mmseg" / "pspnet_r18-d8.pth"
+needs_shared = pytest.mark.skipif(not SHARED_MMSEG.is_file(), reason=f"{SHARED_MMSEG} is not there")
+
+
+@pytest.fixture
+def mmseg_zoo(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The shared MMSegmentation-written pspnet_r18-d8 (19 classes) served over HTTP as zoo entry 'shared'."""
+    payload = SHARED_MMSEG.read_bytes()
+    name = publish(server.root, "pspnet_r18-d8_cityscapes", payload)
+    table = write_table(tmp_path / "zoo.yaml", {"shared": f"{server.url}/{name}"})
+    monkeypatch.setenv("SEGKIT_ZOO", str(table))
+    return name
+
+
+@pytest.fixture
+def fake_cityscapes(tmp_path: Path) -> Path:
+    """Two 64x128 val images with random train-id labels, in Cityscapes' layout."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        images = root / "cityscapes" / "leftImg8bit" / split / "aachen"
+        labels = root / "cityscapes" / "gtFine" / split / "aachen"
+        images.mkdir(parents=True)
+        labels.mkdir(parents=True)
+        for i in range(2):
+            stem = f"aachen_{i:06d}_000019"
+            cv2.imwrite(str(images / f"{stem}_leftImg8bit.png"), rng.integers(0, 255, (64, 128, 3), np.uint8))
+            cv2.imwrite(
+                str(labels / f"{stem}_gtFine_labelTrainIds.png"), rng.integers(0, 19, (64, 128), np.uint8)
+            )
+    return root
+
+
+@needs_shared
+def test_segmenter_from_zoo_downloads_converts_and_predicts(mmseg_zoo: str, server: _Server, cache: Path):
+    import numpy as np
+
+    from src.inference import Segmenter
+    from src.weights.mmseg import load_mmseg_state_dict
+
+    seg = Segmenter.from_zoo("shared")
+    assert server.requests == [f"/{mmseg_zoo}"]
+    assert (cache / "zoo" / mmseg_zoo).is_file()
+    mm = load_mmseg_state_dict(SHARED_MMSEG)
+    assert torch_equal(seg.segmentor.decode_head.conv_seg.weight, mm["decode_head.conv_seg.weight"])
+    assert len(seg.classes) == 19 and seg.classes[0] == "road"  # the entry's dataset: Cityscapes
+    mask = seg(np.zeros((32, 48, 3), np.uint8)).masks[0]
+    assert mask.shape == (32, 48)
+    Segmenter.from_zoo("shared")  # a second time from the cache
+    assert server.requests == [f"/{mmseg_zoo}"]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a.detach().cpu(), b.detach().cpu())
+
+
+@needs_shared
+def test_eval_and_infer_with_weights_name(mmseg_zoo: str, cache: Path, fake_cityscapes: Path, tmp_path: Path):
+    from src.eval import evaluate
+    from src.infer import infer
+    from tests.conftest import compose_cfg
+
+    def command_line(*args: str) -> list[str]:  # the overrides `python -m src.eval ...` composes
+        return zoo_command_line(["src.eval", *args])[1:]
+
+    assert command_line("weights=shared", "model=x") == ["weights=shared", "model=x", "dataset=cityscapes"]
+    small = ["dataset.test_pipeline.0.scale=[128,64]", f"paths.data_dir={fake_cityscapes}", "device=cpu"]
+    overrides = command_line("weights=shared", "split=val", "num_workers=0", *small)
+    cfg = compose_cfg("eval", overrides, tmp_path / "eval")
+    report = evaluate(cfg)
+    assert cfg.ckpt_path == str(cache / "zoo" / mmseg_zoo)
+    assert cfg.model.name == "pspnet_r18-d8" and cfg.dataset.name == "cityscapes"
+    assert cfg.dataset.data_root == str(fake_cityscapes / "cityscapes")  # the command's overrides applied
+    assert 0 <= report["summary"]["aAcc"] <= 1 and len(report["per_class"]) == 19
+
+    image = next((fake_cityscapes / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))
+    out = tmp_path / "pred"
+    overrides = command_line("weights=shared", f"input={image}", f"output={out}", *small)
+    cfg = compose_cfg("infer", overrides, tmp_path / "infer")
+    infer(cfg)
+    assert (out / "pred" / f"{image.stem}.png").is_file()
+
+
+def test_weights_and_ckpt_path_together_or_neither_is_a_config_error(tmp_path: Path):
+    from src.utils.errors import ConfigError
+    from src.weights.zoo import apply_zoo_weights
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("eval", ["weights=x", "ckpt_path=y.ckpt"], tmp_path / "a")
+    with pytest.raises(ConfigError, match="give one"):
+        apply_zoo_weights(cfg)
+    cfg = compose_cfg("eval", ["weights=pspnet_r18-d8_4xb2-80k_cityscapes-512x1024"], tmp_path / "c")
+    with pytest.raises(ConfigError, match="needs model=pspnet_r18-d8 dataset=cityscapes"):
+        apply_zoo_weights(cfg)  # composed without what the command line adds
+    cfg = compose_cfg("eval", [], tmp_path / "b")
+    with pytest.raises(ConfigError, match="ckpt_path=<checkpoint file> or weights=<zoo name>"):
+        apply_zoo_weights(cfg)
+
+
+def test_train_load_from_zoo(make_train_cfg, tmp_path: Path, cache: Path, monkeypatch, caplog):
+    """load_from=zoo:<name>: the file is fetched (here a file:// URL) into the cache, then fine-tuned from."""
+    import logging
+
+    import torch
+    from hydra.utils import instantiate
+
+    from src.train import train
+
+    source = instantiate(make_train_cfg().model)
+    torch.nn.init.normal_(source.decode_head.conv_seg.weight)
+    blob = tmp_path / "blob.pth"
+    torch.save({"state_dict": {f"segmentor.{k}": v for k, v in source.state_dict().items()}}, blob)
+    name = publish(tmp_path, "mine", blob.read_bytes())
+    monkeypatch.setenv(
+        "SEGKIT_ZOO", str(write_table(tmp_path / "zoo.yaml", {"mine": (tmp_path / name).as_uri()}))
+    )
+    cfg = make_train_cfg(
+        "load_from=zoo:mine", "schedule.max_steps=1", "schedule.val_interval=1", "test=false"
+    )
+    total = len(source.state_dict())
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    assert (cache / "zoo" / name).is_file()
+    assert f"load_from={cache / 'zoo' / name}: {total}/{total} tensors loaded" in caplog.text
+
+
+def test_train_load_from_unreachable_zoo_fails_before_the_model_is_built(
+    make_train_cfg, tmp_path, monkeypatch
+):
+    from src.train import train
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    table = write_table(tmp_path / "zoo.yaml", {"gone": f"http://127.0.0.1:{port}/gone-0123abcd.pth"})
+    monkeypatch.setenv("SEGKIT_ZOO", str(table))
+    built = []
+    monkeypatch.setattr("src.train.build_module", lambda *a, **k: built.append(1))
+    with pytest.raises(ZooDownloadError, match="gone-0123abcd.pth"):
+        train(make_train_cfg("load_from=zoo:gone"))
+    assert built == []
