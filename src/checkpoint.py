@@ -7,6 +7,8 @@ A checkpoint holds, next to Lightning's state, `checkpoint["segkit"]` = {config 
 from __future__ import annotations
 
 import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,9 @@ def _load_tensors(path: Path, key: str, unreadable: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{unreadable} '{path}': {_why_unloadable(err)}", hint=_UNLOADABLE_HINT) from err
+        raise CheckpointError(
+            f"{unreadable} '{path}': {_why_unloadable(err, path)}", hint=_UNLOADABLE_HINT
+        ) from err
 
 
 def _load_foreign(path: Path, key: str) -> Any:
@@ -113,18 +117,21 @@ _UNLOADABLE_HINT = (
 )
 
 
-def _why_unloadable(err: Exception) -> str:
+def _why_unloadable(err: Exception, path: Path) -> str:
     """torch.load's reason in one line: its weights-only refusal runs to dozens of lines."""
     text = str(err)
+    first = text.splitlines()[0].split(". ")[0][:160] if text else type(err).__name__
     if "Weights only load failed" in text or "weights_only" in text:
-        found = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"(e.g. {found.group(1)})" if found else "(see the log)"
         return (
-            "it holds Python objects besides tensors, which weights_only=True refuses to unpickle "
-            f"({found[:160] or 'see the log'}); only load files you trust, and re-save such a file's state_dict"
+            f"it holds Python objects besides tensors {what}, which weights_only=True refuses to unpickle; "
+            "only load files you trust, and re-save such a file's state_dict"
         )
-    if "central directory" in text or "zip archive" in text or isinstance(err, (EOFError,)):
-        return f"the file is truncated or not a PyTorch file ({text.splitlines()[0].split('. ')[0][:160]})"
-    return f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}"
+    # torch.save writes a zip archive, its directory at the end: a cut file has none
+    if not zipfile.is_zipfile(path):
+        return f"the file is truncated or not a PyTorch file ({type(err).__name__}: {first})"
+    return f"{type(err).__name__}: {first}"
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path", ckpt: Any = None) -> dict[str, Any]:
