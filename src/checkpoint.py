@@ -183,7 +183,9 @@ def check_same_model(ckpt: dict[str, Any], model_cfg: DictConfig | dict, path: s
     """Raise a CheckpointError, one paragraph listing the differing keys, when the checkpoint was trained with
     another model config than `model_cfg` (Lightning would fail with thousands of characters of state-dict
     keys)."""
-    current = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else model_cfg
+    current = (
+        OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else model_cfg
+    )
     diff = model_difference(ckpt[CHECKPOINT_META_KEY]["config"].get("model"), current)
     if diff:
         shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
