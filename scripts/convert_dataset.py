@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         counts = args.run(args)
-    except (FileNotFoundError, ValueError) as e:  # a missing, truncated or unexpected release: one short block
+    except (FileNotFoundError, ValueError) as e:  # a missing, truncated or bad release: one short block
         print(format_block(describe(e) or Described("input", str(e))), file=sys.stderr)
         return 1
     where = getattr(args, "out", None) or args.root

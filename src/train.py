@@ -122,7 +122,8 @@ def scan_data(cfg: DictConfig, datamodule: Any) -> None:
     if int(os.environ.get("LOCAL_RANK", 0)) != 0:
         return
     datamodule.prepare_data()
-    splits = (["train", "val"] if cfg.get("train", True) else []) + (["test"] if cfg.get("test", True) else [])
+    splits = ["train", "val"] if cfg.get("train", True) else []
+    splits += ["test"] if cfg.get("test", True) else []
     for split in splits:
         datamodule.split_dataset(split)
 
