@@ -12,7 +12,7 @@ LOCK := requirements.lock
 # pip-compile does not read pip's config for it. Expanded only when `make lock` runs.
 PIP_CONF_CONSTRAINT = $(shell $(PY) -m pip config list 2>/dev/null | sed -n "s/^[a-z:]*\.constraint='\(.*\)'$$/\1/p")
 
-.PHONY: help install lock train test test-all lint format docs docs-serve clean distclean
+.PHONY: help install env lock train test test-all lint format docs docs-serve clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ lock: | $(STAMP)  ## regenerate requirements.lock from pyproject.toml (commit it
 	  $(addprefix --constraint ,$(PIP_CONF_CONSTRAINT)) $(ARGS) --output-file $(LOCK).tmp pyproject.toml
 	@if cmp -s $(LOCK).tmp $(LOCK); then rm $(LOCK).tmp; echo "$(LOCK) unchanged"; \
 	else mv $(LOCK).tmp $(LOCK); echo "$(LOCK) written: commit it"; fi
+
+env: $(STAMP)  ## versions, devices, native bf16, threads, data and cache folders (paste it into bug reports)
+	$(PY) -m src.env
 
 train: $(STAMP)  ## train and test FCN-R18-D8 on the built-in shapes dataset (CPU, a few minutes)
 	$(PY) -m src.train experiment=fcn_shapes $(ARGS)
