@@ -214,3 +214,11 @@ def test_label_outside_the_classes_in_a_worker_is_one_message(tmp_path, capfd, m
     assert_short_error(code, out, f"Mask '{bad}' has label values [7] outside the 6 classes")
     assert "Caught ValueError" not in out and out.count("label values [7]") == 1
     assert "Original Traceback" in run_log(tmp_path)  # the worker's traceback is kept in the log
+
+
+def test_multirun_reports_each_failed_job_and_goes_on(tmp_path, capfd, monkeypatch):
+    """As Hydra does for any failed job, the sweep goes on; each job's block is shown, then one line."""
+    args = ["-m", *train_args(tmp_path / "data", "dataset.batch_size=0,-1")]
+    code, out = run_entry(train_main, args, tmp_path, capfd, monkeypatch)
+    assert_short_error(code, out, "dataset.batch_size=0: expected", "dataset.batch_size=-1: expected")
+    assert out.count("Error (config)") == 2 and "a job failed (ConfigError, shown above)" in out

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import CompactHydraException
+
 #: the package and scripts folders: a ValueError raised from a frame in here carries a message for a person
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _PROJECT_DIRS = (str(PROJECT_ROOT / "src") + os.sep, str(PROJECT_ROOT / "scripts") + os.sep)
@@ -289,9 +291,25 @@ def report(exc: BaseException, file: Any = None) -> bool:
     return True
 
 
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
+class ReportedError(CompactHydraException):
+    """A user error already shown as a block: Hydra prints a compact exception's message only."""
+
+
 def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a `@hydra.main` function (put it under `@hydra.main`): a user error becomes the block and exit
-    code 1; any other error is logged to the run log and raised on to Hydra, which prints its traceback once."""
+    code 1 (in a multirun: the block, then the sweep goes on and ends with exit code 1, as Hydra does for any
+    failed job); any other error is logged to the run log and raised on to Hydra, which prints its traceback
+    once."""
 
     @functools.wraps(task)
     def wrap(*args: Any, **kwargs: Any) -> Any:
@@ -300,9 +318,12 @@ def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         except (SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if report(exc):
-                raise SystemExit(1) from None
-            raise
+            if not report(exc):
+                raise
+            if _in_multirun():
+                # Hydra records the failed job and goes on with the sweep; at its end it prints this one line
+                raise ReportedError(f"a job failed ({type(exc).__name__}, shown above)") from None
+            raise SystemExit(1) from None
 
     return wrap
 
