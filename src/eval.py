@@ -145,7 +145,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loader = DataLoader(
         dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=seg_collate
     )
-    metric = SegMetrics(segmentor.num_classes, class_names=classes).to(device)
+    # the dataset config's ignore label (a checkpoint from before the key existed: SegDataModule's 255)
+    metric = SegMetrics(segmentor.num_classes, ignore_index=datamodule.ignore_index, class_names=classes).to(
+        device
+    )
     components = (ComponentStats(classes), ComponentStats(classes)) if cfg.get("components") else None
     desc = f"eval {cfg.split}" + (" (TTA)" if cfg.get("tta") else "")
     for batch in tqdm(loader, desc=desc, unit="batch"):

@@ -65,6 +65,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
         optimizer=instantiate(schedule.optimizer),
         scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
         class_names=datamodule.classes,
+        ignore_index=datamodule.ignore_index,  # the dataset config's: metrics skip what the losses skip
         paramwise=OmegaConf.to_container(schedule.paramwise, resolve=True)
         if schedule.get("paramwise")
         else None,

@@ -48,6 +48,7 @@ class LogValPredictions(Callback):
                 f"LogValPredictions: every_n_val={every_n_val}, num_samples={num_samples}; both must be >= 1"
             )
         self.every_n_val = every_n_val
+        self.ignore_index = 255  # set from the module (the dataset config's) when it logs
         self.num_samples = num_samples
         self.opacity = opacity
         self.dirpath = dirpath
@@ -64,6 +65,7 @@ class LogValPredictions(Callback):
         if not samples:
             return
         classes, palette = self._metainfo(trainer, pl_module)
+        self.ignore_index = int(getattr(pl_module, "ignore_index", 255))  # the dataset config's
         images, gts, preds = self.predict(pl_module, samples)
         names = [Path(s["metas"]["img_path"]).stem for s in samples]
         self.log_to(trainer, images, gts, preds, names, classes, palette)
@@ -107,7 +109,9 @@ class LogValPredictions(Callback):
         """Send the samples to every active logger, each through its own image API."""
         step = trainer.global_step
         panels = [
-            prediction_panel(im, pr, palette, classes, gt=gt, opacity=self.opacity)
+            prediction_panel(
+                im, pr, palette, classes, gt=gt, opacity=self.opacity, ignore_index=self.ignore_index
+            )
             for im, gt, pr in zip(images, gts, preds)
         ]
         picture = grid(panels, ncols=1)
@@ -117,7 +121,7 @@ class LogValPredictions(Callback):
                 logger.experiment.add_image(self.key, picture, global_step=step, dataformats="HWC")
                 wrote_image = True
             elif isinstance(logger, WandbLogger):
-                labels = {i: str(c) for i, c in enumerate(classes)} | {255: "ignore"}
+                labels = {i: str(c) for i, c in enumerate(classes)} | {self.ignore_index: "ignore"}
                 masks = [
                     {
                         "predictions": {"mask_data": pr, "class_labels": labels},

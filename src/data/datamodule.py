@@ -107,6 +107,7 @@ class SegDataModule(LightningDataModule):
         """A new dataset of `split` (its parts concatenated), with keyword `overrides` (e.g. `test_mode`)."""
         if split not in self.dataset_fns:
             raise ValueError(f"split='{split}': expected one of {sorted(self.dataset_fns)}")
+        overrides = {"ignore_index": self.ignore_index, **overrides}  # one ignore label: the dataset config's
         if self.label_map is not None:
             overrides = {"label_map": self.label_map, **overrides}
         parts = [fn(**overrides) for fn in self.dataset_fns[split]]

@@ -151,11 +151,13 @@ class BaseSegDataset(Dataset):
         """The index mask of one sample, checked: same size as its image, no label outside the classes."""
         mask = load_mask(path)
         if self.reduce_zero_label:
-            # MMSegmentation's uint8 arithmetic: 0 -> 255, k -> k - 1, and the old 255 (-> 254) back to 255.
-            mask = mask.astype(np.uint8, copy=True)
-            mask[mask == 0] = 255
-            mask = mask - 1
-            mask[mask == 254] = 255
+            # MMSegmentation's uint8 arithmetic: 0 -> ignore, k -> k - 1, and the old 255 stays ignored; the
+            # ignore label is this dataset's `ignore_index` (255 in MMSegmentation)
+            ignored = (mask == 0) | (mask == 255)
+            # uint8 kept where it can be: check_labels' fast label histogram
+            small = mask.dtype == np.uint8 and self.ignore_index <= 255
+            mask = mask.astype(np.uint8 if small else np.int64) - 1
+            mask[ignored] = self.ignore_index
         if self.label_map is not None:
             mask = self.label_map[mask]
         if image_hw is not None and tuple(mask.shape[:2]) != tuple(image_hw):

@@ -41,7 +41,8 @@ class CamVidDataset(BaseSegDataset):
         label_map: dict[int, int] | None = None,
         **kwargs: Any,
     ) -> None:
-        label_map = {self.VOID_LABEL: 255} if label_map is None else label_map
+        void_to = kwargs.get("ignore_index", 255)  # the dataset config's ignore label
+        label_map = {self.VOID_LABEL: void_to} if label_map is None else label_map
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, label_map=label_map, **kwargs)
 
 
