@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.callbacks.run_stats import peak_rss_bytes, reset_peak_rss
+from src.inference import resolve_device  # noqa: F401  (the library's, also scripts/benchmark.py's)
 from src.metrics import SegMetrics
 
 MIB = 1024**2
@@ -89,15 +90,6 @@ class BenchSettings:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
