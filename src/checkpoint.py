@@ -18,8 +18,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
-from src.module import CHECKPOINT_META_KEY
 from src.utils.errors import CheckpointError, DiskFullError, free_space, human_bytes, space_error
+
+#: the key of a checkpoint's metadata (resolved config, classes, palette), written by the LightningModule;
+#: defined here, with the loader, so that loading a model for inference does not import the LightningModule
+CHECKPOINT_META_KEY = "segkit"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
