@@ -348,3 +348,11 @@ def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[
         )
     model.load_state_dict(matched, strict=False)
     return report
+
+
+def last_checkpoint(trainer: Any) -> str | None:
+    """The `last.ckpt` path of a Lightning Trainer's first checkpoint callback that saved one, else None."""
+    for cb in trainer.checkpoint_callbacks:
+        if getattr(cb, "last_model_path", ""):
+            return cb.last_model_path
+    return None
