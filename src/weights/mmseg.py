@@ -379,7 +379,7 @@ def dataset_meta(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
 def segkit_checkpoint(segmentor: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint of this project (what `src.checkpoint.read_checkpoint` reads): the weights under the
     LightningModule's `segmentor.` prefix and the metadata (`segkit`: config, classes, palette, source)."""
-    from src.module import CHECKPOINT_META_KEY
+    from src.checkpoint import CHECKPOINT_META_KEY
 
     state = {f"segmentor.{k}": v.detach().clone() for k, v in segmentor.state_dict().items()}
     return {"state_dict": state, CHECKPOINT_META_KEY: dict(meta)}
