@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, InstantiationException
 
 #: the package and scripts folders: a ValueError raised from a frame in here carries a message for a person
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +203,7 @@ def describe(exc: BaseException) -> Described | None:
     if isinstance(exc, OmegaConfBaseException):
         return Described("config", str(exc).strip(), _DEFAULT_HINTS["config"])
     cause = exc.__cause__
-    if type(exc).__name__ == "InstantiationException" and cause is not None:
+    if isinstance(exc, InstantiationException) and cause is not None:
         inner = describe(cause)  # Hydra's wrapper around an error raised while building a `_target_`
         return inner
     if isinstance(exc, (ValueError, KeyError)) and _raised_in_project(exc):
