@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     num_classes = int(cfg.model.decode_head.num_classes)
     stand_in = SimpleNamespace(
-        classes=[str(i) for i in range(num_classes)], palette=[[0, 0, 0]] * num_classes
+        classes=[str(i) for i in range(num_classes)],
+        palette=[[0, 0, 0]] * num_classes,
+        ignore_index=int(cfg.dataset.get("ignore_index", 255)),
     )
     module = build_module(cfg, stand_in)
     settings = bench.BenchSettings(
@@ -220,7 +222,9 @@ def precision_sweep(
 
     num_classes = settings.num_classes
     stand_in = SimpleNamespace(
-        classes=[str(i) for i in range(num_classes)], palette=[[0, 0, 0]] * num_classes
+        classes=[str(i) for i in range(num_classes)],
+        palette=[[0, 0, 0]] * num_classes,
+        ignore_index=int(cfg.dataset.get("ignore_index", 255)),
     )
     timer_len = settings.warmup + settings.steps + 1
     loader = bench.batch_loader(

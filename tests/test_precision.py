@@ -139,7 +139,7 @@ def test_the_choice_and_its_reason_reach_the_run_record(make_train_cfg, machine)
 def test_build_module_reads_channels_last_auto_as_the_precision_says(make_train_cfg):
     from src.train import build_module
 
-    classes = SimpleNamespace(classes=[str(i) for i in range(6)], palette=[[0, 0, 0]] * 6)
+    classes = SimpleNamespace(classes=[str(i) for i in range(6)], palette=[[0, 0, 0]] * 6, ignore_index=255)
     assert build_module(make_train_cfg(), classes).channels_last is False  # 32-true
     assert build_module(make_train_cfg("runtime.precision=bf16-mixed"), classes).channels_last is True
     assert build_module(make_train_cfg("runtime.channels_last=true"), classes).channels_last is True
