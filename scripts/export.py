@@ -35,8 +35,9 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from src.checkpoint import load_segmentor  # noqa: E402
 from src.data.io import load_image  # noqa: E402
 from src.data.transforms import build_pipeline  # noqa: E402
-from src.eval import build_datamodule, resolve_device  # noqa: E402
+from src.eval import build_datamodule  # noqa: E402
 from src.export import FORMATS, export_model, load_exported, parity_check  # noqa: E402
+from src.inference import resolve_device  # noqa: E402
 from src.utils import resolvers  # noqa: E402,F401
 from src.utils.errors import report_errors  # noqa: E402
 from src.utils.task import extras  # noqa: E402

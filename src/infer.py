@@ -14,8 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from src.eval import resolve_device
-from src.inference import VIDEO_SUFFIXES, Segmenter, is_video
+from src.inference import VIDEO_SUFFIXES, Segmenter, is_video, resolve_device
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import INFER_RULES, check_config
 from src.utils.errors import report_errors

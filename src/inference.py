@@ -27,6 +27,7 @@ from src.checkpoint import load_segmentor
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.visualization import overlay, prediction_panel, with_legend
+from src.writers import write_mask, write_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -41,6 +42,19 @@ def is_video(path: str | Path) -> bool:
 BACKENDS = ("auto", "torch", "onnxruntime", "torch_export", "torchscript")
 # an exported file's backend by its suffix (scripts/export.py writes them, src/export.py runs them)
 EXPORTED_SUFFIXES = {".onnx": "onnxruntime", ".pt2": "torch_export", ".torchscript": "torchscript"}
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """`auto` -> CUDA when there is one, else CPU; a named CUDA device on a machine without CUDA is an error
+    here, not at the first tensor moved."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={name}: CUDA is not available on this machine; use device=cpu or device=auto"
+        )
+    return device
 
 
 def resolve_backend(path: str | Path, backend: str = "auto") -> str:
@@ -346,15 +360,9 @@ class Segmenter:
 
     @staticmethod
     def save(out_dir: Path, name: str, mask: np.ndarray, vis: np.ndarray | None) -> dict[str, str]:
-        pred_path = out_dir / "pred" / f"{name}.png"
-        pred_path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(pred_path), mask)
-        paths = {"pred": str(pred_path)}
+        paths = {"pred": str(write_mask(out_dir / "pred" / f"{name}.png", mask))}
         if vis is not None:
-            vis_path = out_dir / "vis" / f"{name}.png"
-            vis_path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(vis_path), cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
-            paths["vis"] = str(vis_path)
+            paths["vis"] = str(write_rgb(out_dir / "vis" / f"{name}.png", vis))
         return paths
 
 

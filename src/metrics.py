@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["PER_CLASS_KEYS", "SCALAR_KEYS", "SegMetrics"]
+__all__ = ["PER_CLASS_KEYS", "SCALAR_KEYS", "SegMetrics", "percent"]
 
 #: Keys of ``SegMetrics.compute()`` holding one value per class (shape ``[C]``).
 PER_CLASS_KEYS: tuple[str, ...] = ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall")
@@ -41,6 +41,12 @@ PER_CLASS_KEYS: tuple[str, ...] = ("IoU", "Acc", "Dice", "Fscore", "Precision", 
 SCALAR_KEYS: tuple[str, ...] = ("aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall")
 
 _MAX_REPORTED_VALUES = 20
+
+
+def percent(value: float | None) -> str:
+    """A metric (a fraction) in percent with two decimals, as every table shows it; NaN (a class absent from
+    labels and predictions) and None as '-'."""
+    return "-" if value is None or value != value else f"{100 * value:.2f}"
 
 
 def _format_values(values: Tensor) -> str:
@@ -272,6 +278,21 @@ class SegMetrics(Metric):
             row.update({k: float(columns[k][i]) for k in PER_CLASS_KEYS})
             rows.append(row)
         return rows
+
+    def report(self) -> dict[str, Any]:
+        """Everything the tables and files show: `summary` (floats), `per_class` (rows) and `confusion_matrix`
+        (a CPU `[C, C]` tensor: rows ground truth, columns prediction). Under DDP the counts are summed over the
+        ranks (a collective: call it on every rank)."""
+        results = self.compute()
+        # compute() restores each rank's own counts afterwards: sum them again for the matrix (a no-op on one
+        # process)
+        with self.sync_context():
+            confmat = self.confmat.detach().cpu().clone()
+        return {
+            "summary": self.summary(results),
+            "per_class": self.per_class_table(results),
+            "confusion_matrix": confmat,
+        }
 
     def summary(self, results: dict[str, Tensor] | None = None) -> dict[str, float]:
         """The ``SCALAR_KEYS`` (aAcc and the class means) as Python floats."""

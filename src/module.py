@@ -10,7 +10,8 @@ checkpointing are the Trainer's (`conf/runtime/`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,18 +20,30 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
+from src.checkpoint import CHECKPOINT_META_KEY
 from src.metrics import SegMetrics
 from src.optim import build_param_groups
 from src.schedulers import build_lr_scheduler
 from src.utils.rich_utils import print_metrics_table
 
-CHECKPOINT_META_KEY = "segkit"
+__all__ = ["CHECKPOINT_META_KEY", "SegmentationModule", "quiet_epoch_sync_advice"]
 
-# Validation and test metrics are reduced over DDP ranks by torchmetrics (one summed confusion matrix) before
-# they are logged; Lightning's advice to also log them with sync_dist=True (one all-reduce per key) does not apply.
-warnings.filterwarnings(
-    "ignore", message=r".*when logging on epoch level in distributed setting", category=PossibleUserWarning
-)
+
+@contextmanager
+def quiet_epoch_sync_advice() -> Iterator[None]:
+    """Silence, inside the block only, Lightning's advice to log epoch metrics with `sync_dist=True` under DDP.
+
+    Validation and test metrics are reduced over DDP ranks by torchmetrics (one summed confusion matrix) before
+    they are logged; the advice (one all-reduce per logged key) does not apply. Lightning gives it when it reads
+    the logged values at the epoch's end, outside the module's hooks, so `src.train` wraps `fit`/`test` in this.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*when logging on epoch level in distributed setting",
+            category=PossibleUserWarning,
+        )
+        yield
 
 
 class SegmentationModule(LightningModule):
@@ -77,7 +90,6 @@ class SegmentationModule(LightningModule):
         self.val_metrics = SegMetrics(n, ignore_index=ignore_index, class_names=class_names)
         self.test_metrics = SegMetrics(n, ignore_index=ignore_index, class_names=class_names)
         self.checkpoint_meta: dict[str, Any] = {}
-        self.test_results: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -144,31 +156,30 @@ class SegmentationModule(LightningModule):
         self._eval_step(batch, self.test_metrics)
 
     def _log_metrics(self, metric: SegMetrics, prefix: str) -> dict[str, Any]:
-        results = metric.compute()
-        summary = metric.summary(results)
-        rows = metric.per_class_table(results)
+        report = metric.report()  # a collective under DDP: every rank computes it
+        summary, rows = report["summary"], report["per_class"]
         logged: dict[str, float] = {f"{prefix}/{k}": v for k, v in summary.items()}
         for row in rows:
             for key in ("IoU", "Acc", "Dice"):
                 logged[f"{prefix}/{key}/{row['class']}"] = row[key]
         # The metric state is already reduced over ranks by torchmetrics: no second sync here.
         self.log_dict(logged, sync_dist=False, rank_zero_only=False)
-        # compute() restores each rank's own counts afterwards: sum them again for the matrix (a [C, C] tensor,
-        # a no-op on one process); the test report (src/callbacks/test_report.py) logs it
-        with metric.sync_context():
-            confmat = metric.confmat.detach().cpu().clone()
-        metric.reset()
-        return {"summary": summary, "per_class": rows, "confusion_matrix": confmat}
+        return report
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             self.val_metrics.reset()
             return
         self._log_metrics(self.val_metrics, "val")
+        self.val_metrics.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._log_metrics(self.test_metrics, "test")
-        _print_table(self.test_results, "test")
+        # the test metric keeps its counts until the next test: the test report (src/callbacks/test_report.py)
+        # reads them from `test_metrics` when the test ends
+        _print_table(self._log_metrics(self.test_metrics, "test"), "test")
 
     # ------------------------------------------------------------ optimisers
     def configure_optimizers(self) -> dict[str, Any]:

@@ -34,13 +34,14 @@ from src.callbacks.run_stats import RunStats
 from src.checkpoint import (
     AtomicCheckpointIO,
     check_same_model,
+    last_checkpoint,
     load_matching_weights,
     newest_loadable_checkpoint,
     read_checkpoint,
     remove_stale_tmp,
 )
 from src.loggers import log_config
-from src.module import SegmentationModule
+from src.module import SegmentationModule, quiet_epoch_sync_advice
 from src.results import build_run_record, write_run_record
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
 from src.utils.config_check import check_config
@@ -186,7 +187,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            with quiet_epoch_sync_advice():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         train_time = time.perf_counter() - started
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
@@ -196,7 +198,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 ckpt = _best_path(trainer)
                 if not ckpt:
                     log.warning("No best checkpoint was saved; testing the current weights.")
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
+            elif ckpt is None and not cfg.get("train", True):
+                ckpt = ckpt_path  # train=false ckpt_path=<file>: test that checkpoint (none: the new weights)
+            with quiet_epoch_sync_advice():
+                trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
             metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
     except SIGTERMException:
         log.warning(
@@ -204,7 +209,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "continue with the same command and resume=true"
         )
         sys.exit(PREEMPTED_EXIT_CODE)
-    last = _last_path(trainer)
+    last = last_checkpoint(trainer)
     if last:
         log.info(f"Last checkpoint: {last}")
         log.info(f"Evaluate it with: python -m src.eval ckpt_path={last}")
@@ -229,13 +234,6 @@ def _load_weights(module: SegmentationModule, path: str) -> None:
         log.info(f"  not in the checkpoint, kept the new initialisation: {report['missing']}")
     if report["unexpected"]:
         log.info(f"  not in the model, ignored: {report['unexpected']}")
-
-
-def _last_path(trainer: L.Trainer) -> str | None:
-    for cb in trainer.checkpoint_callbacks:
-        if getattr(cb, "last_model_path", ""):
-            return cb.last_model_path
-    return None
 
 
 def _best_path(trainer: L.Trainer) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -35,6 +37,8 @@ TINY_TRAIN = [
     "logger=csv",
     "print_config=false",
 ]
+# the smallest config model (timm's resnet10t under the default FCN head): trains a step in about a second
+SMALL_MODEL = ["model.backbone.model_name=resnet10t"]
 
 
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -68,3 +72,29 @@ def make_train_cfg(tmp_path: Path, data_dir: Path):
 
     yield make
     GlobalHydra.instance().clear()
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished `src.train` run (2 steps of the small model on the tiny shapes data), shared read-only."""
+
+    overrides: list[str]  # its training overrides (data folder included): compose again to test or resume it
+    ckpt: Path  # its last checkpoint
+    data_root: Path  # the shapes dataset: img_dir/{train,val,test}, ann_dir/...
+    metrics: dict[str, Any]  # what train() returned
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """One real training run per test session, for the tests that need a trained checkpoint and its run."""
+    from src.train import train
+
+    root = tmp_path_factory.mktemp("trained_run")
+    steps = ["schedule.max_steps=2", "schedule.val_interval=2", "schedule.ckpt_interval=2"]
+    overrides = [*TINY_TRAIN, f"paths.data_dir={root / 'data'}", *SMALL_MODEL, *steps]
+    cfg = compose_cfg("train", overrides, root / "run")
+    try:
+        metrics = train(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    return TrainedRun(overrides, Path(metrics["ckpt_path"]), Path(cfg.dataset.data_root), metrics)

@@ -14,8 +14,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 from src.components import component_areas
 from src.data.io import load_image, load_mask
-from src.eval import evaluate, to_label_ids
+from src.eval import evaluate
 from src.inference import Segmenter
+from src.writers import to_label_ids
 from tests.conftest import compose_cfg
 from tests.tiny_checkpoint import TinyRun, make_tiny_run, write_checkpoint
 

@@ -7,8 +7,11 @@ metric; this callback adds what a scalar cannot hold, each logger through its ow
   image (`test/confusion_matrix`) and as wandb's interactive confusion-matrix chart (`test/confusion_matrix_chart`);
 - TensorBoard: the per-class table as Markdown text and the confusion matrix as an image, under the same keys;
 - always (what a CSV run has), files in `<run dir>/test/`: `metrics.json`, `per_class.csv`, `per_class.md`,
-  `confusion_matrix.json`, `confusion_matrix.png`, written by `src.eval`'s own helpers (the same files
+  `confusion_matrix.json`, `confusion_matrix.png`, written by `src.writers` (the same files
   `python -m src.eval` writes for a checkpoint).
+
+The results are the module's test metric (`pl_module.test_metrics`, a `SegMetrics`), which keeps its counts
+from the end of the test until the next one starts.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import Any
 import numpy as np
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from omegaconf import OmegaConf
 
-from src.metrics import PER_CLASS_KEYS
+from src.checkpoint import last_checkpoint
+from src.metrics import PER_CLASS_KEYS, SegMetrics
 from src.utils.logging import get_logger
+from src.writers import markdown_table, save_confusion_matrix, save_metrics
 
 log = get_logger(__name__)
 
@@ -39,15 +43,19 @@ class LogTestReport(Callback):
         self.key = key
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        results = getattr(pl_module, "test_results", None) or {}
-        if not trainer.is_global_zero or not results.get("per_class"):
+        metric = getattr(pl_module, "test_metrics", None)
+        if not isinstance(metric, SegMetrics) or not metric.update_called:
+            return
+        results = metric.report()  # on every rank (a collective under DDP), written by rank zero
+        if not trainer.is_global_zero:
             return
         rows, summary = results["per_class"], results["summary"]
         classes = [str(r["class"]) for r in rows]
-        confmat = results.get("confusion_matrix")
-        confmat = None if confmat is None else np.asarray(confmat)
+        confmat = np.asarray(results["confusion_matrix"])
         out = Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "test"
-        self.save_files(out, rows, summary, confmat, classes, trainer.ckpt_path or _last_checkpoint(trainer))
+        # the tested checkpoint: trainer.test's ckpt_path, else the run's last one, else none (train=false
+        # without a checkpoint tests the weights in memory)
+        self.save_files(out, rows, summary, confmat, classes, trainer.ckpt_path or last_checkpoint(trainer))
         picture = _confusion_picture(confmat, classes) if confmat is not None else None
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -65,10 +73,8 @@ class LogTestReport(Callback):
         classes: list[str],
         ckpt_path: str | None,
     ) -> None:
-        from src.eval import save_confusion_matrix, save_results  # the eval entry point's own writers
-
-        meta = OmegaConf.create({"ckpt_path": ckpt_path, "split": "test", "tta": False})
-        save_results(out, rows, summary, meta)
+        info = {"ckpt_path": None if ckpt_path is None else str(ckpt_path), "backend": "torch"}
+        save_metrics(out, rows, summary, info | {"split": "test", "tta": False})
         if confmat is not None:
             save_confusion_matrix(out, confmat, classes)
 
@@ -127,19 +133,6 @@ class LogTestReport(Callback):
         writer.flush()
 
 
-def markdown_table(rows: list[dict[str, Any]], summary: dict[str, float]) -> str:
-    """Per-class metrics in percent as a Markdown table, the class means below it (NaN shown as '-')."""
-    keys = [k for k in PER_CLASS_KEYS if k in rows[0]]
-    lines = ["| class | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += ["| " + " | ".join([str(r["class"])] + [_pct(r[k]) for k in keys]) + " |" for r in rows]
-    lines += ["", " | ".join(f"{k}: {_pct(v)}" for k, v in summary.items())]
-    return "\n".join(lines)
-
-
-def _pct(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}"
-
-
 def _finite(value: float) -> float | None:
     """NaN (a class absent from labels and predictions) as None: JSON, and so wandb tables, have no NaN."""
     return None if value is None or math.isnan(value) else float(value)
@@ -150,9 +143,3 @@ def _confusion_picture(confmat: np.ndarray, classes: list[str]) -> np.ndarray:
 
     return plot_confusion_matrix(confmat, classes)
 
-
-def _last_checkpoint(trainer: Trainer) -> str | None:
-    for cb in trainer.checkpoint_callbacks:
-        if getattr(cb, "last_model_path", ""):
-            return cb.last_model_path
-    return None

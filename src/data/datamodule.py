@@ -15,6 +15,7 @@ import cv2
 import torch
 from lightning import LightningDataModule
 from lightning.fabric.utilities.seed import pl_worker_init_function
+from omegaconf import ListConfig
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
 
 from src.data.datasets.base import BaseSegDataset, seg_collate
@@ -158,7 +159,7 @@ def seed_worker(worker_id: int) -> None:
 
 
 def _as_list(fn: DatasetFn | list[DatasetFn]) -> list[DatasetFn]:
-    return list(fn) if isinstance(fn, (list, tuple)) or type(fn).__name__ == "ListConfig" else [fn]
+    return list(fn) if isinstance(fn, (list, tuple, ListConfig)) else [fn]
 
 
 def _metainfo(dataset_fn: DatasetFn) -> dict[str, list]:

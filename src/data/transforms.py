@@ -34,6 +34,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+from omegaconf import ListConfig
 
 from src.data.io import label_counts
 
@@ -358,7 +359,7 @@ def build_pipeline(spec: Any, fuse: bool = True) -> Callable[..., dict] | None:
         return None
     if isinstance(spec, A.BaseCompose):
         return spec
-    if (isinstance(spec, Sequence) and not isinstance(spec, str)) or type(spec).__name__ == "ListConfig":
+    if (isinstance(spec, Sequence) and not isinstance(spec, str)) or isinstance(spec, ListConfig):
         items = list(spec)
         for i, t in enumerate(items):
             if not callable(t):

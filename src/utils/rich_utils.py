@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
+
+from src.metrics import percent
 
 CONFIG_ORDER = ("model", "dataset", "schedule", "runtime", "logger", "paths")
 
@@ -31,10 +32,6 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolv
             rich.print(tree, file=f)
 
 
-def _pct(value: float) -> str:
-    return "nan" if value is None or math.isnan(value) else f"{100 * value:.2f}"
-
-
 def metrics_table(
     rows: Sequence[Mapping[str, Any]],
     summary: Mapping[str, float],
@@ -48,12 +45,12 @@ def metrics_table(
     for key in keys:
         table.add_column(key, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(str(row["class"]), *[_pct(row[k]) for k in keys])
+        table.add_row(str(row["class"]), *[percent(row[k]) for k in keys])
     means = {"IoU": "mIoU", "Acc": "mAcc", "Dice": "mDice", "Fscore": "mFscore"}
     means |= {"Precision": "mPrecision", "Recall": "mRecall"}
     table.add_section()
-    table.add_row("mean", *[_pct(summary.get(means[k], float("nan"))) for k in keys], style="bold")
-    table.caption = f"aAcc {_pct(summary.get('aAcc', float('nan')))} %"
+    table.add_row("mean", *[percent(summary.get(means[k], float("nan"))) for k in keys], style="bold")
+    table.caption = f"aAcc {percent(summary.get('aAcc', float('nan')))} %"
     return table
 
 

@@ -38,6 +38,8 @@ class BaseSegDataset(Dataset):
     test_mode: the pipeline transforms the image only; the mask stays at the original resolution, where
         MMSegmentation scores predictions.
     ignore_index: label that is ignored in losses and metrics.
+    with_masks: False lists the images alone (`samples` pair them with None), for a test set without labels
+        (`src.eval format_only=true`); such a dataset cannot be indexed.
     """
 
     METAINFO: ClassVar[dict[str, Any]] = {"classes": None, "palette": None}
@@ -61,8 +63,10 @@ class BaseSegDataset(Dataset):
         pipeline: Callable[..., dict] | None = None,
         test_mode: bool = False,
         ignore_index: int = 255,
+        with_masks: bool = True,
     ) -> None:
         self.data_root = Path(data_root)
+        self.with_masks = with_masks
         self.img_dir = self.data_root / img_dir
         self.ann_dir = self.data_root / ann_dir
         self.img_suffix = img_suffix
@@ -108,7 +112,7 @@ class BaseSegDataset(Dataset):
         path = Path(path)
         return path if path.is_absolute() else self.data_root / path
 
-    def _scan(self) -> list[tuple[Path, Path]]:
+    def _scan(self) -> list[tuple[Path, Path | None]]:
         if not self.img_dir.is_dir():
             raise FileNotFoundError(
                 f"{type(self).__name__}: image folder '{self.img_dir}' does not exist "
@@ -136,6 +140,9 @@ class BaseSegDataset(Dataset):
                 raise FileNotFoundError(
                     f"{type(self).__name__}: image '{img}' (listed in '{self.split}') is missing"
                 )
+            if not self.with_masks:
+                samples.append((img, None))
+                continue
             if not ann.is_file():
                 raise FileNotFoundError(
                     f"{type(self).__name__}: mask '{ann}' for image '{img}' is missing "
@@ -188,7 +195,7 @@ class BaseSegDataset(Dataset):
         """Refuse 0/255 masks when the dataset is built (setup, check_dataset.py), not at the first batch in a
         loader worker: the first mask tells, as such masks come in whole folders. Every mask is checked again
         when it is loaded."""
-        if not self.samples or self.label_map is not None or self.reduce_zero_label:
+        if not self.samples or not self.with_masks or self.label_map is not None or self.reduce_zero_label:
             return
         path = self.samples[0][1]
         try:
