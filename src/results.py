@@ -13,7 +13,6 @@ memory and the test speed of `src.callbacks.run_stats.RunStats`). `collect` read
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -248,12 +247,10 @@ def markdown_table(rows: list[dict[str, Any]], split: str = "test", common: Sequ
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """The table's rows as CSV (`src.writers.write_csv`, the one CSV writer)."""
+    from src.writers import write_csv as _write_csv  # lazily: it brings OpenCV and the plotting along
+
+    _write_csv(path, rows)
 
 
 def _num(value: float | None) -> str:
