@@ -99,12 +99,18 @@ def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size: Any) -> torch.T
 @contextlib.contextmanager
 def exportable_pooling() -> Iterator[None]:
     """Within the block, `F.adaptive_avg_pool2d` (used by `nn.AdaptiveAvgPool2d` and `F.interpolate(mode="area")`)
-    is `adaptive_avg_pool2d_exportable`; restored afterwards."""
+    is `adaptive_avg_pool2d_exportable`; what was there before is restored afterwards, also on error (nested
+    blocks keep the outer one's).
+
+    A swap of the function, not of the model's modules: `F.interpolate(mode="area")` (smp's PSPNet takes it on
+    its export path) looks `adaptive_avg_pool2d` up in `torch.nn.functional` itself, which no module replacement
+    reaches. It lasts one export call; not thread-safe (do not predict in another thread during an export)."""
+    saved = F.adaptive_avg_pool2d
     F.adaptive_avg_pool2d = adaptive_avg_pool2d_exportable
     try:
         yield
     finally:
-        F.adaptive_avg_pool2d = _adaptive_avg_pool2d
+        F.adaptive_avg_pool2d = saved
 
 
 # ----------------------------------------------------------------------------------------------- export

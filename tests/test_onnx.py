@@ -69,6 +69,13 @@ def test_exportable_adaptive_pooling_equals_pytorchs():
         pooled = nn.AdaptiveAvgPool2d(3)(x)
         area = F.interpolate(x, size=(2, 4), mode="area")
     assert F.adaptive_avg_pool2d is not adaptive_avg_pool2d_exportable
+    original = F.adaptive_avg_pool2d
+    with pytest.raises(RuntimeError), exportable_pooling():
+        with exportable_pooling():  # a nested block leaves the outer one's swap in place
+            pass
+        assert F.adaptive_avg_pool2d is adaptive_avg_pool2d_exportable
+        raise RuntimeError("an export that fails")
+    assert F.adaptive_avg_pool2d is original  # restored on error too
     torch.testing.assert_close(pooled, F.adaptive_avg_pool2d(x, 3))
     torch.testing.assert_close(area, F.adaptive_avg_pool2d(x, (2, 4)))
 
