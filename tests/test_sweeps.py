@@ -259,6 +259,20 @@ def test_ddp_ranks_of_a_multirun_job_run_that_job_in_its_folder(tmp_path):
     assert cfg.model.name == "pspnet_r18-d8"
 
 
+def test_lightning_private_launcher_hook_is_where_install_expects_it():
+    """`hydra_ddp.install` replaces a private Lightning function (Lightning-AI/pytorch-lightning#15689): this
+    fails when a Lightning upgrade renames it, changes its arguments or stops calling it by name."""
+    import inspect
+
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    original = hydra_ddp._lightning_cmd or subprocess_script._hydra_subprocess_cmd
+    assert list(inspect.signature(original).parameters) == ["local_rank"]
+    assert list(inspect.signature(hydra_ddp.hydra_subprocess_cmd).parameters) == ["local_rank"]
+    caller = inspect.getsource(subprocess_script._SubprocessScriptLauncher._call_children_scripts)
+    assert "_hydra_subprocess_cmd(" in caller  # looked up in the module's namespace, where install() puts ours
+
+
 def test_ddp_job_scope_gives_back_the_launcher_environment(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("MASTER_PORT", "1234")
