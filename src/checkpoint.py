@@ -18,7 +18,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
-from src.utils.errors import CheckpointError, DiskFullError, free_space, human_bytes, space_error
+from src.utils.errors import (
+    CheckpointError,
+    DiskFullError,
+    MissingFileError,
+    free_space,
+    human_bytes,
+    space_error,
+)
 
 #: the key of a checkpoint's metadata (resolved config, classes, palette), written by the LightningModule;
 #: defined here, with the loader, so that loading a model for inference does not import the LightningModule
@@ -88,7 +95,7 @@ def _load_tensors(path: Path, key: str, unreadable: str) -> Any:
     """`torch.load` of a file of tensors and plain containers (weights_only), on the CPU; errors name the config
     `key` that gave the path when it is missing, and start with `unreadable` when it cannot be loaded."""
     if not path.is_file():
-        raise CheckpointError(
+        raise MissingFileError(
             f"{key}: no such checkpoint file '{path}'",
             hint="check the path (a relative path is taken from the folder the command was started in)",
         )
@@ -301,7 +308,7 @@ def newest_loadable_checkpoint(
             ckpt = read_checkpoint(path, key="resume")
             if model_cfg is not None:
                 check_same_model(ckpt, model_cfg, path, key="resume")
-        except CheckpointError as err:
+        except (CheckpointError, MissingFileError) as err:  # missing: removed since the listing
             skipped.append((path, str(err)))
             continue
         return path, skipped

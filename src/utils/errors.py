@@ -71,6 +71,12 @@ class CheckpointError(UserError, ValueError):
     kind = "checkpoint"
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (still a `FileNotFoundError` for callers)."""
+
+    kind = "file"
+
+
 class DiskFullError(UserError, OSError):
     kind = "disk"
 
