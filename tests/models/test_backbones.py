@@ -75,12 +75,11 @@ def test_explicit_out_indices_still_work():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda s: TimmBackbone("resnet18c", output_stride=s),
-        lambda s: TimmBackbone("resnet50c", output_stride=s),
+        lambda s: TimmBackbone("resnet18c", output_stride=s),  # ResNet-50's dilations: test_model_zoo.py
         lambda s: TimmBackbone("convnext_atto", output_stride=s),
         lambda s: ConvNeXtBackbone("convnext_atto", output_stride=s),
     ],
-    ids=["resnet18c", "resnet50c", "convnext_atto", "ConvNeXtBackbone"],
+    ids=["resnet18c", "convnext_atto", "ConvNeXtBackbone"],
 )
 @pytest.mark.parametrize("stride", [8, 16])
 def test_dilated_output_strides(make, stride):
