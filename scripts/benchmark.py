@@ -290,11 +290,13 @@ def precision_sweep(
         f"\n{name}: batch {settings.batch_size}, crop {settings.crop_size[0]}x{settings.crop_size[1]}, "
         f"bare training loop, median of {settings.repeats}; {env.get('gpu') or env['cpu']}, {env['threads']} threads"
     )
-    print(f"{'precision':<12} {'channels_last':>13} {'s/step':>8} {'img/s':>7} {'vs 32-true':>10}")
+    print(
+        f"{'precision':<12} {'channels_last':>13} {'s/step':>8} {'CPU s/step':>10} {'img/s':>7} {'vs 32-true':>10}"
+    )
     for row in rows:
         print(
             f"{row['precision']:<12} {str(row['channels_last']).lower():>13} {row['s_per_step']:>8.3f} "
-            f"{row['images_per_s']:>7.2f} {row['speed_vs_fp32']:>9.2f}x"
+            f"{row['cpu_s_per_step']:>10.3f} {row['images_per_s']:>7.2f} {row['speed_vs_fp32']:>9.2f}x"
         )
     print(f"runtime.precision=auto picks here: {report['precision_auto']}")
     out = args.out or ROOT / "logs" / "benchmark" / f"{name}_precision_sweep_{device.type}.json"
