@@ -89,12 +89,18 @@ def layer_decay_groups(
             f"schedule.paramwise.layer_decay: the backbone {type(backbone).__name__} does not number its layers "
             "(no layer_id method); MMSegmentation uses layer decay with ConvNeXt (model/backbone=convnext_tiny)"
         )
+    own = getattr(backbone, "num_layers", num_layers)
+    if own != num_layers:
+        raise ValueError(
+            f"schedule.paramwise.layer_decay.num_layers={num_layers}, but the backbone {type(backbone).__name__} "
+            f"({getattr(backbone, 'model_name', '')}) counts {own} layers: set num_layers: {own}"
+        )
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if name.startswith("backbone."):
-            layer = int(layer_id(name[len("backbone.") :], num_layers=num_layers, decay_type=decay_type))
+            layer = int(layer_id(name[len("backbone.") :], decay_type=decay_type))
         else:
             layer = num_layers + 1  # heads and necks: the last layer, the base LR
         no_decay = param.ndim == 1 or name.endswith(".bias")

@@ -36,9 +36,11 @@ class StagedBackbone(nn.Sequential):
     """A backbone that numbers its parameters as MMSegmentation's stage-wise ConvNeXt rule: the stem is layer 0,
     stage i is layer i + 1 (here: the Sequential's index), anything else the heads' layer."""
 
-    def layer_id(self, name: str, num_layers: int, decay_type: str) -> int:
+    num_layers = 6
+
+    def layer_id(self, name: str, decay_type: str = "stage_wise") -> int:
         index = int(name.split(".")[0])
-        return 0 if index == 0 else index if index < 4 else num_layers + 1
+        return 0 if index == 0 else index if index < 4 else self.num_layers + 1
 
 
 class TinyStaged(Tiny):
@@ -72,6 +74,8 @@ def test_layer_decay_needs_a_backbone_that_numbers_its_layers():
         build_param_groups(Tiny(), lr=1e-4, paramwise=paramwise)
     with pytest.raises(ValueError, match="decay_type"):
         build_param_groups(TinyStaged(), lr=1e-4, paramwise={"layer_decay": {"decay_rate": 0.9}})
+    with pytest.raises(ValueError, match="num_layers: 6"):
+        build_param_groups(TinyStaged(), lr=1e-4, paramwise={"layer_decay": {"decay_rate": 0.9, "num_layers": 12}})
 
 
 def _by_name(groups):
