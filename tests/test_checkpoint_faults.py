@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import hydra
@@ -20,13 +22,13 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from src.checkpoint import read_checkpoint, remove_stale_tmp
+from src.checkpoint import newest_checkpoint, read_checkpoint, remove_stale_tmp
 from src.eval import main as eval_main
 from src.train import main as train_main
 from src.train import train
 from src.utils.errors import CheckpointError
-from tests.conftest import TINY_TRAIN, compose_cfg
-from tests.test_errors import SMALL_MODEL, assert_short_error, run_entry, train_args
+from tests.conftest import compose_cfg
+from tests.test_errors import assert_short_error, run_entry, train_args
 from tests.test_recipe import RecordSteps, with_callbacks
 from tests.tiny_checkpoint import TinyRun, make_tiny_run
 
@@ -83,46 +85,31 @@ def test_eval_of_a_truncated_checkpoint_is_one_block(truncated, tmp_path, capfd,
 
 
 # ----------------------------------------------------------------------------------------- resume
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real 2-step training run (Lightning checkpoints iter_1, iter_2, best, last); returns its logs root."""
-    root = tmp_path_factory.mktemp("faults")
-    cfg = compose_cfg("train", fault_run(root, "schedule.max_steps=2"), root / "logs/train/runs/faults/first")
-    train(cfg)
-    return root
-
-
-def fault_run(root: Path, *overrides: str) -> list[str]:
-    return [
-        *TINY_TRAIN,
-        *SMALL_MODEL,
-        f"paths.data_dir={root / 'data'}",
-        f"paths.log_dir={root / 'logs'}",
-        "run_name=faults",
-        "test=false",
-        "schedule.ckpt_interval=1",
-        *overrides,
-    ]
-
-
-def test_resume_skips_a_truncated_newest_checkpoint_and_resumes_the_previous(trained, tmp_path, caplog):
-    ckpts = trained / "logs/train/runs/faults/first/checkpoints"
+def test_resume_skips_a_truncated_newest_checkpoint_and_resumes_the_previous(trained_run, tmp_path, caplog):
+    """A copy of the session's 2-step run; its newest file, last.ckpt, cut as a crash mid-copy leaves it."""
+    ckpts = tmp_path / "runs" / "first" / "checkpoints"
+    shutil.copytree(trained_run.ckpt.parent, ckpts)
     last = ckpts / "last.ckpt"
-    good = last.read_bytes()
-    try:
-        last.write_bytes(good[:1000])
-        os.utime(last, (2e9, 2e9))  # the newest file
-        (ckpts / "iter_2.ckpt.4194305.tmp").write_bytes(b"left by a killed save")  # no such pid
-        cfg = compose_cfg("train", fault_run(trained, "resume=true", "schedule.max_steps=3"), tmp_path / "r")
-        RecordSteps.seen = []
-        with caplog.at_level(logging.INFO):
-            train(with_callbacks(cfg, "RecordSteps"))
-        assert RecordSteps.seen == [2]  # resumed at step 2 (not from scratch), trained step 3
-        assert f"resume=true: skipping {last}: the file is truncated" in caplog.text
-        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3  # written anew
-        assert not list(ckpts.glob("*.tmp")) and "left by an interrupted checkpoint save" in caplog.text
-    finally:
-        last.write_bytes(good)
+    last.write_bytes(last.read_bytes()[:1000])
+    for path in ckpts.iterdir():  # written a while ago, last.ckpt the newest
+        os.utime(path, (time.time() - (50 if path == last else 100),) * 2)
+    (ckpts / "iter_2.ckpt.4194305.tmp").write_bytes(b"left by a killed save")  # no such pid
+    overrides = [*trained_run.overrides, "resume=true", f"resume_dir={tmp_path / 'runs'}", "test=false"]
+    cfg = compose_cfg(
+        "train", [*overrides, "schedule.max_steps=3", "schedule.ckpt_interval=1"], tmp_path / "2nd"
+    )
+    RecordSteps.seen = []
+    with caplog.at_level(logging.INFO):
+        train(with_callbacks(cfg, "RecordSteps"))
+    assert RecordSteps.seen == [2]  # resumed at step 2 (not from scratch), trained step 3
+    assert f"resume=true: skipping {last}: the file is truncated" in caplog.text
+    # step 3 saved next to the resumed checkpoint, and the next resume=true finds it
+    newest = newest_checkpoint(tmp_path / "runs")
+    assert (
+        newest.parent == ckpts
+        and torch.load(newest, map_location="cpu", weights_only=True)["global_step"] == 3
+    )
+    assert not list(ckpts.glob("*.tmp")) and "left by an interrupted checkpoint save" in caplog.text
 
 
 # ----------------------------------------------------------------------------------------- faults

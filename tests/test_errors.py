@@ -34,12 +34,10 @@ from src.utils.errors import (
     unwrap_worker_message,
 )
 from src.utils.resolvers import iters, unique_dir
-from tests.conftest import TINY_TRAIN
+from tests.conftest import SMALL_MODEL, TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 40
-#: a smaller backbone than the default r18 (5 M parameters instead of 11 M): faster to build and save
-SMALL_MODEL = ["model.backbone.model_name=resnet10t"]
 
 
 def run_entry(
