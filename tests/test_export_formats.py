@@ -172,11 +172,19 @@ def test_export_script_refuses_an_output_of_another_format(tiny_run, tmp_path):
 
 
 # ------------------------------------------------------------------------ every family of conf/model (slow)
+# the families added after tests/test_onnx.py's list; upernet_swin-t is left out: its torch.export had not
+# finished after 17 minutes on the 2-core test machine (not known to fail, not known to work)
+NEWER = (
+    "upernet_r18",
+    "segformer_mit-b0",
+    "upernet_convnext-t",
+    "upernet_vit-s_dinov2",
+    "vit_vit-b16_mln_upernet",
+)
+
+
 def _families() -> list[str]:
-    extra = [
-        n for n in ("upernet_r18", "segformer_mit-b0") if (ROOT / "conf" / "model" / f"{n}.yaml").is_file()
-    ]
-    return [*FAMILIES, *extra]
+    return [*FAMILIES, *(n for n in NEWER if (ROOT / "conf" / "model" / f"{n}.yaml").is_file())]
 
 
 @pytest.mark.slow
