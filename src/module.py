@@ -16,17 +16,37 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from src.checkpoint import CHECKPOINT_META_KEY
 from src.metrics import SegMetrics
+from src.models.layers import convert_sync_batchnorm, revert_sync_batchnorm
 from src.optim import build_param_groups
 from src.schedulers import build_lr_scheduler
+from src.utils.logging import get_logger
 from src.utils.rich_utils import print_metrics_table
 
-__all__ = ["CHECKPOINT_META_KEY", "SegmentationModule", "quiet_epoch_sync_advice"]
+log = get_logger(__name__)
+
+__all__ = ["CHECKPOINT_META_KEY", "SegmentationModule", "TimmSyncBatchNorm", "quiet_epoch_sync_advice"]
+
+
+class TimmSyncBatchNorm(TorchSyncBatchNorm):
+    """Lightning's `sync_batchnorm=True` (runtime `sync_bn`) with timm's conversion.
+
+    Lightning converts with `nn.SyncBatchNorm.convert_sync_batchnorm`, which turns timm's norm + activation layers
+    (`BatchNormAct2d`, in every `conv_module` of the heads and necks) into plain SyncBatchNorm: their ReLU is kept
+    as a child module but no longer called. timm's `convert_sync_batchnorm` keeps it (`SyncBatchNormAct`).
+    `src.train` passes this plugin whenever `sync_batchnorm` is on."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return convert_sync_batchnorm(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        return revert_sync_batchnorm(model)
 
 
 @contextmanager
@@ -93,6 +113,14 @@ class SegmentationModule(LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
+        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+            synced = [m for m in self.segmentor.modules() if isinstance(m, nn.SyncBatchNorm)]
+            if synced:  # before the strategy wraps the model and the optimiser takes the parameters
+                revert_sync_batchnorm(self.segmentor)
+                log.warning(
+                    f"norm: syncbn on CPUs: {len(synced)} SyncBatchNorm layers train as BatchNorm (PyTorch "
+                    "synchronises batch statistics on GPUs only); each process normalises with its own batch"
+                )
         if self.channels_last:  # before the optimiser exists, so that its state takes the same layout
             self.segmentor.to(memory_format=torch.channels_last)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

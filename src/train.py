@@ -41,7 +41,7 @@ from src.checkpoint import (
     remove_stale_tmp,
 )
 from src.loggers import log_config
-from src.module import SegmentationModule, quiet_epoch_sync_advice
+from src.module import SegmentationModule, TimmSyncBatchNorm, quiet_epoch_sync_advice
 from src.results import build_run_record, write_run_record
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
 from src.utils.config_check import check_config
@@ -181,7 +181,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.runtime.trainer,
         callbacks=callbacks,
         logger=loggers,
-        plugins=[AtomicCheckpointIO()],
+        # sync_batchnorm: timm's conversion, which keeps the heads' norm + ReLU layers whole (src/module.py)
+        plugins=[AtomicCheckpointIO()] + ([TimmSyncBatchNorm()] if cfg.runtime.trainer.get("sync_batchnorm") else []),
         **_trainer_overrides(cfg),
     )
     started = time.perf_counter()
