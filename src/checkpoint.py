@@ -177,8 +177,8 @@ def model_difference(saved: Any, current: Any, prefix: str = "model") -> list[st
             if k in WEIGHT_SOURCE_KEYS:
                 continue
             if k not in saved or k not in current:
-                where = "only in the checkpoint" if k in saved else "only in this run"
-                lines.append(f"{prefix}.{k}: {where}")
+                where = "checkpoint" if k in saved else "this run"
+                lines.append(f"{prefix}.{k}: in {where} only")
             else:
                 lines += model_difference(saved[k], current[k], f"{prefix}.{k}")
     elif isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
@@ -198,6 +198,8 @@ def check_same_model(ckpt: dict[str, Any], model_cfg: DictConfig | dict, path: s
     )
     diff = model_difference(ckpt[CHECKPOINT_META_KEY]["config"].get("model"), current)
     if diff:
+        # the telling differences first: another class (`_target_`), then other values, then missing keys
+        diff.sort(key=lambda line: 0 if "._target_:" in line else 2 if line.endswith(" only") else 1)
         shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
         raise CheckpointError(
             f"{key}: '{path}' holds another model than this run's: {shown}",
