@@ -48,7 +48,7 @@ HEADS = {
 }
 
 
-def _build(backbone: list[str], head: list[str], tmp_path) -> torch.nn.Module:
+def _compose(backbone: list[str], head: list[str], tmp_path):
     overrides = [
         "model=upernet_r50",  # output stride 32: every backbone keeps its own
         "dataset.num_classes=6",
@@ -57,15 +57,26 @@ def _build(backbone: list[str], head: list[str], tmp_path) -> torch.nn.Module:
         *head,
         "model.auxiliary_head.channels=8",
     ]
-    cfg = compose_cfg("train", overrides, tmp_path / "run")
-    return instantiate(cfg.model)
+    return compose_cfg("train", overrides, tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def built_backbones():
+    """Each backbone is built once and shared by its six heads (building a ResNet-50 costs more than a step)."""
+    return {}
 
 
 @pytest.mark.parametrize("head", list(HEADS))
 @pytest.mark.parametrize("backbone", list(BACKBONES))
-def test_any_backbone_under_any_head(backbone, head, tmp_path):
+def test_any_backbone_under_any_head(backbone, head, tmp_path, built_backbones):
     torch.manual_seed(0)
-    model = _build(BACKBONES[backbone], HEADS[head], tmp_path).train()
+    cfg = _compose(BACKBONES[backbone], HEADS[head], tmp_path)
+    if backbone not in built_backbones:
+        built_backbones[backbone] = instantiate(cfg.model.backbone)
+    shared = built_backbones[backbone].train()
+    shared.zero_grad(set_to_none=True)
+    # the heads are built from the composed config, their in_channels from the backbone's levels
+    model = instantiate(cfg.model, backbone=shared).train()
     images = torch.randn(2, 3, 64, 96)
     masks = torch.randint(0, 6, (2, 64, 96))
     losses = model.loss(images, masks)
