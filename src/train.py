@@ -33,6 +33,7 @@ from src.callbacks.preemption import PREEMPTED_EXIT_CODE
 from src.callbacks.run_stats import RunStats
 from src.checkpoint import (
     AtomicCheckpointIO,
+    build_segmentor,
     check_same_model,
     last_checkpoint,
     load_matching_weights,
@@ -57,8 +58,10 @@ from src.weights.zoo import resolve_weights
 log = get_logger(__name__)
 
 
-def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
-    segmentor = instantiate(cfg.model)
+def build_module(cfg: DictConfig, datamodule: Any, pretrained: bool = True) -> SegmentationModule:
+    """The LightningModule of a config. `pretrained=False` builds the model without fetching pretrained weights
+    (resuming and `load_from` overwrite them with the checkpoint's: no download, no hub needed)."""
+    segmentor = instantiate(cfg.model) if pretrained else build_segmentor(cfg.model)
     schedule = cfg.schedule
     clip = schedule.get("clip_grad") or {}
     module = SegmentationModule(
@@ -169,7 +172,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"Removed {tmp}, left by an interrupted checkpoint save")
     # load_from=zoo:<name>: the zoo's file, downloaded once and verified before the model is built
     load_from = resolve_weights(cfg.load_from)[0] if cfg.get("load_from") and ckpt_path is None else None
-    module = build_module(cfg, datamodule)
+    start_from = ckpt_path or load_from
+    if start_from is not None:
+        log.info(f"Pretrained weights are not fetched: the weights come from {start_from}")
+    module = build_module(cfg, datamodule, pretrained=start_from is None)
     if load_from is not None:
         _load_weights(module, str(load_from))
     elif cfg.get("load_from"):
