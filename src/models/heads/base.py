@@ -111,11 +111,14 @@ class BaseDecodeHead(nn.Module):
                 )
         self.sampler = sampler
 
+    # the levels a head reads when its config does not say (`in_index`): the last one; multi-level heads, all four
+    default_in_index: int | tuple[int, ...] = -1
+
     @classmethod
     def channels_from_features(
         cls,
         feature_channels: Sequence[int],
-        in_index: int | Sequence[int] = -1,
+        in_index: int | Sequence[int] | None = None,
         input_transform: str | None = None,
         **_: object,
     ) -> dict[str, int | list[int]]:
@@ -124,6 +127,7 @@ class BaseDecodeHead(nn.Module):
         Lets a config name only what it selects (`in_index`), so that any backbone sits under the head; heads
         with more inputs (DeepLabV3+'s low-level skip) extend it.
         """
+        in_index = cls.default_in_index if in_index is None else in_index
         if isinstance(in_index, Sequence):
             return {"in_channels": [int(feature_channels[i]) for i in in_index]}
         return {"in_channels": int(feature_channels[in_index])}

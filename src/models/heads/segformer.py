@@ -28,6 +28,8 @@ class SegformerHead(BaseDecodeHead):
     **kwargs: `BaseDecodeHead` arguments (`channels`, `num_classes`, `norm`, `align_corners`, ...).
     """
 
+    default_in_index = (0, 1, 2, 3)
+
     def __init__(
         self,
         in_channels: Sequence[int],
@@ -49,13 +51,6 @@ class SegformerHead(BaseDecodeHead):
         self.fusion_conv = conv_module(
             len(self.in_channels) * self.channels, self.channels, 1, norm=self.norm
         )
-
-    @classmethod
-    def channels_from_features(
-        cls, feature_channels: Sequence[int], in_index: Sequence[int] = (0, 1, 2, 3), **_: object
-    ) -> dict[str, list[int]]:
-        """`in_channels`: the channels of the levels `in_index` selects (this head's default: the first four)."""
-        return {"in_channels": [int(feature_channels[i]) for i in in_index]}
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         feats = self._transform_inputs(inputs)
