@@ -65,8 +65,9 @@ def test_window_timer_times_the_steps_after_warmup():
         timer.seconds_per_step  # noqa: B018
     for step in range(timer.total_steps):
         timer.mark(step)
+        sum(i * i for i in range(200_000))  # CPU work inside every step, counted by process time
     assert timer.seconds_per_step == pytest.approx((timer.marks[5] - timer.marks[2]) / 3)
-    assert timer.cpu_seconds_per_step >= 0
+    assert 0 < timer.cpu_seconds_per_step < 10 * timer.seconds_per_step
 
 
 def test_make_batches_are_collated_like_the_datamodule():
@@ -128,7 +129,6 @@ def test_benchmark_script_reports_overhead_metric_syncs_and_inference(tmp_path):
     modes = {r["mode"]: r for r in report["infer"]}
     assert set(modes) == {"whole", "slide"} and modes["slide"]["crop"] == [32, 32]
     assert modes["slide"]["gflop"] > modes["whole"]["gflop"] > 0
-    assert report["settings"]["batch_size"] == 2
 
 
 def test_bare_loop_uses_the_configured_optimiser_and_schedule():

@@ -82,8 +82,12 @@ def test_unknown_key_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("name", ["eval", "infer"])
 def test_eval_and_infer_configs_compose(name, tmp_path):
+    """Every interpolation resolves and the entry point's own config check passes."""
+    from src.utils.config_check import EVAL_RULES, INFER_RULES, check_config
+
     cfg = compose_cfg(name, ["ckpt_path=x.ckpt"], tmp_path)
-    assert cfg.ckpt_path == "x.ckpt"
+    OmegaConf.to_container(cfg, resolve=True)  # raises on a broken ${...}
+    check_config(cfg, EVAL_RULES if name == "eval" else INFER_RULES)
 
 
 def test_runtime_shortcuts_reach_the_trainer_and_callbacks(tmp_path):
