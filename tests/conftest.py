@@ -1,4 +1,5 @@
-"""Shared fixtures: Hydra configs composed the way the entry points compose them, on tiny synthetic data."""
+"""Shared fixtures (session-scoped where they cost seconds): tiny synthetic data, configs, a tiny checkpoint and a
+finished tiny training run. The helpers they use are in `tests/helpers.py`."""
 
 from __future__ import annotations
 
@@ -7,52 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from src.utils import resolvers  # noqa: F401
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-# A training run that takes seconds: 32 px shapes, a handful of images, a few steps, no workers.
-TINY_TRAIN = [
-    "dataset.prepare.num_train=8",
-    "dataset.prepare.num_val=4",
-    "dataset.prepare.num_test=4",
-    "dataset.prepare.image_size=32",
-    "dataset.crop_size=[32,32]",
-    "dataset.batch_size=4",
-    "dataset.val_batch_size=4",
-    "schedule.max_steps=4",
-    "schedule.val_interval=2",
-    "schedule.ckpt_interval=2",
-    "runtime.num_workers=0",
-    "runtime.precision=32-true",  # not `auto`: the same numbers on every machine (auto: tests/test_precision.py)
-    "runtime.log_interval=1",
-    "runtime.trainer.enable_model_summary=false",
-    "runtime.trainer.enable_progress_bar=false",
-    "~runtime.callbacks.progress_bar",
-    "logger=csv",
-    "print_config=false",
-]
-# the smallest config model (timm's resnet10t under the default FCN head): trains a step in about a second
-SMALL_MODEL = ["model.backbone.model_name=resnet10t"]
-
-
-def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose like `@hydra.main` does, with `${hydra:...}` resolvable (HydraConfig set) and the run dir given."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg.hydra
-    return cfg
+# re-exported: `from tests.conftest import compose_cfg` keeps working; new code imports from tests.helpers
+from tests.helpers import (  # noqa: F401
+    CONF_DIR,
+    SMALL_MODEL,
+    TINY_TRAIN,
+    TinyRun,
+    compose_cfg,
+    prepare_data,
+    tiny_config,
+    write_checkpoint,
+)
 
 
 @pytest.fixture
@@ -98,3 +67,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     finally:
         GlobalHydra.instance().clear()
     return TrainedRun(overrides, Path(metrics["ckpt_path"]), Path(cfg.dataset.data_root), metrics)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """The tiny shapes dataset and a tiny random checkpoint (`tests.helpers`), made once per test session and
+    shared read-only: tests that change data or config copy them."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    try:
+        config = tiny_config(root / "data", root / "train_run")
+    finally:
+        GlobalHydra.instance().clear()
+    data_root = prepare_data(config)
+    return TinyRun(config, write_checkpoint(root / "tiny.ckpt", config), data_root)

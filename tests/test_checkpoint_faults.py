@@ -28,16 +28,11 @@ from src.train import main as train_main
 from src.train import train
 from src.utils.errors import CheckpointError
 from tests.conftest import compose_cfg
+from tests.helpers import TinyRun
 from tests.test_errors import assert_short_error, run_entry, train_args
 from tests.test_recipe import RecordSteps, with_callbacks
-from tests.tiny_checkpoint import TinyRun, make_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    return make_tiny_run(tmp_path_factory)
 
 
 @pytest.fixture
@@ -73,9 +68,7 @@ def test_checkpoint_of_another_model_is_one_paragraph(tiny_run, tmp_path, capfd,
     code, out = run_entry(train_main, args, tmp_path, capfd, monkeypatch)
     assert_short_error(code, out, f"ckpt_path: '{tiny_run.ckpt}' holds another model than this run's")
     # the differing keys of the model configs, not state-dict key lists
-    assert "model.backbone._target_: 'tests.tiny_checkpoint.TinyBackbone' in the checkpoint" in " ".join(
-        out.split()
-    )
+    assert "model.backbone._target_: 'tests.helpers.TinyBackbone' in the checkpoint" in " ".join(out.split())
     assert "Missing key(s)" not in out and "Unexpected key(s)" not in out
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from src.data.io import load_image, load_mask
 from tests.conftest import TINY_TRAIN
-from tests.tiny_checkpoint import TinyRun, make_tiny_run
+from tests.helpers import TinyRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,11 +25,6 @@ def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
     assert proc.returncode == 0, f"{module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    return make_tiny_run(tmp_path_factory)
 
 
 @pytest.mark.slow

@@ -10,28 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
 from src.components import component_areas
 from src.data.io import load_image, load_mask
-from src.eval import evaluate
 from src.inference import Segmenter
 from src.writers import to_label_ids
-from tests.conftest import compose_cfg
-from tests.tiny_checkpoint import TinyRun, make_tiny_run, write_checkpoint
+from tests.helpers import TinyRun, run_eval, write_checkpoint
 
 PER_CLASS = ["IoU", "Acc", "Dice", "Fscore", "Precision", "Recall"]
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    return make_tiny_run(tmp_path_factory)
-
-
-def _eval(run_dir: Path, ckpt: Path, *overrides: str) -> dict:
-    cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "num_workers=0", "device=cpu", *overrides], run_dir)
-    GlobalHydra.instance().clear()
-    return evaluate(cfg)
 
 
 def _test_masks(run: TinyRun) -> list[np.ndarray]:
@@ -40,7 +26,7 @@ def _test_masks(run: TinyRun) -> list[np.ndarray]:
 
 def test_eval_saves_tables_confusion_matrix_predictions_and_panels(tiny_run: TinyRun, tmp_path):
     run_dir, out_dir, show_dir = tmp_path / "run", tmp_path / "pred", tmp_path / "show"
-    report = _eval(
+    report = run_eval(
         run_dir, tiny_run.ckpt, "batch_size=2", f"out_dir={out_dir}", f"show_dir={show_dir}", "panels=true",
         "components=true",
     )  # fmt: skip
@@ -82,7 +68,7 @@ def test_eval_saves_tables_confusion_matrix_predictions_and_panels(tiny_run: Tin
 
 def test_eval_with_tta_gives_the_api_tta_masks(tiny_run: TinyRun, tmp_path):
     out_dir = tmp_path / "pred"
-    report = _eval(tmp_path / "run", tiny_run.ckpt, "tta=true", f"out_dir={out_dir}", "batch_size=4")
+    report = run_eval(tmp_path / "run", tiny_run.ckpt, "tta=true", f"out_dir={out_dir}", "batch_size=4")
     api = Segmenter.from_checkpoint(tiny_run.ckpt, tta=True)(tiny_run.test_images)
     plain = Segmenter.from_checkpoint(tiny_run.ckpt)(tiny_run.test_images)
     assert any((a != b).any() for a, b in zip(api.masks, plain.masks)), "TTA changes some pixels"
@@ -103,7 +89,7 @@ def _variant(run: TinyRun, tmp_path: Path, **test_dataset: object) -> Path:
 def test_reduce_zero_label_is_undone_in_the_written_predictions(tiny_run: TinyRun, tmp_path):
     ckpt = _variant(tiny_run, tmp_path, reduce_zero_label=True)
     out_dir = tmp_path / "pred"
-    _eval(tmp_path / "run", ckpt, f"out_dir={out_dir}")
+    run_eval(tmp_path / "run", ckpt, f"out_dir={out_dir}")
     api = Segmenter.from_checkpoint(ckpt)(tiny_run.test_images)
     for name, mask in zip(api.names, api.masks):
         np.testing.assert_array_equal(load_mask(out_dir / "pred" / f"{name}.png"), mask.astype(np.int64) + 1)
@@ -117,7 +103,9 @@ def test_format_only_reads_no_masks_writes_one_png_per_image_and_no_metrics(tiny
     (root / "test.txt").write_text("test_0001\ntest_0003\n")
     ckpt = _variant(tiny_run, tmp_path, data_root=str(root), split="test.txt", reduce_zero_label=True)
     out_dir, run_dir = tmp_path / "pred", tmp_path / "run"
-    report = _eval(run_dir, ckpt, "format_only=true", f"out_dir={out_dir}", f"show_dir={tmp_path / 'show'}")
+    report = run_eval(
+        run_dir, ckpt, "format_only=true", f"out_dir={out_dir}", f"show_dir={tmp_path / 'show'}"
+    )
     written = sorted(p.name for p in (out_dir / "pred").glob("*.png"))
     assert written == ["test_0001.png", "test_0003.png"] and report["predictions"] == 2
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "confusion_matrix.json").exists()
@@ -126,7 +114,7 @@ def test_format_only_reads_no_masks_writes_one_png_per_image_and_no_metrics(tiny
         np.testing.assert_array_equal(load_mask(out_dir / "pred" / path.name), mask.astype(np.int64) + 1)
         assert (tmp_path / "show" / path.name).is_file()
     with pytest.raises(ValueError, match="format_only=true writes the predictions: give out_dir"):
-        _eval(run_dir, ckpt, "format_only=true")
+        run_eval(run_dir, ckpt, "format_only=true")
 
 
 def test_eval_of_a_checkpoint_for_another_class_count_is_a_clear_error(tiny_run: TinyRun, tmp_path):
@@ -134,4 +122,4 @@ def test_eval_of_a_checkpoint_for_another_class_count_is_a_clear_error(tiny_run:
     config["model"]["decode_head"]["num_classes"] = 4
     ckpt = write_checkpoint(tmp_path / "four.ckpt", config)
     with pytest.raises(ValueError, match="has 6 classes but the checkpoint's model predicts 4"):
-        _eval(tmp_path / "run", ckpt)
+        run_eval(tmp_path / "run", ckpt)

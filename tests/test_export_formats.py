@@ -24,16 +24,11 @@ from src.models import EncoderDecoder, SegDataPreProcessor
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss
 from tests.conftest import compose_cfg
-from tests.test_onnx import FAMILIES, HEADS, TinyPyramid, _eval, assert_parity, tiny_segmentor
-from tests.tiny_checkpoint import TinyRun, make_tiny_run
+from tests.helpers import TinyRun, run_eval
+from tests.test_onnx import FAMILIES, HEADS, TinyPyramid, assert_parity, tiny_segmentor
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(1, 3, 32, 32), (2, 3, 48, 40), (1, 3, 37, 53)]
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    return make_tiny_run(tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------- tiny models per head
@@ -133,8 +128,8 @@ def test_export_script_pt2_passes_parity_and_evaluates_like_the_checkpoint(tiny_
     assert saved["passed"] is True
     # src.eval ckpt_path=model.pt2: the same loop, the same metrics (with TTA too)
     for extra in ([], ["tta=true"]):
-        torch_report = _eval(tmp_path / "torch", tiny_run.ckpt, "batch_size=3", *extra)
-        pt2_report = _eval(tmp_path / "pt2", pt2, "batch_size=3", *extra)
+        torch_report = run_eval(tmp_path / "torch", tiny_run.ckpt, "batch_size=3", *extra)
+        pt2_report = run_eval(tmp_path / "pt2", pt2, "batch_size=3", *extra)
         for key, value in torch_report["summary"].items():
             assert pt2_report["summary"][key] == pytest.approx(value, abs=1e-6), (key, extra)
         np.testing.assert_array_equal(pt2_report["confusion_matrix"], torch_report["confusion_matrix"])

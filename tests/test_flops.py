@@ -13,7 +13,7 @@ from torch import nn
 
 from src.flops import count_flops, human, segmentor_complexity
 from tests.conftest import compose_cfg
-from tests.tiny_checkpoint import tiny_model_cfg
+from tests.helpers import tiny_model_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,15 +17,10 @@ from src.data.io import load_image, load_mask
 from src.infer import infer
 from src.inference import Segmenter
 from tests.conftest import compose_cfg
-from tests.tiny_checkpoint import TinyRun, make_tiny_run
+from tests.helpers import TinyRun
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    return make_tiny_run(tmp_path_factory)
 
 
 def _direct_mask(model: nn.Module, image: np.ndarray) -> np.ndarray:

@@ -22,7 +22,6 @@ from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
 from src.checkpoint import build_segmentor, load_segmentor
-from src.eval import evaluate
 from src.export import (
     InferenceNet,
     OnnxSegmentor,
@@ -36,15 +35,10 @@ from src.inference import Segmenter, load_model
 from src.models import EncoderDecoder, SegDataPreProcessor
 from src.models.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
 from tests.conftest import compose_cfg
+from tests.helpers import TinyRun, run_eval
 from tests.models.test_smp_head import SMP_CONFIGS
-from tests.tiny_checkpoint import TinyRun, make_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    return make_tiny_run(tmp_path_factory)
 
 
 def assert_parity(ref: torch.Tensor, out: torch.Tensor, rtol: float = 1e-4, min_equal: float = 0.999) -> None:
@@ -226,17 +220,11 @@ def test_export_fails_with_exit_code_1_when_parity_is_beyond_tolerance(tiny_run,
     assert json.loads((tmp_path / "run" / "parity.json").read_text())["passed"] is False
 
 
-def _eval(run_dir: Path, ckpt: Path, *overrides: str) -> dict:
-    cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "num_workers=0", "device=cpu", *overrides], run_dir)
-    GlobalHydra.instance().clear()
-    return evaluate(cfg)
-
-
 def test_eval_with_onnxruntime_gives_pytorchs_metrics(tiny_run, exported, tmp_path):
     onnx_path = exported / "tiny.onnx"
     for extra in ([], ["tta=true"]):
-        torch_report = _eval(tmp_path / "torch", tiny_run.ckpt, "batch_size=3", *extra)
-        onnx_report = _eval(tmp_path / "ort", onnx_path, "backend=onnxruntime", "batch_size=3", *extra)
+        torch_report = run_eval(tmp_path / "torch", tiny_run.ckpt, "batch_size=3", *extra)
+        onnx_report = run_eval(tmp_path / "ort", onnx_path, "backend=onnxruntime", "batch_size=3", *extra)
         for key, value in torch_report["summary"].items():
             assert onnx_report["summary"][key] == pytest.approx(value, abs=1e-6), (key, extra)
         np.testing.assert_array_equal(onnx_report["confusion_matrix"], torch_report["confusion_matrix"])

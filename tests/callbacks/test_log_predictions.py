@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from src.callbacks.log_predictions import LogValPredictions
 from src.data.io import load_image
 from src.train import train
-from tests.tiny_checkpoint import tiny_model_cfg
+from tests.helpers import tiny_model_cfg
 
 
 def test_tiny_run_logs_prediction_panels_to_tensorboard_and_png(make_train_cfg):

@@ -36,7 +36,7 @@ from src.weights.mmseg import (
     load_mmseg_weights,
 )
 from tests.conftest import TINY_TRAIN, compose_cfg
-from tests.tiny_checkpoint import TinyRun, make_tiny_run
+from tests.helpers import TinyRun
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = Path(os.environ.get("SEGKIT_MMSEG_REF", ROOT.parent / "shared" / "mmseg"))
@@ -347,11 +347,6 @@ def test_pretrained_path_reads_mmcv_resnet_names(tmp_path: Path):
 
 
 # ------------------------------------------------------------------------- the ways a user loads a file
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    return make_tiny_run(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def mmseg_file(fcn_shapes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fcn_shapes saved as MMEngine's CheckpointHook saves: {'meta', 'state_dict'}."""

@@ -1,5 +1,8 @@
-"""A checkpoint in seconds: a tiny randomly initialised segmentor saved the way training saves one (weights under
-`segmentor.`, the resolved config, classes and palette), over the tiny shapes dataset of `tests/conftest.py`.
+"""Helpers shared by the tests (not a test module; the fixtures that use them are in `tests/conftest.py`).
+
+Hydra configs composed the way the entry points compose them, on tiny synthetic data (`compose_cfg`,
+`TINY_TRAIN`, `SMALL_MODEL`), and a checkpoint in seconds: a tiny randomly initialised segmentor saved the way
+training saves one (weights under `segmentor.`, the resolved config, classes and palette).
 
 Eval, inference and visualisation tests need a self-describing checkpoint but not a trained model; training
 even the smallest config model takes ~20 s on the test machine, this takes well under one.
@@ -12,14 +15,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from tests.conftest import TINY_TRAIN, compose_cfg
+from src.utils import resolvers  # noqa: F401
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# A training run that takes seconds: 32 px shapes, a handful of images, a few steps, no workers.
+TINY_TRAIN = [
+    "dataset.prepare.num_train=8",
+    "dataset.prepare.num_val=4",
+    "dataset.prepare.num_test=4",
+    "dataset.prepare.image_size=32",
+    "dataset.crop_size=[32,32]",
+    "dataset.batch_size=4",
+    "dataset.val_batch_size=4",
+    "schedule.max_steps=4",
+    "schedule.val_interval=2",
+    "schedule.ckpt_interval=2",
+    "runtime.num_workers=0",
+    "runtime.precision=32-true",  # not `auto`: the same numbers on every machine (auto: tests/test_precision.py)
+    "runtime.log_interval=1",
+    "runtime.trainer.enable_model_summary=false",
+    "runtime.trainer.enable_progress_bar=false",
+    "~runtime.callbacks.progress_bar",
+    "logger=csv",
+    "print_config=false",
+]
+# the smallest config model (timm's resnet10t under the default FCN head): trains a step in about a second
+SMALL_MODEL = ["model.backbone.model_name=resnet10t"]
+
+
+def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose like `@hydra.main` does, with `${hydra:...}` resolvable (HydraConfig set) and the run dir given."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
 
 
 class TinyBackbone(nn.Module):
@@ -41,7 +85,7 @@ def tiny_model_cfg(num_classes: int = 6, tta: dict | None = None) -> dict[str, A
     return {
         "_target_": "src.models.EncoderDecoder",
         "name": "tiny",
-        "backbone": {"_target_": "tests.tiny_checkpoint.TinyBackbone", "channels": 8},
+        "backbone": {"_target_": "tests.helpers.TinyBackbone", "channels": 8},
         "decode_head": {
             "_target_": "src.models.heads.FCNHead",
             "in_channels": 8,
@@ -105,16 +149,10 @@ class TinyRun:
         return sorted((self.data_root / "img_dir" / "test").glob("*.png"))
 
 
-_RUNS: dict[str, TinyRun] = {}
+def run_eval(run_dir: Path, ckpt: Path, *overrides: str) -> dict:
+    """`src.eval` in this process on the CPU without workers, its files in `run_dir`; returns its report."""
+    from src.eval import evaluate
 
-
-def make_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    """The tiny dataset and checkpoint, made once per test session (the generator takes seconds) and shared
-    by every test module that asks (each wraps this in its own fixture). Read-only: tests that change data or
-    config copy them."""
-    if "run" not in _RUNS:
-        root = tmp_path_factory.mktemp("tiny_run")
-        config = tiny_config(root / "data", root / "train_run")
-        data_root = prepare_data(config)
-        _RUNS["run"] = TinyRun(config, write_checkpoint(root / "tiny.ckpt", config), data_root)
-    return _RUNS["run"]
+    cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "num_workers=0", "device=cpu", *overrides], run_dir)
+    GlobalHydra.instance().clear()
+    return evaluate(cfg)
