@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.log_analysis import DEFAULT_KEYS, load_scalars, plot_curves, run_label  # noqa: E402
+from src.log_analysis import DEFAULT_KEYS, load_scalars, plot_curves, run_label
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,17 +17,16 @@ import json
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+from rich.console import Console
+
+from src.data.browse import photo_wall, pipeline_grid
+from src.data.statistics import format_class_weights, format_report, scan_split
+from src.utils import resolvers  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from PIL import Image  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from src.data.browse import photo_wall, pipeline_grid  # noqa: E402
-from src.data.statistics import format_class_weights, format_report, scan_split  # noqa: E402
-from src.utils import resolvers  # noqa: E402, F401
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

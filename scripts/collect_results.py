@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.results import collect, common_overrides, markdown_table, table_rows, write_csv  # noqa: E402
+from src.results import collect, common_overrides, markdown_table, table_rows, write_csv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.utils.errors import Described, describe, format_block, run_script  # noqa: E402
+from src.utils.errors import Described, describe, format_block, run_script
 
 
 def _stanford(args: argparse.Namespace) -> dict:

@@ -15,10 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.checkpoint import AtomicCheckpointIO, load_segmentor  # noqa: E402
-from src.weights.mmseg import (  # noqa: E402
+from src.checkpoint import AtomicCheckpointIO, load_segmentor
+from src.weights.mmseg import (
     compose_model_dataset,
     load_mmseg_segmentor,
     segkit_checkpoint,

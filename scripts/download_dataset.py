@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.data.converters.download import REGISTRY, describe, download  # noqa: E402
+from src.data.converters.download import REGISTRY, describe, download
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,28 +19,25 @@ script with format=onnx.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from src.checkpoint import load_segmentor  # noqa: E402
-from src.data.io import load_image  # noqa: E402
-from src.data.transforms import build_pipeline  # noqa: E402
-from src.eval import build_datamodule  # noqa: E402
-from src.export import FORMATS, export_model, load_exported, parity_check  # noqa: E402
-from src.inference import resolve_device  # noqa: E402
-from src.utils import resolvers  # noqa: E402,F401
-from src.utils.errors import report_errors  # noqa: E402
-from src.utils.task import extras  # noqa: E402
+from src.checkpoint import load_segmentor
+from src.data.io import load_image
+from src.data.transforms import build_pipeline
+from src.eval import build_datamodule
+from src.export import FORMATS, export_model, load_exported, parity_check
+from src.inference import resolve_device
+from src.utils import resolvers  # noqa: F401
+from src.utils.errors import report_errors
+from src.utils.task import extras
 
 
 def parity_image(cfg: DictConfig, config: DictConfig) -> tuple[torch.Tensor, str]:

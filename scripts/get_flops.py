@@ -12,19 +12,16 @@ random weights (no download). FLOPs are PyTorch's (a multiply-add = 2 FLOPs); MM
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hydra
+from omegaconf import DictConfig, ListConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig, ListConfig  # noqa: E402
-
-from src.checkpoint import build_segmentor  # noqa: E402
-from src.flops import human, segmentor_complexity  # noqa: E402
-from src.utils import resolvers  # noqa: E402,F401
-from src.utils.errors import report_errors  # noqa: E402
+from src.checkpoint import build_segmentor
+from src.flops import human, segmentor_complexity
+from src.utils import resolvers  # noqa: F401
+from src.utils.errors import report_errors
 
 
 def input_shape(cfg: DictConfig) -> list[int]:

@@ -6,12 +6,9 @@ python scripts/make_shapes_dataset.py --root data/shapes [--num-train 400 --imag
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.data.synthetic import ensure_shapes_dataset  # noqa: E402
+from src.data.synthetic import ensure_shapes_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
