@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.log_analysis import DEFAULT_KEYS, load_scalars, plot_curves, run_label
+from src.tools.log_analysis import DEFAULT_KEYS, load_scalars, plot_curves, run_label
 
 
 def main(argv: list[str] | None = None) -> int:

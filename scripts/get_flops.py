@@ -6,7 +6,7 @@ python scripts/get_flops.py model=smp_unet_r18 shape=512 out_json=flops.json
 
 Any training override composes (conf/get_flops.yaml reuses the model/dataset groups). The model is built with
 random weights (no download). FLOPs are PyTorch's (a multiply-add = 2 FLOPs); MMSegmentation's and fvcore's
-"FLOPs" are multiply-adds, printed here as MACs. See src/flops.py for what is counted.
+"FLOPs" are multiply-adds, printed here as MACs. See src/tools/flops.py for what is counted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig
 
 from src.checkpoint import build_segmentor
-from src.flops import human, segmentor_complexity
+from src.tools.flops import human, segmentor_complexity
 from src.utils import resolvers  # noqa: F401
 from src.utils.errors import report_errors
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from src.log_analysis import find_log, load_scalars, select
+from src.tools.log_analysis import find_log, load_scalars, select
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "analyze_logs.py"

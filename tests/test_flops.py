@@ -1,4 +1,4 @@
-"""FLOPs and parameter counts (`src/flops.py`, `scripts/get_flops.py`) against hand counts."""
+"""FLOPs and parameter counts (`src/tools/flops.py`, `scripts/get_flops.py`) against hand counts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from torch import nn
 
-from src.flops import count_flops, human, segmentor_complexity
+from src.tools.flops import count_flops, human, segmentor_complexity
 from tests.conftest import compose_cfg
 from tests.helpers import tiny_model_cfg
 

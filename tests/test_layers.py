@@ -31,6 +31,9 @@ assert len(seen) == 1, [str(w.message) for w in seen]
 import src.callbacks.test_report, src.callbacks.log_predictions, src.infer
 entry = sorted(m for m in ("src.eval", "src.train") if m in sys.modules)
 assert not entry, f"the library, the engine or src.infer imports the entry points {entry}"
+import src.train, src.eval
+tools = sorted(m for m in sys.modules if m.startswith("src.tools"))
+assert not tools, f"the library or an entry point imports the tools {tools}"
 """
 
 

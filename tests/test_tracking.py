@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning import Callback
 
 from src.data.io import load_mask
-from src.log_analysis import load_scalars
+from src.tools.log_analysis import load_scalars
 from src.train import train
 from tests.conftest import TINY_TRAIN, compose_cfg
 
