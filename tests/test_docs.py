@@ -72,6 +72,15 @@ def test_docs_build_strict(tmp_path):
     assert (site / "images" / "inference_example.png").is_file()
 
 
+def test_readme_is_short_and_starts_with_the_two_commands():
+    """The README keeps the two setup commands first, one picture, features and links; the reference is in docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) < 150, f"README.md has {len(lines)} lines: move reference material into docs/ (max 149)"
+    first_code = lines.index("```bash")
+    assert lines[first_code + 1].startswith("make train") and lines[first_code + 2].startswith("make test")
+    assert first_code < 5, "README.md should start with the make train / make test block"
+
+
 def test_readme_links_into_docs_exist():
     """Relative links of README.md (to docs pages and pictures) point at files that exist."""
     readme = (ROOT / "README.md").read_text()
