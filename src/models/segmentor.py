@@ -228,3 +228,9 @@ def _as_list(heads: PartOrFactory | Sequence[PartOrFactory] | None) -> list[Part
     if isinstance(heads, nn.Module) or callable(heads):
         return [heads]
     return list(heads)
+
+
+def no_head(**ignored: object) -> None:
+    """What `model/auxiliary_head=none` builds: no head. A named model's own auxiliary-head keys (the channels of
+    its FCN head, merged after the group option) are ignored rather than left as a head without a target."""
+    return None

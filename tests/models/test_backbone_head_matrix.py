@@ -118,3 +118,15 @@ def test_unsupported_output_stride_is_one_readable_error(tmp_path):
         instantiate(cfg.model)
     message = str(err.value)
     assert "output_stride" in message and "swin" in message.lower() and "32" in message
+
+
+@pytest.mark.parametrize("name", ["fcn_r18-d8", "upernet_r50"])
+def test_auxiliary_head_none_removes_it_even_where_the_model_sets_its_keys(name, tmp_path):
+    """fcn_r18-d8 sets auxiliary_head.channels itself; `model/auxiliary_head=none` still means no head."""
+    cfg = compose_cfg(
+        "train", [f"model={name}", "model/auxiliary_head=none", f"paths.data_dir={tmp_path}"], tmp_path / "run"
+    )
+    model = instantiate(cfg.model)
+    assert len(model.auxiliary_heads) == 0
+    losses = model.loss(torch.randn(2, 3, 64, 64), torch.randint(0, 6, (2, 64, 64)))
+    assert set(losses) == {"loss_ce"}
