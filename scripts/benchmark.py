@@ -10,7 +10,7 @@ python scripts/benchmark.py [model=pspnet_r50-d8] [dataset.batch_size=2] [datase
 (optimiser, LR schedule), the runtime (precision, channels_last, the Trainer's clipping and logging interval) and
 the batch size and crop (`dataset.batch_size`, `dataset.crop_size`; `dataset=cityscapes` for 19 classes). The
 batches are synthetic and in memory, so data loading is not measured. `--flags` are this script's (see
-`src/benchmark.py` for what each part measures):
+`src/tools/benchmark.py` for what each part measures):
 
 - overhead: the training step under our LightningModule + Trainer and under a bare PyTorch loop, alternated
   `--repeats` times: s/step, images/s, GFLOP/s, peak memory, and the Lightning / bare ratio (median, range, IQR);
@@ -47,7 +47,7 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from src import benchmark as bench  # noqa: E402
+from src.tools import benchmark as bench  # noqa: E402
 from src.utils import resolvers  # noqa: E402, F401
 from src.utils.precision import apply_precision, cpu_native_bf16  # noqa: E402
 

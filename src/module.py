@@ -141,7 +141,7 @@ class SegmentationModule(LightningModule):
     # --------------------------------------------------------------- training
     def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         """(total loss, each named term, batch size) of a collated batch: the work of a training step without its
-        logging (also what `src.benchmark`'s bare PyTorch loop runs). No host-device synchronisation."""
+        logging (also what `src.tools.benchmark`'s bare PyTorch loop runs). No host-device synchronisation."""
         images, masks = self.segmentor.data_preprocessor(batch["inputs"], batch["masks"])
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

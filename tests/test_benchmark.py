@@ -1,4 +1,4 @@
-"""The benchmark tools (`src/benchmark.py`, `scripts/benchmark.py`) on tiny sizes: what they report, not how fast
+"""The benchmark tools (`src/tools/benchmark.py`, `scripts/benchmark.py`) on tiny sizes: what they report, not how fast
 (no timed assertions), and the host-device syncs of the training step that they look for."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from src import benchmark as bench
 from src.callbacks.progress import LossProgressBar
 from src.models.losses import CrossEntropyLoss, DiceLoss, FocalLoss
 from src.models.samplers import OHEMPixelSampler
+from src.tools import benchmark as bench
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=fcn_r18-d8", "dataset.batch_size=2", "dataset.crop_size=[32,32]", "runtime.log_interval=2"]
