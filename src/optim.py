@@ -157,7 +157,9 @@ def _check_paramwise(paramwise: Mapping[str, Any]) -> Mapping[str, Any]:
                 f"<int>, decay_type: {' | '.join(DECAY_TYPES)}}}"
             )
         if paramwise.get("custom_keys"):
-            raise ValueError("schedule.paramwise: layer_decay and custom_keys cannot be combined (as MMSegmentation)")
+            raise ValueError(
+                "schedule.paramwise: layer_decay and custom_keys cannot be combined (as MMSegmentation)"
+            )
     for key, setting in (paramwise.get("custom_keys") or {}).items():
         if not isinstance(setting, Mapping):
             raise ValueError(

@@ -158,7 +158,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Checked in order before anything heavy is built: the config's keys, the data of every split the run reads,
     the checkpoint to resume; then the model (pretrained weights last)."""
     check_config(cfg)
-    precision = apply_precision(cfg)  # runtime.precision / channels_last `auto` -> this machine's choice, logged
+    precision = apply_precision(
+        cfg
+    )  # runtime.precision / channels_last `auto` -> this machine's choice, logged
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     log.info(f"Dataset <{cfg.dataset._target_}>, model <{cfg.model.get('name', cfg.model._target_)}>")
@@ -188,7 +190,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks=callbacks,
         logger=loggers,
         # sync_batchnorm: timm's conversion, which keeps the heads' norm + ReLU layers whole (src/module.py)
-        plugins=[AtomicCheckpointIO()] + ([TimmSyncBatchNorm()] if cfg.runtime.trainer.get("sync_batchnorm") else []),
+        plugins=[AtomicCheckpointIO()]
+        + ([TimmSyncBatchNorm()] if cfg.runtime.trainer.get("sync_batchnorm") else []),
         **_trainer_overrides(cfg),
     )
     started = time.perf_counter()

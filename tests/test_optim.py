@@ -75,7 +75,9 @@ def test_layer_decay_needs_a_backbone_that_numbers_its_layers():
     with pytest.raises(ValueError, match="decay_type"):
         build_param_groups(TinyStaged(), lr=1e-4, paramwise={"layer_decay": {"decay_rate": 0.9}})
     with pytest.raises(ValueError, match="num_layers: 6"):
-        build_param_groups(TinyStaged(), lr=1e-4, paramwise={"layer_decay": {"decay_rate": 0.9, "num_layers": 12}})
+        build_param_groups(
+            TinyStaged(), lr=1e-4, paramwise={"layer_decay": {"decay_rate": 0.9, "num_layers": 12}}
+        )
 
 
 def _by_name(groups):

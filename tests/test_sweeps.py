@@ -270,7 +270,9 @@ def test_lightning_private_launcher_hook_is_where_install_expects_it():
     assert list(inspect.signature(original).parameters) == ["local_rank"]
     assert list(inspect.signature(hydra_ddp.hydra_subprocess_cmd).parameters) == ["local_rank"]
     caller = inspect.getsource(subprocess_script._SubprocessScriptLauncher._call_children_scripts)
-    assert "_hydra_subprocess_cmd(" in caller  # looked up in the module's namespace, where install() puts ours
+    assert (
+        "_hydra_subprocess_cmd(" in caller
+    )  # looked up in the module's namespace, where install() puts ours
 
 
 def test_ddp_job_scope_gives_back_the_launcher_environment(monkeypatch):

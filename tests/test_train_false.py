@@ -37,7 +37,9 @@ def test_train_false_with_ckpt_path_tests_that_checkpoint(trained_run: TrainedRu
     assert saved["summary"]["mIoU"] == pytest.approx(report["summary"]["mIoU"], abs=1e-6)
 
 
-def test_train_false_without_checkpoint_tests_the_new_weights(trained_run: TrainedRun, tmp_path: Path) -> None:
+def test_train_false_without_checkpoint_tests_the_new_weights(
+    trained_run: TrainedRun, tmp_path: Path
+) -> None:
     metrics = _test_only(trained_run, tmp_path / "run")
     assert metrics["ckpt_path"] is None  # nothing trained, nothing saved
     saved = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())

@@ -142,4 +142,3 @@ def _confusion_picture(confmat: np.ndarray, classes: list[str]) -> np.ndarray:
     from src.visualization import plot_confusion_matrix
 
     return plot_confusion_matrix(confmat, classes)
-

@@ -42,7 +42,11 @@ HEADS = {
     "fcn": ["model/decode_head=fcn", "model.decode_head.channels=8"],
     "psp": ["model/decode_head=psp", "model.decode_head.channels=8"],
     "aspp": ["model/decode_head=aspp", "model.decode_head.channels=8"],
-    "sep_aspp": ["model/decode_head=sep_aspp", "model.decode_head.channels=8", "model.decode_head.c1_channels=4"],
+    "sep_aspp": [
+        "model/decode_head=sep_aspp",
+        "model.decode_head.channels=8",
+        "model.decode_head.c1_channels=4",
+    ],
     "uper": ["model/decode_head=uper", "model.decode_head.channels=8"],
     "segformer": ["model/decode_head=segformer", "model.decode_head.channels=8"],
 }
@@ -124,7 +128,9 @@ def test_unsupported_output_stride_is_one_readable_error(tmp_path):
 def test_auxiliary_head_none_removes_it_even_where_the_model_sets_its_keys(name, tmp_path):
     """fcn_r18-d8 sets auxiliary_head.channels itself; `model/auxiliary_head=none` still means no head."""
     cfg = compose_cfg(
-        "train", [f"model={name}", "model/auxiliary_head=none", f"paths.data_dir={tmp_path}"], tmp_path / "run"
+        "train",
+        [f"model={name}", "model/auxiliary_head=none", f"paths.data_dir={tmp_path}"],
+        tmp_path / "run",
     )
     model = instantiate(cfg.model)
     assert len(model.auxiliary_heads) == 0

@@ -66,9 +66,7 @@ UNCOUNTED = {"segformer_mit-b1", "upernet_vit-s_dinov2"}
 def test_every_model_config_is_covered():
     """Each MMSegmentation-named model config (not smp_*, not unet: test_unet.py counts those) has a row."""
     configs = {
-        p.stem
-        for p in (Path(CONF_DIR) / "model").glob("*.yaml")
-        if not p.stem.startswith(("smp_", "unet"))
+        p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if not p.stem.startswith(("smp_", "unet"))
     }
     covered = {row[0] for row in MMSEG_PARAMS + DERIVED_PARAMS}
     assert configs == covered | UNCOUNTED
@@ -81,7 +79,9 @@ def test_every_model_config_is_covered():
     MMSEG_PARAMS + DERIVED_PARAMS,
     ids=[f"{row[0]}-{row[1]}cls" for row in MMSEG_PARAMS + DERIVED_PARAMS],
 )
-def test_parameter_counts_equal_mmsegmentation(name, num_classes, total, backbone, neck, decode, aux, tmp_path):
+def test_parameter_counts_equal_mmsegmentation(
+    name, num_classes, total, backbone, neck, decode, aux, tmp_path
+):
     model = _build(name, num_classes, tmp_path)
     assert model.name == name and model.num_classes == num_classes
     counts = (
