@@ -156,3 +156,32 @@ def run_eval(run_dir: Path, ckpt: Path, *overrides: str) -> dict:
     cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "num_workers=0", "device=cpu", *overrides], run_dir)
     GlobalHydra.instance().clear()
     return evaluate(cfg)
+
+
+def assert_parity(ref: torch.Tensor, out: torch.Tensor, rtol: float = 1e-4, min_equal: float = 0.999) -> None:
+    """An exported model's logits equal PyTorch's (relative to the largest logit) and so do the classes."""
+    from src.export import compare_logits
+
+    c = compare_logits(ref, out)
+    assert c["max_abs_diff"] <= rtol * max(1.0, c["max_abs_logit"]), c
+    assert c["equal_pixels"] >= min_equal, c
+
+
+def assert_family_exports(name: str, tmp_path: Path, export: Any, runner_cls: Any, filename: str) -> None:
+    """A named model (random weights) exported at 64x64 by `export(model, path, sample_shape=...)` and run by
+    `runner_cls(path)` gives PyTorch's logits at untraced sizes: multiples of 16 (UNet-S5-D16's need); 80 and 112
+    are not multiples of 32, so smp's padding runs too."""
+    from src.checkpoint import build_segmentor
+    from src.export import InferenceNet
+
+    cfg = compose_cfg("train", [f"model={name}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
+    GlobalHydra.instance().clear()
+    torch.manual_seed(0)
+    model = build_segmentor(cfg.model).eval()  # random weights, pretrained switched off
+    export(model, tmp_path / filename, sample_shape=(64, 64))
+    runner = runner_cls(tmp_path / filename)
+    for shape in [(2, 3, 96, 80), (1, 3, 112, 144)]:
+        images = torch.rand(shape) * 255
+        with torch.no_grad():
+            ref = InferenceNet(model)(images)
+        assert_parity(ref, runner.encode_decode(images))

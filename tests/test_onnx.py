@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from src.checkpoint import build_segmentor, load_segmentor
+from src.checkpoint import load_segmentor
 from src.export import (
     InferenceNet,
     OnnxSegmentor,
     adaptive_avg_pool2d_exportable,
-    compare_logits,
     export_onnx,
     exportable_pooling,
     read_onnx_meta,
@@ -35,16 +34,10 @@ from src.inference import Segmenter, load_model
 from src.models import EncoderDecoder, SegDataPreProcessor
 from src.models.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
 from tests.conftest import compose_cfg
-from tests.helpers import TinyRun, run_eval
+from tests.helpers import TinyRun, assert_family_exports, assert_parity, run_eval
 from tests.models.test_smp_head import SMP_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def assert_parity(ref: torch.Tensor, out: torch.Tensor, rtol: float = 1e-4, min_equal: float = 0.999) -> None:
-    c = compare_logits(ref, out)
-    assert c["max_abs_diff"] <= rtol * max(1.0, c["max_abs_logit"]), c
-    assert c["equal_pixels"] >= min_equal, c
 
 
 # ------------------------------------------------------------------------------------------- pooling
@@ -274,15 +267,4 @@ def test_every_model_family_is_in_the_onnx_list():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_model_family_exports_and_matches_pytorch_at_other_sizes(name, tmp_path):
-    cfg = compose_cfg("train", [f"model={name}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
-    GlobalHydra.instance().clear()
-    torch.manual_seed(0)
-    model = build_segmentor(cfg.model).eval()  # random weights, pretrained switched off
-    export_onnx(model, tmp_path / "model.onnx", sample_shape=(64, 64))
-    runner = OnnxSegmentor(tmp_path / "model.onnx")
-    # multiples of 16 (UNet-S5-D16's need); 80 and 112 are not multiples of 32, so smp's padding runs too
-    for shape in [(2, 3, 96, 80), (1, 3, 112, 144)]:
-        images = torch.rand(shape) * 255
-        with torch.no_grad():
-            ref = InferenceNet(model)(images)
-        assert_parity(ref, runner.encode_decode(images))
+    assert_family_exports(name, tmp_path, export_onnx, OnnxSegmentor, "model.onnx")
