@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -185,3 +186,13 @@ def assert_family_exports(name: str, tmp_path: Path, export: Any, runner_cls: An
         with torch.no_grad():
             ref = InferenceNet(model)(images)
         assert_parity(ref, runner.encode_decode(images))
+
+
+class RecordSteps(Callback):
+    """A callback that records the global step at the start of every training batch (class-level `seen`: reset
+    it before a run)."""
+
+    seen: list[int] = []
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        RecordSteps.seen.append(trainer.global_step)

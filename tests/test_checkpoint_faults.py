@@ -28,9 +28,9 @@ from src.train import main as train_main
 from src.train import train
 from src.utils.errors import CheckpointError
 from tests.conftest import compose_cfg
-from tests.helpers import TinyRun
+from tests.helpers import RecordSteps, TinyRun
 from tests.test_errors import assert_short_error, run_entry, train_args
-from tests.test_recipe import RecordSteps, with_callbacks
+from tests.test_recipe import with_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,20 +26,12 @@ from src.checkpoint import load_segmentor
 from src.data.datasets.base import seg_collate
 from src.train import build_module, resolve_start, train
 from tests.conftest import TINY_TRAIN, compose_cfg
+from tests.helpers import RecordSteps
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------ test callbacks (Hydra `_target_`s)
-class RecordSteps(Callback):
-    """The global step at the start of every training batch."""
-
-    seen: list[int] = []
-
-    def on_train_batch_start(self, trainer, *args) -> None:
-        RecordSteps.seen.append(trainer.global_step)
-
-
 class SigtermAtStep2(Callback):
     """Sends SIGTERM to this process after the second optimiser step, as a scheduler preempting the job."""
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning import Callback
 from omegaconf import open_dict
 
 from src.checkpoint import read_checkpoint
@@ -17,6 +16,7 @@ from src.eval import evaluate
 from src.inference import Segmenter
 from src.train import train
 from tests.conftest import compose_cfg
+from tests.helpers import RecordSteps
 
 
 def test_train_short_run_logs_metrics_and_writes_checkpoints(make_train_cfg):
@@ -70,15 +70,6 @@ def test_checkpoint_eval_infer_round_trip(make_train_cfg, tmp_path):
         np.testing.assert_array_equal(load_mask(pred_dir / "pred" / f"{img_path.stem}.png"), mask)
         np.testing.assert_array_equal(load_mask(out_dir / "pred" / f"{img_path.stem}.png"), mask)
         assert (out_dir / "vis" / f"{img_path.stem}.png").is_file()
-
-
-class RecordSteps(Callback):
-    """Records the global step at the start of every training batch."""
-
-    seen: list[int] = []
-
-    def on_train_batch_start(self, trainer, *args) -> None:
-        RecordSteps.seen.append(trainer.global_step)
 
 
 def test_resume_continues_from_saved_step(make_train_cfg):
