@@ -112,13 +112,18 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
-@report_errors
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """Export, report, and exit 1 when the parity check was asked for and failed (also scripts/export_onnx.py)."""
     extras(cfg)
     report = export(cfg)
     if cfg.parity and not report["passed"]:
         raise SystemExit(1)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@report_errors
+def main(cfg: DictConfig) -> None:
+    run(cfg)
 
 
 if __name__ == "__main__":

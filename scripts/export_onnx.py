@@ -14,18 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from scripts.export import export, parity_image  # noqa: E402,F401  (re-exported: tests and callers use them)
+from scripts.export import export, parity_image, run  # noqa: E402,F401  (re-exported: tests and callers use them)
 from src.utils.errors import report_errors  # noqa: E402
-from src.utils.task import extras  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export_onnx")
 @report_errors
 def main(cfg: DictConfig) -> None:
-    extras(cfg)
-    report = export(cfg)
-    if cfg.parity and not report["passed"]:
-        raise SystemExit(1)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ class EncoderDecoder(nn.Module):
 def _as_list(heads: PartOrFactory | Sequence[PartOrFactory] | None) -> list[PartOrFactory]:
     if heads is None:
         return []
-    if isinstance(heads, nn.Module) or callable(heads):
+    if callable(heads):  # a module or a partial (a module is callable)
         return [heads]
     return list(heads)
 
