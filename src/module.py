@@ -40,9 +40,20 @@ class TimmSyncBatchNorm(TorchSyncBatchNorm):
     Lightning converts with `nn.SyncBatchNorm.convert_sync_batchnorm`, which turns timm's norm + activation layers
     (`BatchNormAct2d`, in every `conv_module` of the heads and necks) into plain SyncBatchNorm: their ReLU is kept
     as a child module but no longer called. timm's `convert_sync_batchnorm` keeps it (`SyncBatchNormAct`).
-    `src.train` passes this plugin whenever `sync_batchnorm` is on."""
+    `src.train` passes this plugin whenever `sync_batchnorm` is on.
+
+    On CPUs it converts nothing: PyTorch's SyncBatchNorm refuses CPU tensors while training, so `runtime.sync_bn`
+    under CPU DDP (gloo) trains with per-process BatchNorm, as `norm: syncbn` does there (`setup` below) and as
+    MMEngine does. Lightning calls `apply` after moving the model to its device, so the device tells."""
 
     def apply(self, model: nn.Module) -> nn.Module:
+        device = next(model.parameters(), torch.empty(0)).device
+        if device.type == "cpu":
+            log.warning(
+                "runtime.sync_bn on CPUs: BatchNorm is not converted to SyncBatchNorm (PyTorch synchronises batch "
+                "statistics on GPUs only); each process normalises with its own batch"
+            )
+            return model
         return convert_sync_batchnorm(model)
 
     def revert(self, model: nn.Module) -> nn.Module:

@@ -22,10 +22,10 @@ from torch import nn
 
 from src.data.io import load_image
 from src.inference import Segmenter
-from src.models.layers import conv_module, revert_sync_batchnorm
+from src.models.layers import conv_module, convert_sync_batchnorm, revert_sync_batchnorm
 from src.module import TimmSyncBatchNorm
-from src.train import build_module
-from tests.conftest import SMALL_MODEL, TINY_TRAIN, compose_cfg
+from src.train import build_module, train
+from tests.helpers import SMALL_MODEL, TINY_TRAIN, compose_cfg
 
 SYNCBN = ["model.backbone.norm=syncbn", "model.decode_head.norm=syncbn", "model.auxiliary_head.norm=syncbn"]
 
@@ -107,11 +107,42 @@ def test_lightning_sync_batchnorm_plugin_keeps_the_heads_relu() -> None:
     assert (expected >= 0).all()
     lightning_way = nn.SyncBatchNorm.convert_sync_batchnorm(conv_module(3, 4)).eval()
     assert (lightning_way(x) < 0).any()  # what the plugin avoids
-    synced = TimmSyncBatchNorm().apply(block).eval()
+    synced = convert_sync_batchnorm(block).eval()  # what the plugin applies off CPUs
     assert isinstance(synced.bn, SyncBatchNormAct)
     torch.testing.assert_close(synced(x), expected)
     torch.testing.assert_close(TimmSyncBatchNorm().revert(synced)(x), expected)
+    # on a device other than the CPU (meta stands in for a GPU) the plugin converts; on the CPU it leaves BN
+    assert isinstance(TimmSyncBatchNorm().apply(conv_module(3, 4).to("meta")).bn, SyncBatchNormAct)
+    on_cpu = conv_module(3, 4)
+    assert TimmSyncBatchNorm().apply(on_cpu) is on_cpu and type(on_cpu.bn) is BatchNormAct2d
     trainer = L.Trainer(
         accelerator="cpu", devices=1, sync_batchnorm=True, plugins=[TimmSyncBatchNorm()], logger=False
     )
     assert isinstance(trainer._accelerator_connector._layer_sync, TimmSyncBatchNorm)
+
+
+def test_runtime_sync_bn_trains_in_two_cpu_processes(tmp_path: Path) -> None:
+    """`runtime.sync_bn=true` under CPU DDP (2 gloo processes) through the training entry point: Lightning applies
+    the plugin after `setup`, which used to convert BN to SyncBatchNorm there and fail in the first forward."""
+    cfg = compose_cfg(
+        "train",
+        [
+            *[o for o in TINY_TRAIN if not o.startswith("logger=")],
+            "logger=tensorboard",  # Lightning's CSV logger loses its header between the spawned fit and test
+            f"paths.data_dir={tmp_path / 'data'}",
+            *SMALL_MODEL,
+            "runtime.sync_bn=true",
+            "runtime.trainer.accelerator=cpu",
+            "runtime.trainer.devices=2",
+            "+runtime.trainer.strategy=ddp_spawn",
+            "schedule.max_steps=2",
+        ],
+        tmp_path / "run",
+    )
+    try:
+        metrics = train(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2
+    assert 0.0 <= metrics["test/mIoU"] <= 100.0 and np.isfinite(metrics["test/mIoU"])
