@@ -126,15 +126,8 @@ class InferenceNet(nn.Module):
         self.segmentor = segmentor
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pre = self.segmentor.data_preprocessor
         h, w = images.shape[-2:]
-        x = images
-        d = int(pre.size_divisor or 1)
-        if d > 1:  # always padded (by 0 when divisible): a branch on the size would fix it in the graph
-            x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d), value=float(pre.pad_val))
-        if pre.bgr_to_rgb:
-            x = x.flip(1)
-        x = (x - pre.mean) / pre.std
+        x = self.segmentor.data_preprocessor.normalize(images)
         return self.segmentor.encode_decode(x)[..., :h, :w]
 
 

@@ -32,13 +32,18 @@ class SegDataPreProcessor(nn.Module):
         self.pad_val = pad_val
         self.seg_pad_val = seg_pad_val
 
-    def padded_size(self, sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
-        h = max(s[0] for s in sizes)
-        w = max(s[1] for s in sizes)
-        if self.size_divisor:
-            d = self.size_divisor
-            h, w = -(-h // d) * d, -(-w // d) * d
-        return h, w
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """A float batch `[N, 3, H, W]` (0..255) padded at the bottom and right to a multiple of `size_divisor`,
+        channels flipped when `bgr_to_rgb`, normalised. It is also the first step of the exported network
+        (`src.export.InferenceNet`): it always pads (by 0 when the size divides), since a branch on the size
+        would fix the size in the traced graph."""
+        d = int(self.size_divisor or 1)
+        if d > 1:
+            h, w = batch.shape[-2:]
+            batch = F.pad(batch, (0, (d - w % d) % d, 0, (d - h % d) % d), value=float(self.pad_val))
+        if self.bgr_to_rgb:
+            batch = batch.flip(1)
+        return (batch - self.mean) / self.std
 
     def forward(
         self,
@@ -47,14 +52,12 @@ class SegDataPreProcessor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return normalised images `[N, 3, H, W]` (float) and padded masks `[N, H, W]` (long) or None."""
         images = list(images) if not torch.is_tensor(images) else list(images.unbind(0))
-        size = self.padded_size([tuple(im.shape[-2:]) for im in images])
-        batch = torch.stack([_pad(im.float(), size, self.pad_val) for im in images])
-        if self.bgr_to_rgb:
-            batch = batch.flip(1)
-        batch = (batch - self.mean) / self.std
+        size = (max(im.shape[-2] for im in images), max(im.shape[-1] for im in images))
+        batch = self.normalize(torch.stack([_pad(im.float(), size, self.pad_val) for im in images]))
         if masks is None:
             return batch, None
         masks = list(masks) if not torch.is_tensor(masks) else list(masks.unbind(0))
+        size = tuple(batch.shape[-2:])  # the images' padded size
         mask_batch = torch.stack([_pad(m.long(), size, self.seg_pad_val) for m in masks])
         return batch, mask_batch
 
