@@ -13,7 +13,7 @@ Prints images/s and images/s per worker; whether loading starves training is thi
 training throughput of `scripts/benchmark.py`.
 
 `--reference` also times, in this process and alternated with ours round by round (so that a busy machine
-slows both alike), a plain PIL/OpenCV version of MMSegmentation's pipeline (`scripts/tools/reference_pipeline.py`)
+slows both alike), a plain PIL/OpenCV version of MMSegmentation's pipeline (`src/tools/reference_pipeline.py`)
 on the same files, and prints both images/s, CPU ms per image and their ratio. `--breakdown N` prints where
 a sample's time goes, step by step (decode image, decode mask, RandomResize, RandomCrop, flip,
 PhotoMetricDistortion, pad, to tensor + collate), in thread CPU ms over N samples, ours beside the reference's.
@@ -30,20 +30,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from rich.console import Console
+from rich.table import Table
+
+from src.tools.pipeline_timing import (
+    breakdown_rows,
+    cycle,
+    step_times,
+    time_batches,
+    write_synthetic_cityscapes,
+)
+from src.tools.reference_pipeline import ReferencePipeline
+from src.utils import resolvers  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from scripts.tools.pipeline_timing import breakdown_rows, cycle, step_times, time_batches  # noqa: E402
-from scripts.tools.reference_pipeline import ReferencePipeline  # noqa: E402
-from src.utils import resolvers  # noqa: E402, F401
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -76,27 +81,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if not any(o.startswith("dataset=") for o in overrides):
         overrides = ["dataset=cityscapes", *overrides]
     return args, overrides
-
-
-def write_synthetic_cityscapes(data_dir: Path, n: int, seed: int = 0) -> Path:
-    """`n` random 2048x1024 images with blocky 19-class masks (+ 255) in Cityscapes' layout."""
-    rng = np.random.default_rng(seed)
-    root = data_dir / "cityscapes"
-    for split in ("train", "val"):
-        img_dir = root / "leftImg8bit" / split / "synthcity"
-        ann_dir = root / "gtFine" / split / "synthcity"
-        img_dir.mkdir(parents=True, exist_ok=True)
-        ann_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(n if split == "train" else 1):
-            # smooth image content (compresses like a photo, not like noise) and 64x64 label blocks
-            small = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
-            image = cv2.resize(small, (2048, 1024), interpolation=cv2.INTER_CUBIC)
-            labels = rng.choice(np.r_[np.arange(19), 255], size=(16, 32)).astype(np.uint8)
-            mask = cv2.resize(labels, (2048, 1024), interpolation=cv2.INTER_NEAREST)
-            stem = f"synthcity_{i:06d}_000019"
-            cv2.imwrite(str(img_dir / f"{stem}_leftImg8bit.png"), image)
-            cv2.imwrite(str(ann_dir / f"{stem}_gtFine_labelTrainIds.png"), mask)
-    return root
 
 
 def time_loader(datamodule, workers: int, batches: int, warmup: int) -> dict:

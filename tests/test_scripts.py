@@ -37,3 +37,17 @@ def test_benchmark_data_times_the_cityscapes_pipeline_per_worker_count(tmp_path)
     assert [r["workers"] for r in rows] == [0, 1]
     for r in rows:
         assert r["batches"] == 2 and r["batch_size"] == 1 and r["images_per_s"] > 0
+
+
+def test_data_levers_imports_the_installed_package_from_any_folder(tmp_path):
+    """No sys.path edits: the tools come from the installed `src.tools` package, whatever the working folder."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "data_levers.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "thread CPU ms per call" in run.stdout
+    assert "sys.path" not in (ROOT / "scripts" / "data_levers.py").read_text()
+    assert "sys.path" not in (ROOT / "scripts" / "benchmark_data.py").read_text()

@@ -1,6 +1,6 @@
 """Each data-pipeline lever of docs/benchmarks.md measured alone: thread CPU ms per call (median), before -> after.
 
-python scripts/tools/data_levers.py [--data DIR] [--calls 10]
+python scripts/data_levers.py [--data DIR] [--calls 10]
 
 DIR holds Cityscapes-layout samples (`scripts/benchmark_data.py --synthetic` writes them; by default four are
 written into a temporary folder). Thread CPU time, not wall time, so that a busy machine changes little; OpenCV
@@ -18,15 +18,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+import cv2
+import numpy as np
+from PIL import Image
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from src.data import io  # noqa: E402
-from src.data.transforms import PhotoMetricDistortion, resize_then_crop  # noqa: E402
+from src.data import io
+from src.data.transforms import PhotoMetricDistortion, resize_then_crop
+from src.tools.pipeline_timing import write_synthetic_cityscapes
 
 
 def cpu_ms(fn: Callable[[], object], calls: int) -> float:
@@ -65,9 +63,6 @@ def main(argv: list[str]) -> int:
     cv2.setNumThreads(0)
     tmp = None
     if args.data is None:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from benchmark_data import write_synthetic_cityscapes
-
         tmp = tempfile.TemporaryDirectory(prefix="data_levers_")
         args.data = Path(tmp.name)
         write_synthetic_cityscapes(args.data, 4)

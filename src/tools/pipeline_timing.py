@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -111,3 +113,24 @@ def breakdown_rows(
         ("total", 1e3 * sum(ours.values()), None if reference is None else 1e3 * sum(reference.values()))
     )
     return rows
+
+
+def write_synthetic_cityscapes(data_dir: Path, n: int, seed: int = 0) -> Path:
+    """`n` random 2048x1024 images with blocky 19-class masks (+ 255) in Cityscapes' layout."""
+    rng = np.random.default_rng(seed)
+    root = data_dir / "cityscapes"
+    for split in ("train", "val"):
+        img_dir = root / "leftImg8bit" / split / "synthcity"
+        ann_dir = root / "gtFine" / split / "synthcity"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        ann_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(n if split == "train" else 1):
+            # smooth image content (compresses like a photo, not like noise) and 64x64 label blocks
+            small = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+            image = cv2.resize(small, (2048, 1024), interpolation=cv2.INTER_CUBIC)
+            labels = rng.choice(np.r_[np.arange(19), 255], size=(16, 32)).astype(np.uint8)
+            mask = cv2.resize(labels, (2048, 1024), interpolation=cv2.INTER_NEAREST)
+            stem = f"synthcity_{i:06d}_000019"
+            cv2.imwrite(str(img_dir / f"{stem}_leftImg8bit.png"), image)
+            cv2.imwrite(str(ann_dir / f"{stem}_gtFine_labelTrainIds.png"), mask)
+    return root
