@@ -58,9 +58,10 @@ def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
             add(type(t).__name__, time.thread_time() - t0)
         t0 = time.thread_time()
         # what BaseSegDataset.__getitem__ and the collate do with the result
+        mask = np.ascontiguousarray(data["mask"])
         sample = {
             "inputs": torch.from_numpy(np.ascontiguousarray(data["image"].transpose(2, 0, 1))),
-            "masks": torch.from_numpy(np.ascontiguousarray(data["mask"]).astype(np.int64)),
+            "masks": torch.from_numpy(mask if mask.dtype == np.uint8 else mask.astype(np.int64)),
             "metas": {},
         }
         seg_collate([sample])

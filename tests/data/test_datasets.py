@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 
@@ -9,9 +10,12 @@ import albumentations as A
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from src.data.datamodule import SegDataModule
 from src.data.datasets import BaseSegDataset, ShapesDataset
+from src.data.datasets.base import seg_collate
+from src.models.data_preprocessor import SegDataPreProcessor
 
 CLASSES = ["a", "b", "c"]
 
@@ -194,3 +198,70 @@ def test_augmentations_repeat_with_the_seed_and_differ_between_workers(tmp_path)
     assert first == again and first != other
     # samples 0 and 1 are the same mask, loaded by workers 0 and 1: their crops must not all coincide
     assert any(first[2 * k] != first[2 * k + 1] for k in range(4))
+
+
+def _expected_label_error(values: list[int], num_classes: int, ignore_index: int = 255) -> str | None:
+    """The check's definition, from the sorted distinct values: a 0/255 mask, else labels outside the classes."""
+    if ignore_index == 255 and num_classes < 255 and values == [0, 255]:
+        return "holds only the values 0 and 255"
+    bad = [v for v in values if v >= num_classes and v != ignore_index]
+    return f"label values {bad[:10]} outside" if bad else None
+
+
+@pytest.mark.parametrize("num_classes", [1, 3, 19, 254, 255, 300])
+def test_label_check_fast_path_gives_the_exact_outcome(tmp_path, num_classes):
+    """The two-maxima shortcut of check_labels accepts exactly the masks the per-value check accepts, and every
+    refused mask gets the per-value message (masks with bad labels anywhere, 0/255 only, all 255, all 0...)."""
+    write_pair(tmp_path, "a", np.zeros((4, 4)))
+    ds = BaseSegDataset(
+        data_root=tmp_path, img_dir="img", ann_dir="ann", classes=[str(i) for i in range(num_classes)]
+    )
+    rng = np.random.default_rng(num_classes)
+    pools = [
+        [0, 255],
+        [0],
+        [255],
+        [254, 255],
+        [0, 1, 255],
+        [min(num_classes - 1, 254), 255],
+        [min(num_classes, 255), 0],
+    ]
+    masks = [np.array(p, np.uint8)[rng.integers(0, len(p), (37, 53))] for p in pools]
+    masks += [rng.integers(lo, 256, (37, 53)).astype(np.uint8) for lo in (0, 200, 250)]
+    for _ in range(40):  # valid masks with one stray value at a random place
+        m = rng.integers(0, min(num_classes, 256), (37, 53)).astype(np.uint8)
+        m[rng.integers(37), rng.integers(53)] = rng.integers(0, 256)
+        masks.append(m)
+    refused = 0
+    for mask in masks:
+        expected = _expected_label_error(np.unique(mask).tolist(), num_classes)
+        if expected is None:
+            ds.check_labels(mask, tmp_path / "m.png")
+        else:
+            refused += 1
+            with pytest.raises(ValueError, match=re.escape(expected)):
+                ds.check_labels(mask, tmp_path / "m.png")
+    assert refused > 0 or num_classes >= 255  # the cases include refusals wherever a label can be bad
+
+
+def test_masks_travel_as_uint8_and_reach_the_model_as_the_same_long_labels(tmp_path):
+    """uint8 masks are not widened on the CPU side; the data preprocessor gives the int64 batch it gave before
+    (values, padding with 255); labels above 255 (a label_map to 300) still travel as int64."""
+    write_pair(tmp_path, "a", np.array([[0, 1, 2], [255, 2, 1]]))
+    write_pair(tmp_path, "b", np.array([[2, 2], [0, 255]]))
+    ds = dataset(tmp_path)
+    batch = seg_collate([ds[0], ds[1]])
+    assert [m.dtype for m in batch["masks"]] == [torch.uint8, torch.uint8]
+    pre = SegDataPreProcessor(size_divisor=4)
+    _, got = pre(batch["inputs"], batch["masks"])
+    _, before = pre(batch["inputs"], [m.long() for m in batch["masks"]])  # what int64 masks gave
+    assert got.dtype == torch.long and torch.equal(got, before)
+    assert got[1, :2, :2].tolist() == [[2, 2], [0, 255]] and got[1, 3].eq(255).all()
+    wide = BaseSegDataset(
+        data_root=tmp_path,
+        img_dir="img",
+        ann_dir="ann",
+        classes=[str(i) for i in range(301)],
+        label_map={2: 300},
+    )
+    assert wide[0]["masks"].dtype == torch.long and wide[0]["masks"].max().item() == 300
