@@ -38,18 +38,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from src.tools import benchmark as bench
+from src.utils import resolvers  # noqa: F401
+from src.utils.precision import apply_precision, cpu_native_bf16
 
-from src.tools import benchmark as bench  # noqa: E402
-from src.utils import resolvers  # noqa: E402, F401
-from src.utils.precision import apply_precision, cpu_native_bf16  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # conf/ and the default logs/ folder
 
 PARTS = ("overhead", "metric", "sync", "infer")
 
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = compose_config(overrides, ROOT / "logs" / "benchmark" / "run")
     choice = apply_precision(cfg)
 
-    from src.train import build_module  # after sys.path is set
+    from src.train import build_module  # imported here: it pulls in Lightning, which --help does not need
 
     torch.manual_seed(0)
     num_classes = int(cfg.model.decode_head.num_classes)

@@ -6,16 +6,11 @@ python scripts/export_onnx.py ckpt_path=... output=model.onnx image=street.png
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import hydra
+from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from scripts.export import export, parity_image, run  # noqa: E402,F401  (re-exported: tests and callers use them)
-from src.utils.errors import report_errors  # noqa: E402
+from export import run  # scripts/export.py: this file's folder is sys.path[0] when it runs
+from src.utils.errors import report_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export_onnx")

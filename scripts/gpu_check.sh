@@ -69,10 +69,10 @@ RUN_DIR="$OUT/ddp_run"
 step ddp_syncbn 90 "$PY" -m src.train experiment=fcn_shapes runtime=ddp runtime.trainer.devices=1 \
   schedule.max_steps=40 schedule.val_interval=20 schedule.ckpt_interval=40 logger=csv \
   "hydra.run.dir=$RUN_DIR"
-step onnx_cuda 60 "$PY" scripts/tools/gpu_check.py onnx "$RUN_DIR" "$OUT/onnx_cuda.json"
+step onnx_cuda 60 "$PY" -m src.tools.gpu_check onnx "$RUN_DIR" "$OUT/onnx_cuda.json"
 
 if [ "$DRY" != "1" ]; then
-  "$PY" scripts/tools/gpu_check.py summary "$OUT" > "$OUT/figures.md"
+  "$PY" -m src.tools.gpu_check summary "$OUT" > "$OUT/figures.md"
   echo "figures: $OUT/figures.md ($((SECONDS - START)) s)"
   cat "$OUT/figures.md"
 fi

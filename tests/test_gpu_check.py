@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from src.tools.gpu_check import summary
+from tests.helpers import compose_cfg
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-sys.path.insert(0, str(ROOT))
-
-from scripts.tools.gpu_check import summary  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
 
 
 def run_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """Helpers of `scripts/gpu_check.sh`: ONNX Runtime on CUDA, and the figures of a check as one Markdown file.
 
-python scripts/tools/gpu_check.py onnx RUN_DIR OUT.json    # export RUN_DIR's last.ckpt, time ONNX Runtime on CUDA
-python scripts/tools/gpu_check.py summary OUT_DIR           # Markdown tables of OUT_DIR's JSON files, to stdout
+python -m src.tools.gpu_check onnx RUN_DIR OUT.json    # export RUN_DIR's last.ckpt, time ONNX Runtime on CUDA
+python -m src.tools.gpu_check summary OUT_DIR           # Markdown tables of OUT_DIR's JSON files, to stdout
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]  # the project's root: scripts/export_onnx.py runs from there
 
 
 def onnx_cuda(
