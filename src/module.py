@@ -86,8 +86,9 @@ class SegmentationModule(LightningModule):
     ignore_index: label ignored by the metrics.
     paramwise: per-module LR / weight-decay rules (`schedule.paramwise`, see `src/optim.py`); None: one group.
     warmup_iters, warmup_ratio: linear warm-up from `warmup_ratio` x each group's LR before `scheduler`.
-    grad_norm_type: the norm of gradient clipping by norm (`schedule.clip_grad.norm_type`); the threshold is
-        the Trainer's `gradient_clip_val`.
+    clip_grad: gradient clipping by norm, MMSegmentation's `clip_grad` (`schedule.clip_grad`):
+        `{max_norm, norm_type (default 2)}`, or None for none. Done here and only here, after the mixed-precision
+        unscale: Lightning's own clipping knows the 2-norm only.
     channels_last: keep the segmentor's weights and its input images in channels_last (NHWC) memory format
         (`runtime.channels_last`): oneDNN's and cuDNN's fast convolution layout, needed for bf16 speed on CPUs.
         Values are those of the default layout (up to float rounding); checkpoints load either way.
@@ -103,7 +104,7 @@ class SegmentationModule(LightningModule):
         paramwise: Mapping[str, Any] | None = None,
         warmup_iters: int = 0,
         warmup_ratio: float = 1e-6,
-        grad_norm_type: float = 2.0,
+        clip_grad: Mapping[str, float] | None = None,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -113,7 +114,7 @@ class SegmentationModule(LightningModule):
         self.paramwise = dict(paramwise) if paramwise else None
         self.warmup_iters = int(warmup_iters)
         self.warmup_ratio = float(warmup_ratio)
-        self.grad_norm_type = float(grad_norm_type)
+        self.clip_grad = _clip_settings(clip_grad)
         self.channels_last = bool(channels_last)
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names is not None else None
@@ -246,12 +247,14 @@ class SegmentationModule(LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Lightning clips by the 2-norm only; MMSegmentation's `clip_grad` also names the norm (`norm_type`)."""
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and self.grad_norm_type != 2.0:
-            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, norm_type=self.grad_norm_type)
+        """`clip_grad` by its norm type; with none, Lightning's own settings (the Trainer's, None by default)."""
+        if self.clip_grad is None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(
+            params, self.clip_grad["max_norm"], norm_type=self.clip_grad["norm_type"]
+        )
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -261,3 +264,15 @@ class SegmentationModule(LightningModule):
 @rank_zero_only
 def _print_table(results: dict[str, Any], split: str) -> None:
     print_metrics_table(results["per_class"], results["summary"], title=f"{split} metrics per class")
+
+
+def _clip_settings(clip_grad: Mapping[str, float] | None) -> dict[str, float] | None:
+    """`{max_norm, norm_type}` with the 2-norm by default; None or `max_norm: null` turn clipping off."""
+    if not clip_grad or clip_grad.get("max_norm") is None:
+        return None
+    unknown = set(clip_grad) - {"max_norm", "norm_type"}
+    if unknown:
+        raise ValueError(
+            f"schedule.clip_grad: unknown keys {sorted(unknown)}; expected max_norm and norm_type"
+        )
+    return {"max_norm": float(clip_grad["max_norm"]), "norm_type": float(clip_grad.get("norm_type", 2.0))}

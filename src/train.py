@@ -63,7 +63,6 @@ def build_module(cfg: DictConfig, datamodule: Any, pretrained: bool = True) -> S
     (resuming and `load_from` overwrite them with the checkpoint's: no download, no hub needed)."""
     segmentor = instantiate(cfg.model) if pretrained else build_segmentor(cfg.model)
     schedule = cfg.schedule
-    clip = schedule.get("clip_grad") or {}
     module = SegmentationModule(
         segmentor,
         optimizer=instantiate(schedule.optimizer),
@@ -75,7 +74,9 @@ def build_module(cfg: DictConfig, datamodule: Any, pretrained: bool = True) -> S
         else None,
         warmup_iters=schedule.get("warmup_iters", 0),
         warmup_ratio=schedule.get("warmup_ratio", 1e-6),
-        grad_norm_type=clip.get("norm_type", 2.0),
+        clip_grad=OmegaConf.to_container(schedule.clip_grad, resolve=True)
+        if schedule.get("clip_grad")
+        else None,
         channels_last=resolve_precision(  # `auto` -> on with a mixed precision (src/utils/precision.py)
             cfg.runtime.get("precision", "32-true"), cfg.runtime.get("channels_last", False)
         ).channels_last,

@@ -233,12 +233,16 @@ def test_warmup_errors_name_the_keys(kwargs, match):
 def test_clipping_by_another_norm_type_uses_that_norm(tmp_path):
     cfg = compose_cfg("train", [f"paths.data_dir={tmp_path}"], tmp_path)
     module = SegmentationModule(
-        instantiate(cfg.model), optimizer=instantiate(cfg.schedule.optimizer), grad_norm_type=math.inf
+        instantiate(cfg.model),
+        optimizer=instantiate(cfg.schedule.optimizer),
+        clip_grad={"max_norm": 1.0, "norm_type": math.inf},
     )
     optimizer = module.configure_optimizers()["optimizer"]
     for i, p in enumerate(module.parameters()):
         p.grad = torch.full_like(p, 3.0 if i == 0 else 0.5)
-    module.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    module.configure_gradient_clipping(
+        optimizer
+    )  # what Lightning calls after each backward (and AMP unscale)
     # the inf-norm (largest |g|) is clipped to 1: every gradient scaled by 1/3
     grads = [p.grad for p in module.parameters()]
     assert grads[0].abs().max().item() == pytest.approx(1.0, rel=1e-5)

@@ -87,8 +87,8 @@ class RecordTrainer(Callback):
 
     def on_train_start(self, trainer, module) -> None:
         RecordTrainer.seen = {
-            "gradient_clip_val": trainer.gradient_clip_val,
-            "gradient_clip_algorithm": trainer.gradient_clip_algorithm,
+            "trainer_gradient_clip_val": trainer.gradient_clip_val,
+            "clip_grad": module.clip_grad,
             "accumulate_grad_batches": trainer.accumulate_grad_batches,
             "val_check_interval": trainer.val_check_interval,
             "batches": 0,
@@ -345,8 +345,8 @@ def test_schedule_keys_reach_the_trainer_and_the_per_group_lr(make_train_cfg):
     RecordTrainer.seen = {}
     train(with_callbacks(cfg, "RecordTrainer"))
     assert RecordTrainer.seen == {
-        "gradient_clip_val": 1.0,
-        "gradient_clip_algorithm": "norm",
+        "trainer_gradient_clip_val": None,  # clipping is the module's alone
+        "clip_grad": {"max_norm": 1.0, "norm_type": 2.0},
         "accumulate_grad_batches": 2,
         "val_check_interval": 6,  # 3 iterations of 2 batches
         "batches": 6,

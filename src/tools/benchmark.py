@@ -177,8 +177,8 @@ class WindowTimer:
 # ------------------------------------------------------------------------------------------------ the two loops
 def bare_train(module: Any, loader: DataLoader, settings: BenchSettings, device: torch.device) -> WindowTimer:
     """The timed window (seconds per step) of a plain PyTorch loop over `module`'s segmentor: the loss of
-    `module.compute_losses` (the same code as `training_step`, without logging), backward, gradient clipping when
-    the Trainer would clip, `optimizer.step()`, `zero_grad()` and the per-iteration LR scheduler, with the
+    `module.compute_losses` (the same code as `training_step`, without logging), backward, the module's gradient
+    clipping (`schedule.clip_grad`), `optimizer.step()`, `zero_grad()` and the per-iteration LR scheduler, with the
     optimiser and scheduler of `module.configure_optimizers()`."""
     module.to(device)
     module.train()
@@ -186,7 +186,7 @@ def bare_train(module: Any, loader: DataLoader, settings: BenchSettings, device:
     optimizer = configured["optimizer"]
     scheduler = configured.get("lr_scheduler", {}).get("scheduler")
     scaler = torch.amp.GradScaler(device.type) if settings.precision == "16-mixed" else None
-    clip = settings.trainer_kwargs.get("gradient_clip_val")
+    clip = module.clip_grad is not None
     timer = WindowTimer(settings.warmup, settings.steps, device)
     for step, batch in enumerate(loader):
         if step == timer.total_steps:
@@ -199,13 +199,13 @@ def bare_train(module: Any, loader: DataLoader, settings: BenchSettings, device:
             scaler.scale(loss).backward()
             if clip:
                 scaler.unscale_(optimizer)
-                module.configure_gradient_clipping(optimizer, clip, "norm")
+                module.configure_gradient_clipping(optimizer)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
             if clip:
-                module.configure_gradient_clipping(optimizer, clip, "norm")
+                module.configure_gradient_clipping(optimizer)
             optimizer.step()
         optimizer.zero_grad()
         if scheduler is not None:
