@@ -4,10 +4,17 @@ Decoding is most of a training sample's cost (a 2048x1024 PNG takes longer than 
 transforms together), so 8-bit RGB and grey PNGs are decoded with libspng (`pyspng`) when it is installed:
 the same pixels as OpenCV's libpng, about a quarter faster (docs/benchmarks.md). Everything else, and any file
 that libspng rejects, goes through OpenCV (images) or Pillow (palette masks), as before.
+
+A training crop often needs only the top part of the image (rows below the crop's last source row are never
+read): `open_top_rows` gives a reader that decodes only the first n rows of an 8-bit RGB, non-interlaced PNG.
+PNG rows are decoded top to bottom, each from the rows above it, so the first n rows are the same pixels as in
+the full decode; libspng is handed the file with its header's height set to n and stops there.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -49,15 +56,83 @@ def load_image(path: str | Path) -> np.ndarray:
             data = path.read_bytes()
         except OSError as exc:
             raise ValueError(_unreadable(path, "image")) from exc
-        img = _spng(data, PNG_RGB)
-        if img is not None:
-            return img
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    else:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        return _decode_png_image(data, path)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(_unreadable(path, "image"))
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _decode_png_image(data: bytes, path: Path) -> np.ndarray:
+    """`load_image` of a PNG file's bytes: libspng, else OpenCV, else the unreadable-image error."""
+    img = _spng(data, PNG_RGB)
+    if img is not None:
+        return img
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(_unreadable(path, "image"))
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class PngTopRows:
+    """The image of an 8-bit RGB, non-interlaced PNG file, decoded on demand as far down as asked.
+
+    `shape` comes from the header; `reader(n)` is `load_image(path)[:n]`, decoding only those rows (the file
+    is read at that call). If the short decode fails or differs in form (say a transparency chunk), the whole
+    image is decoded as `load_image` does, with its errors. `placeholder` stands in for the image where only
+    its shape is looked at (an Albumentations pipeline whose first transform asks this reader for its rows).
+    """
+
+    def __init__(self, path: Path, height: int, width: int) -> None:
+        self.path, self.shape = path, (height, width, 3)
+        self.placeholder = np.zeros(self.shape, np.uint8)  # calloc'd: no page is touched unless read
+        self.rows_decoded = 0  # the last call's row count (for tests and the benchmark's breakdown)
+
+    def __call__(self, rows: int) -> np.ndarray:
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ValueError(_unreadable(self.path, "image")) from exc
+        height, width = self.shape[:2]
+        rows = max(1, min(int(rows), height))
+        self.rows_decoded = rows
+        if rows < height:
+            top = _spng(png_with_height(data, rows), PNG_RGB)
+            if top is not None and top.shape == (rows, width, 3):
+                return top
+        self.rows_decoded = height
+        return _decode_png_image(data, self.path)[:rows]
+
+
+def png_with_height(data: bytes, rows: int) -> bytes:
+    """The PNG `data` with its header's height set to `rows` (and the header's CRC recomputed)."""
+    ihdr = bytearray(data[12:29])  # chunk type + 13 bytes of data
+    ihdr[8:12] = struct.pack(">I", rows)
+    return data[:12] + bytes(ihdr) + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
+
+
+def open_top_rows(path: str | Path) -> PngTopRows | None:
+    """A `PngTopRows` reader for an 8-bit RGB, non-interlaced PNG (libspng installed), else None.
+
+    Reads the file's first 33 bytes only; None also when the file cannot be read (`load_image` reports it).
+    """
+    path = Path(path)
+    if pyspng is None or path.suffix.lower() != ".png":
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+    except OSError:
+        return None
+    # IHDR: width, height (4 bytes each), bit depth, colour type, compression, filter, interlace
+    if png_format(head) != (8, PNG_RGB) or head[28] != 0 or zlib.crc32(head[12:29]) != _u32(head, 29):
+        return None
+    width, height = _u32(head, 16), _u32(head, 20)
+    return PngTopRows(path, height, width) if width and height else None
+
+
+def _u32(data: bytes, at: int) -> int:
+    return struct.unpack(">I", data[at : at + 4])[0]
 
 
 def load_mask(path: str | Path) -> np.ndarray:

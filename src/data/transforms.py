@@ -18,7 +18,8 @@ All randomness comes from the transform's own generators, which `Compose` seeds 
 Speed (`scripts/benchmark_data.py`, docs/benchmarks.md), with outputs identical to the plain definitions:
 - `build_pipeline` fuses a `RandomResize` followed by a `RandomCrop` into `RandomResizeCrop`, which draws the
   same random numbers in the same order and resizes only the top-left part of the image that holds the crop
-  (bit-identical to resizing everything, then cropping: see `resize_then_crop`);
+  (bit-identical to resizing everything, then cropping: see `resize_then_crop`); given a PNG reader instead of
+  the image (`BaseSegDataset` does that), it decodes only the rows above the crop's last source row;
 - `PhotoMetricDistortion` applies its uint8 -> uint8 steps as look-up tables (the same float32 formula
   evaluated once per grey level instead of once per pixel);
 - `RandomCrop`'s `cat_max_ratio` counts labels with OpenCV's histogram instead of a 64-bit `bincount`.
@@ -50,7 +51,11 @@ def rescale_size(hw: tuple[int, int], scale: Sequence[int]) -> tuple[int, int]:
 
 
 def resize_then_crop(
-    img: np.ndarray, out_hw: tuple[int, int], box: tuple[int, int, int, int], nearest: bool
+    img: np.ndarray,
+    out_hw: tuple[int, int],
+    box: tuple[int, int, int, int],
+    nearest: bool,
+    src_hw: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """`cv2.resize(img, out_hw)[y0:y1, x0:x1]`, bit for bit, computing only what the crop needs.
 
@@ -59,9 +64,12 @@ def resize_then_crop(
     that mapping, so the crop's pixels are the same (two source pixels of margin keep the right and bottom
     borders' clamping out of the crop). Nearest: OpenCV's `INTER_NEAREST` reads source floor(x / scale),
     gathered directly. Checked against the full resize in tests/data/test_transforms.py.
+
+    `src_hw`: the size of the whole image when `img` holds only its top `source_rows(...)` rows (a partly
+    decoded image); the result is the same as from the whole image.
     """
     y0, y1, x0, x1 = box
-    h, w = img.shape[:2]
+    h, w = src_hw if src_hw is not None else img.shape[:2]
     out_h, out_w = out_hw
     if (out_h, out_w) == (h, w):
         return img[y0:y1, x0:x1]
@@ -70,14 +78,48 @@ def resize_then_crop(
         ys = np.minimum(np.floor(np.arange(y0, y1) * (1.0 / (out_h / h))).astype(np.intp), h - 1)
         xs = np.minimum(np.floor(np.arange(x0, x1) * (1.0 / (out_w / w))).astype(np.intp), w - 1)
         return np.take(np.take(img, ys, axis=0), xs, axis=1)
+    part = _bilinear_part((h, w), out_hw, box)
+    if part is None:  # nearly everything: the plain call (on the whole image)
+        if img.shape[0] < h:
+            raise ValueError(
+                f"resize_then_crop: {img.shape[0]} of {h} rows given; the plain resize needs all"
+            )
+        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+    need_h, need_w = part
+    out = cv2.resize(img[:need_h, :need_w], None, fx=out_w / w, fy=out_h / h, interpolation=cv2.INTER_LINEAR)
+    if (
+        out.shape[0] < y1 or out.shape[1] < x1
+    ):  # not expected (`_bilinear_part` predicts the size): never short
+        if img.shape[0] < h:
+            raise ValueError(f"resize_then_crop: a {out.shape[:2]} part cannot hold the crop {box}")
+        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+    return out[y0:y1, x0:x1]
+
+
+def _bilinear_part(
+    src_hw: tuple[int, int], out_hw: tuple[int, int], box: tuple[int, int, int, int]
+) -> tuple[int, int] | None:
+    """The (rows, columns) of the source's top-left part whose resize holds the crop, or None when the plain
+    resize of the whole image is used (the part would be nearly everything, or, not expected, too small)."""
+    h, w = src_hw
+    out_h, out_w = out_hw
+    y1, x1 = box[1], box[3]
     need_h = min(h, math.floor((y1 - 0.5) * h / out_h - 0.5) + 3)
     need_w = min(w, math.floor((x1 - 0.5) * w / out_w - 0.5) + 3)
-    if need_h * need_w > 0.9 * h * w:  # nearly everything: the plain call
-        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
-    part = cv2.resize(img[:need_h, :need_w], None, fx=out_w / w, fy=out_h / h, interpolation=cv2.INTER_LINEAR)
-    if part.shape[0] < y1 or part.shape[1] < x1:  # not expected; never return a short crop
-        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
-    return part[y0:y1, x0:x1]
+    if need_h * need_w > 0.9 * h * w:
+        return None
+    # the size cv2.resize gives the part for fx, fy (rounded half to even, as cvRound; round() does the same)
+    if round(need_h * (out_h / h)) < y1 or round(need_w * (out_w / w)) < x1:
+        return None
+    return need_h, need_w
+
+
+def source_rows(src_hw: tuple[int, int], out_hw: tuple[int, int], box: tuple[int, int, int, int]) -> int:
+    """How many top rows of an image of size `src_hw` the bilinear `resize_then_crop(img, out_hw, box)` reads."""
+    if tuple(out_hw) == tuple(src_hw):
+        return box[1]
+    part = _bilinear_part(src_hw, out_hw, box)
+    return src_hw[0] if part is None else part[0]
 
 
 def _resize_pair(img: np.ndarray, out_hw: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -251,20 +293,36 @@ class RandomResizeCrop(A.DualTransform):
         self.scale, self.ratio_range, self.keep_ratio = resize.scale, resize.ratio_range, resize.keep_ratio
         self.crop_size, self.cat_max_ratio = crop.crop_size, crop.cat_max_ratio
 
+    # the dataset may pass the image undecoded (`reads_image_rows`): `image_rows`, a reader of its top rows
+    # (`src.data.io.PngTopRows`), with its `placeholder` as `image`; only the rows the crop reads are decoded
+    reads_image_rows = True
+
     @property
     def targets_as_params(self) -> list[str]:
         return ["mask"] if self.crop.cat_max_ratio < 1.0 else []
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         rng = self.random_generator
-        out_hw = self.resize.draw_out_hw(params["shape"][:2], rng)
+        src_hw = params["shape"][:2]
+        out_hw = self.resize.draw_out_hw(src_hw, rng)
         mask = data.get("mask")
         window = None if mask is None else (lambda b: resize_then_crop(mask, out_hw, b, nearest=True))
-        return {"out_hw": out_hw, "box": self.crop.choose_box(out_hw, window, rng)}
+        box = self.crop.choose_box(out_hw, window, rng)
+        reader = data.get("image_rows")
+        if reader is not None and data.get("image") is reader.placeholder:  # decode the rows the crop reads
+            return {"out_hw": out_hw, "box": box, "image_top": reader(source_rows(src_hw, out_hw, box))}
+        return {"out_hw": out_hw, "box": box}
 
     def apply(
-        self, img: np.ndarray, out_hw: tuple[int, int] = (0, 0), box: tuple = (0, 0, 0, 0), **params: Any
+        self,
+        img: np.ndarray,
+        out_hw: tuple[int, int] = (0, 0),
+        box: tuple = (0, 0, 0, 0),
+        image_top: np.ndarray | None = None,
+        **params: Any,
     ) -> np.ndarray:
+        if image_top is not None:  # the top rows of the image `img` stands for
+            return resize_then_crop(image_top, out_hw, box, nearest=False, src_hw=img.shape[:2])
         return resize_then_crop(img, out_hw, box, nearest=False)
 
     def apply_to_mask(

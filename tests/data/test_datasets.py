@@ -265,3 +265,58 @@ def test_masks_travel_as_uint8_and_reach_the_model_as_the_same_long_labels(tmp_p
         label_map={2: 300},
     )
     assert wide[0]["masks"].dtype == torch.long and wide[0]["masks"].max().item() == 300
+
+
+def test_decoding_only_the_rows_the_crop_needs_gives_the_same_samples(tmp_path, monkeypatch):
+    """Cityscapes' training pipeline on PNGs: with the image decoded only down to the crop's last source row
+    (RandomResizeCrop asks the reader), every sample (image, mask) and every random draw is the same as with the
+    whole image decoded first; and fewer rows are decoded for most samples."""
+    from src.data import io
+    from src.data.datasets import base
+    from src.data.transforms import PhotoMetricDistortion, RandomCrop, RandomResize, seed_pipeline
+
+    if io.pyspng is None:
+        pytest.skip("pyspng is not installed")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        (tmp_path / "img").mkdir(exist_ok=True)
+        (tmp_path / "ann").mkdir(exist_ok=True)
+        small = rng.integers(0, 256, (6, 12, 3), dtype=np.uint8)
+        cv2.imwrite(
+            str(tmp_path / "img" / f"{i}.png"), cv2.resize(small, (192, 96), interpolation=cv2.INTER_CUBIC)
+        )
+        labels = rng.choice(np.r_[0:3, 255], size=(4, 8)).astype(np.uint8)
+        cv2.imwrite(
+            str(tmp_path / "ann" / f"{i}.png"), cv2.resize(labels, (192, 96), interpolation=cv2.INTER_NEAREST)
+        )
+
+    def make() -> BaseSegDataset:
+        pipeline = [
+            RandomResize(scale=(192, 96), ratio_range=(0.5, 2.0)),
+            RandomCrop(crop_size=(48, 96), cat_max_ratio=0.75),
+            A.HorizontalFlip(p=0.5),
+            PhotoMetricDistortion(),
+            A.PadIfNeeded(
+                48, 96, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=255
+            ),
+        ]
+        ds = dataset(tmp_path, img_suffix=".png", pipeline=pipeline)
+        seed_pipeline(ds.pipeline, 11)
+        return ds
+
+    readers = []
+    monkeypatch.setattr(base, "open_top_rows", lambda p: readers.append(io.open_top_rows(p)) or readers[-1])
+    lazy, eager = make(), make()
+    eager.image_rows = lambda path: None  # decode the whole image first, as before
+    for k in range(60):
+        a, b = lazy[k % 3], eager[k % 3]
+        assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["masks"], b["masks"]), k
+        assert a["metas"] == b["metas"]
+    assert len(readers) == 60
+    assert sum(r.rows_decoded < 96 for r in readers) > 30
+    assert (
+        dataset(tmp_path, img_suffix=".png", pipeline=[A.HorizontalFlip(p=1.0)]).image_rows(
+            lazy.samples[0][0]
+        )
+        is None
+    )

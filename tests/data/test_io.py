@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -81,3 +83,78 @@ def test_label_counts_equal_bincount(rng):
     assert (label_counts(mask) == np.bincount(mask.ravel(), minlength=256)).all()
     wide = mask.astype(np.uint16) * 2
     assert (label_counts(wide) == np.bincount(wide.ravel(), minlength=256)).all()
+
+
+def _smooth_rgb(rng, h, w):
+    """Photo-like content (neighbouring pixels alike), so that encoders pick every PNG row filter."""
+    small = rng.integers(0, 256, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+    noise = rng.integers(0, 8, (h, w, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) + noise
+
+
+def test_top_rows_of_a_png_are_the_rows_of_the_full_decode(tmp_path, rng):
+    """`open_top_rows(path)(n)` is `load_image(path)[:n]` for PNGs from OpenCV (one filter, fast zlib) and Pillow
+    (adaptive filters: None, Sub, Up, Average, Paeth); only n rows are decoded when libspng is there."""
+    if io.pyspng is None:
+        pytest.skip("pyspng is not installed")
+    img = _smooth_rgb(rng, 61, 83)
+    cv2.imwrite(str(tmp_path / "cv.png"), img[..., ::-1])
+    cv2.imwrite(str(tmp_path / "cv9.png"), img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    Image.fromarray(img).save(tmp_path / "pil.png", optimize=True)
+    for name in ("cv.png", "cv9.png", "pil.png"):
+        full = load_image(tmp_path / name)
+        assert (full == img).all()
+        reader = io.open_top_rows(tmp_path / name)
+        assert reader.shape == (61, 83, 3) and reader.placeholder.shape == (61, 83, 3)
+        for rows in (1, 2, 17, 60, 61, 500):
+            top = reader(rows)
+            assert top.shape == (min(rows, 61), 83, 3) and (top == full[:rows]).all(), (name, rows)
+            assert reader.rows_decoded == min(rows, 61)
+
+
+def test_top_rows_only_for_8bit_rgb_non_interlaced_pngs(tmp_path, rng, monkeypatch):
+    cv2.imwrite(str(tmp_path / "grey.png"), rng.integers(0, 256, (8, 9), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "deep.png"), rng.integers(0, 256, (8, 9, 3), dtype=np.uint16))
+    cv2.imwrite(str(tmp_path / "photo.jpg"), rng.integers(0, 256, (8, 9, 3), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 4, (8, 9), dtype=np.uint8), mode="P").save(tmp_path / "palette.png")
+    cv2.imwrite(str(tmp_path / "rgb.png"), rng.integers(0, 256, (8, 9, 3), dtype=np.uint8))
+    data = bytearray((tmp_path / "rgb.png").read_bytes())
+    data[28] = 1  # Adam7 interlacing: rows are not stored top to bottom
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    (tmp_path / "interlaced.png").write_bytes(bytes(data))
+    for name in ("grey.png", "deep.png", "photo.jpg", "palette.png", "interlaced.png", "missing.png"):
+        assert io.open_top_rows(tmp_path / name) is None, name
+    assert io.open_top_rows(tmp_path / "rgb.png") is not None or io.pyspng is None
+    monkeypatch.setattr(io, "pyspng", None)
+    assert io.open_top_rows(tmp_path / "rgb.png") is None
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except ValueError as exc:
+        return str(exc)
+
+
+def test_top_rows_of_a_damaged_png_fail_as_load_image_does(tmp_path, rng):
+    """Damage below the rows asked for goes unseen (those rows are never decoded); asking for the damaged rows
+    gives what load_image gives: OpenCV's decode once libspng refuses the file, or the error naming the file."""
+    if io.pyspng is None:
+        pytest.skip("pyspng is not installed")
+    img = _smooth_rgb(rng, 64, 96)
+    Image.fromarray(img).save(tmp_path / "ok.png", compress_level=0)  # stored: the rows lie in file order
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "zeroed.png").write_bytes(data[:-200] + bytes(188) + data[-12:])  # the last rows; a bad CRC
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # no complete IDAT chunk left
+    zeroed = io.open_top_rows(tmp_path / "zeroed.png")
+    assert (zeroed(8) == img[:8]).all()
+    full = load_image(tmp_path / "zeroed.png")  # OpenCV's lenient decode
+    assert (zeroed(64) == full).all()
+    cut = io.open_top_rows(tmp_path / "cut.png")
+    with pytest.raises(ValueError) as err:
+        load_image(tmp_path / "cut.png")
+    assert "Cannot read image" in str(err.value) and "cut.png" in str(err.value)
+    for rows in (8, 64):
+        with pytest.raises(ValueError) as again:
+            cut(rows)
+        assert str(again.value) == str(err.value)

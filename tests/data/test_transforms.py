@@ -22,6 +22,7 @@ from src.data.transforms import (
     build_pipeline,
     rescale_size,
     resize_then_crop,
+    source_rows,
 )
 from tests.conftest import compose_cfg
 
@@ -259,6 +260,29 @@ def test_resize_then_crop_equals_resizing_everything_then_cropping(channels):
             full = cv2.resize(img, (out_w, out_h), interpolation=interp)[y0 : y0 + ch, x0 : x0 + cw]
             part = resize_then_crop(img, (out_h, out_w), box, nearest=nearest)
             assert part.shape == full.shape and (part == full).all(), (trial, h, w, ratio, box, nearest)
+
+
+def test_resize_then_crop_from_the_top_source_rows_alone_is_the_same():
+    """Given only the `source_rows` top rows of the image (a partly decoded PNG) and the whole image's size,
+    the bilinear crop is the full resize's crop; fewer rows than the whole image for most crops."""
+    rng = np.random.default_rng(3)
+    fewer = 0
+    for trial in range(150):
+        h, w = int(rng.integers(20, 200)), int(rng.integers(20, 200))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ratio = [0.5, 2.0, 1.0][trial] if trial < 3 else float(rng.uniform(0.3, 2.5))
+        out_h, out_w = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
+        ch, cw = min(out_h, int(rng.integers(1, 96))), min(out_w, int(rng.integers(1, 96)))
+        y0, x0 = int(rng.integers(0, out_h - ch + 1)), int(rng.integers(0, out_w - cw + 1))
+        box = (y0, y0 + ch, x0, x0 + cw)
+        rows = source_rows((h, w), (out_h, out_w), box)
+        assert 1 <= rows <= h
+        fewer += rows < h
+        full = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0 : y0 + ch, x0 : x0 + cw]
+        top = np.ascontiguousarray(img[:rows])  # a copy: nothing below `rows` can be read
+        part = resize_then_crop(top, (out_h, out_w), box, nearest=False, src_hw=(h, w))
+        assert part.shape == full.shape and (part == full).all(), (trial, h, w, ratio, box, rows)
+    assert fewer > 75  # the saving is real for most crops
 
 
 def test_fused_resize_crop_equals_the_two_transforms_drawing_the_same_numbers():

@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.data.io import label_counts, load_image, load_mask
+from src.data.io import PngTopRows, label_counts, load_image, load_mask, open_top_rows
 from src.data.transforms import build_pipeline, seed_pipeline
 
 
@@ -235,16 +236,28 @@ class BaseSegDataset(Dataset):
             return False
         return self.num_classes < 255 and [int(v) for v in values] == [0, 255]
 
+    def image_rows(self, path: Path) -> PngTopRows | None:
+        """A reader of the image's top rows when the training pipeline's first step decodes only what its crop
+        needs (`RandomResizeCrop.reads_image_rows`, always applied) and the image is a PNG that allows it."""
+        pipeline = self.pipeline
+        if self.test_mode or not isinstance(pipeline, A.Compose) or pipeline.p < 1 or not pipeline.transforms:
+            return None
+        first = pipeline.transforms[0]
+        if not getattr(first, "reads_image_rows", False) or first.p < 1:
+            return None
+        return open_top_rows(path)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         img_path, ann_path = self.samples[index]
-        image = load_image(img_path)
+        rows = self.image_rows(img_path)
+        image = load_image(img_path) if rows is None else rows.placeholder  # decoded in the pipeline
         mask = self.load_mask(ann_path, image.shape[:2])
         ori_shape = tuple(image.shape[:2])
         if self.test_mode:
             if self.pipeline is not None:
                 image = self.pipeline(image=image)["image"]
         elif self.pipeline is not None:
-            out = self.pipeline(image=image, mask=mask)
+            out = self.pipeline(image=image, mask=mask, **({} if rows is None else {"image_rows": rows}))
             image, mask = out["image"], out["mask"]
         mask = np.ascontiguousarray(mask)
         return {
