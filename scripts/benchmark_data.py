@@ -2,7 +2,7 @@
 
 python scripts/benchmark_data.py [dataset=cityscapes] [paths.data_dir=...] [key=value ...]
     [--workers 0 1 2] [--batches 20] [--warmup 2] [--synthetic 24] [--json out.json]
-    [--reference] [--rounds 3] [--breakdown 12] [--cv2-threads 0]
+    [--reference [--mmseg]] [--rounds 3] [--breakdown 12] [--cv2-threads 0]
 
 `key=value` arguments are Hydra overrides of conf/train.yaml (default `dataset=cityscapes`); `--flags` are this
 script's. The loader is the one training uses (the datamodule's train DataLoader: shuffling, collate, pinned
@@ -14,7 +14,8 @@ training throughput of `scripts/benchmark.py`.
 
 `--reference` also times, in this process and alternated with ours round by round (so that a busy machine
 slows both alike), a plain PIL/OpenCV version of MMSegmentation's pipeline (`src/tools/reference_pipeline.py`)
-on the same files, and prints both images/s, CPU ms per image and their ratio. `--breakdown N` prints where
+on the same files, and prints both images/s, CPU ms per image and their ratio; with `--mmseg`, MMSegmentation's own
+pipeline too (installed outside the project: `src/tools/mmseg_pipeline.py` says how). `--breakdown N` prints where
 a sample's time goes, step by step (decode image, decode mask, RandomResize, RandomCrop, flip,
 PhotoMetricDistortion, pad, to tensor + collate), in thread CPU ms over N samples, ours beside the reference's.
 In this process OpenCV runs single-threaded (`--cv2-threads 0`), as in a loader worker (`seed_worker`).
@@ -28,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -64,6 +66,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
         "--reference", action="store_true", help="also time a plain PIL/OpenCV MMSegmentation-style pipeline"
+    )
+    parser.add_argument(
+        "--mmseg",
+        action="store_true",
+        help="with --reference, also time MMSegmentation's own pipeline (installed outside the project: "
+        "src/tools/mmseg_pipeline.py)",
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternated ours/reference rounds (--reference)"
@@ -148,8 +156,9 @@ def reference_for(dataset, seed: int = 0) -> ReferencePipeline:
     )
 
 
-def compare_with_reference(datamodule, batches: int, rounds: int, warmup: int) -> dict:
-    """Ours (the training DataLoader, in this process) and the reference, alternated `rounds` times."""
+def compare_with_reference(datamodule, batches: int, rounds: int, warmup: int, mmseg: bool = False) -> dict:
+    """Ours (the training DataLoader, in this process), the reference and (`mmseg`) MMSegmentation's own
+    pipeline, alternated `rounds` times; ratios of ours to each, round by round."""
     datamodule.num_workers = 0
     datamodule.persistent_workers = False
     batch_size = datamodule.batch_size
@@ -157,31 +166,46 @@ def compare_with_reference(datamodule, batches: int, rounds: int, warmup: int) -
     reference = reference_for(datamodule.split_dataset("train"))
     order = np.random.default_rng(1)
 
-    def reference_batch() -> None:
-        reference.batch(order.integers(0, len(reference.samples), batch_size).tolist())
+    def drawing(pipeline) -> Callable[[], None]:
+        return lambda: pipeline.batch(order.integers(0, len(pipeline.samples), batch_size).tolist())
 
+    others = {"reference": drawing(reference)}
+    versions = None
+    if mmseg:
+        from src.tools.mmseg_pipeline import MMSegPipeline  # needs MMSegmentation on PYTHONPATH
+
+        pipeline = MMSegPipeline(
+            reference.samples,
+            reference.scale,
+            reference.ratio_range,
+            reference.crop_size,
+            reference.cat_max_ratio,
+        )
+        others["mmseg"] = drawing(pipeline)
+        versions = pipeline.versions
     for _ in range(warmup):
         next(ours_batches)
-        reference_batch()
+        for draw in others.values():
+            draw()
     runs = []
     for _ in range(rounds):
-        mine = time_batches(lambda: next(ours_batches), batches, batch_size)
-        ref = time_batches(reference_batch, batches, batch_size)
-        runs.append({"ours": mine, "reference": ref})
-    ratios = [r["ours"]["images_per_s"] / r["reference"]["images_per_s"] for r in runs]
-    cpu_ratios = [r["reference"]["cpu_ms_per_image"] / r["ours"]["cpu_ms_per_image"] for r in runs]
-    return {
-        "batch_size": batch_size,
-        "rounds": runs,
-        "ours_images_per_s": statistics.median(r["ours"]["images_per_s"] for r in runs),
-        "reference_images_per_s": statistics.median(r["reference"]["images_per_s"] for r in runs),
-        "ours_cpu_ms_per_image": statistics.median(r["ours"]["cpu_ms_per_image"] for r in runs),
-        "reference_cpu_ms_per_image": statistics.median(r["reference"]["cpu_ms_per_image"] for r in runs),
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-        "cpu_ratio_median": statistics.median(cpu_ratios),
-    }
+        run = {"ours": time_batches(lambda: next(ours_batches), batches, batch_size)}
+        for name, draw in others.items():
+            run[name] = time_batches(draw, batches, batch_size)
+        runs.append(run)
+    result = {"batch_size": batch_size, "rounds": runs, "versions": versions, "pipelines": ["ours", *others]}
+    for name in result["pipelines"]:
+        result[f"{name}_images_per_s"] = statistics.median(r[name]["images_per_s"] for r in runs)
+        result[f"{name}_cpu_ms_per_image"] = statistics.median(r[name]["cpu_ms_per_image"] for r in runs)
+    for name in others:
+        prefix = "" if name == "reference" else f"{name}_"
+        ratios = [r["ours"]["images_per_s"] / r[name]["images_per_s"] for r in runs]
+        result[f"{prefix}ratio_median"] = statistics.median(ratios)
+        result[f"{prefix}ratio_min"], result[f"{prefix}ratio_max"] = min(ratios), max(ratios)
+        result[f"{prefix}cpu_ratio_median"] = statistics.median(
+            r[name]["cpu_ms_per_image"] / r["ours"]["cpu_ms_per_image"] for r in runs
+        )
+    return result
 
 
 def breakdown(datamodule, samples: int, with_reference: bool) -> dict:
@@ -206,17 +230,23 @@ def print_comparison(result: dict, console: Console) -> None:
     table = Table(title=f"ours vs reference (one process, batch {result['batch_size']}, rounds alternated)")
     for col in ("pipeline", "images/s", "CPU ms / image"):
         table.add_column(col, justify="right")
-    table.add_row("ours", f"{result['ours_images_per_s']:.2f}", f"{result['ours_cpu_ms_per_image']:.1f}")
-    table.add_row(
-        "reference (plain PIL/cv2)",
-        f"{result['reference_images_per_s']:.2f}",
-        f"{result['reference_cpu_ms_per_image']:.1f}",
-    )
+    labels = {
+        "ours": "ours",
+        "reference": "reference (plain PIL/cv2)",
+        "mmseg": f"MMSegmentation ({result['versions']})",
+    }
+    for name in result["pipelines"]:
+        table.add_row(
+            labels[name], f"{result[f'{name}_images_per_s']:.2f}", f"{result[f'{name}_cpu_ms_per_image']:.1f}"
+        )
     console.print(table)
-    console.print(
-        f"ours / reference: {result['ratio_median']:.2f}x images/s (median of {len(result['rounds'])} rounds, "
-        f"{result['ratio_min']:.2f}-{result['ratio_max']:.2f}); {result['cpu_ratio_median']:.2f}x less CPU time"
-    )
+    for name, prefix in (("reference", ""), ("MMSegmentation", "mmseg_")):
+        if f"{prefix}ratio_median" in result:
+            console.print(
+                f"ours / {name}: {result[f'{prefix}ratio_median']:.2f}x images/s (median of "
+                f"{len(result['rounds'])} rounds, {result[f'{prefix}ratio_min']:.2f}-"
+                f"{result[f'{prefix}ratio_max']:.2f}); {result[f'{prefix}cpu_ratio_median']:.2f}x less CPU time"
+            )
 
 
 def print_breakdown(result: dict, console: Console) -> None:
@@ -277,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     report = {"dataset": cfg.dataset.name, "overrides": overrides, "rows": rows}
     if args.reference:
-        report["reference"] = compare_with_reference(datamodule, args.batches, args.rounds, args.warmup)
+        report["reference"] = compare_with_reference(
+            datamodule, args.batches, args.rounds, args.warmup, mmseg=args.mmseg
+        )
         print_comparison(report["reference"], console)
     if args.breakdown:
         report["breakdown"] = breakdown(datamodule, args.breakdown, args.reference)

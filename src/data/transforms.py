@@ -306,12 +306,19 @@ class RandomResizeCrop(A.DualTransform):
         src_hw = params["shape"][:2]
         out_hw = self.resize.draw_out_hw(src_hw, rng)
         mask = data.get("mask")
-        window = None if mask is None else (lambda b: resize_then_crop(mask, out_hw, b, nearest=True))
-        box = self.crop.choose_box(out_hw, window, rng)
+        windows: dict[tuple, np.ndarray] = {}  # the mask under each box looked at: the chosen one is the crop
+
+        def window(b: tuple[int, int, int, int]) -> np.ndarray:
+            windows.clear()
+            windows[b] = resize_then_crop(mask, out_hw, b, nearest=True)
+            return windows[b]
+
+        box = self.crop.choose_box(out_hw, None if mask is None else window, rng)
+        params = {"out_hw": out_hw, "box": box, "mask_crop": windows.get(box)}
         reader = data.get("image_rows")
         if reader is not None and data.get("image") is reader.placeholder:  # decode the rows the crop reads
-            return {"out_hw": out_hw, "box": box, "image_top": reader(source_rows(src_hw, out_hw, box))}
-        return {"out_hw": out_hw, "box": box}
+            params["image_top"] = reader(source_rows(src_hw, out_hw, box))
+        return params
 
     def apply(
         self,
@@ -326,8 +333,15 @@ class RandomResizeCrop(A.DualTransform):
         return resize_then_crop(img, out_hw, box, nearest=False)
 
     def apply_to_mask(
-        self, mask: np.ndarray, out_hw: tuple[int, int] = (0, 0), box: tuple = (0, 0, 0, 0), **params: Any
+        self,
+        mask: np.ndarray,
+        out_hw: tuple[int, int] = (0, 0),
+        box: tuple = (0, 0, 0, 0),
+        mask_crop: np.ndarray | None = None,
+        **params: Any,
     ) -> np.ndarray:
+        if mask_crop is not None and mask_crop.shape[:2] == (box[1] - box[0], box[3] - box[2]):
+            return mask_crop  # computed for the cat_max_ratio check
         return resize_then_crop(mask, out_hw, box, nearest=True)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:

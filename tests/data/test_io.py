@@ -92,11 +92,17 @@ def _smooth_rgb(rng, h, w):
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) + noise
 
 
-def test_top_rows_of_a_png_are_the_rows_of_the_full_decode(tmp_path, rng):
+@pytest.mark.parametrize("with_isal", [True, False])
+def test_top_rows_of_a_png_are_the_rows_of_the_full_decode(tmp_path, rng, with_isal, monkeypatch):
     """`open_top_rows(path)(n)` is `load_image(path)[:n]` for PNGs from OpenCV (one filter, fast zlib) and Pillow
-    (adaptive filters: None, Sub, Up, Average, Paeth); only n rows are decoded when libspng is there."""
+    (adaptive filters: None, Sub, Up, Average, Paeth); only n rows are decoded when libspng is there, inflated by
+    ISA-L when it is installed."""
     if io.pyspng is None:
         pytest.skip("pyspng is not installed")
+    if not with_isal:
+        monkeypatch.setattr(io, "isal_zlib", None)
+    elif io.isal_zlib is None:
+        pytest.skip("isal is not installed")
     img = _smooth_rgb(rng, 61, 83)
     cv2.imwrite(str(tmp_path / "cv.png"), img[..., ::-1])
     cv2.imwrite(str(tmp_path / "cv9.png"), img[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
@@ -158,3 +164,22 @@ def test_top_rows_of_a_damaged_png_fail_as_load_image_does(tmp_path, rng):
         with pytest.raises(ValueError) as again:
             cut(rows)
         assert str(again.value) == str(err.value)
+
+
+def test_isal_repacking_keeps_the_rows_and_refuses_what_libspng_would_check(tmp_path, rng):
+    """The ISA-L path re-packs the PNG with stored (uncompressed) image data: libspng decodes it to the same rows;
+    a damaged IDAT chunk (CRC) or a header that promises more rows than the data holds gives None (the plain
+    path then decides, as before)."""
+    if io.pyspng is None or io.isal_zlib is None:
+        pytest.skip("pyspng or isal is not installed")
+    img = _smooth_rgb(rng, 150, 70)  # more than one stored block (65535 bytes) of rows
+    Image.fromarray(img).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    for rows in (1, 77, 149, 150):
+        stored = io._inflated_png(data, 3, rows)
+        assert stored is not None and io.pyspng.load(stored).tolist() == img[:rows].tolist()
+    idat = data.index(b"IDAT")
+    damaged = data[: idat + 20] + bytes([data[idat + 20] ^ 1]) + data[idat + 21 :]
+    assert io._inflated_png(damaged, 3, 10) is None
+    taller = io.png_with_height(data, 151)
+    assert io._inflated_png(taller, 3, 151) is None and io._inflated_png(taller, 3, 150) is not None
