@@ -44,7 +44,7 @@ from src.writers import PredictionWriter, save_confusion_matrix, save_metrics, w
 log = get_logger(__name__)
 
 
-def build_datamodule(dataset_cfg: DictConfig, batch_size: int, num_workers: int) -> Any:
+def build_datamodule(dataset_cfg: DictConfig, batch_size: int, num_workers: int | str) -> Any:
     """The datamodule of a dataset config, with eval's loader settings, its data prepared."""
     dataset_cfg = dataset_cfg.copy()
     with open_dict(dataset_cfg):
@@ -80,7 +80,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     classes = list(datamodule.classes)
     writer = _prediction_writer(cfg, datamodule, bool(_dataset_attr(dataset, "reduce_zero_label", False)))
     loader = DataLoader(
-        dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=seg_collate
+        dataset, batch_size=cfg.batch_size, num_workers=datamodule.loader_workers(), collate_fn=seg_collate
     )
     # the dataset config's ignore label (a checkpoint from before the key existed: SegDataModule's 255)
     metric = SegMetrics(segmentor.num_classes, ignore_index=datamodule.ignore_index, class_names=classes).to(

@@ -41,6 +41,7 @@ from src.checkpoint import (
     read_checkpoint,
     remove_stale_tmp,
 )
+from src.data.datamodule import SegDataModule
 from src.loggers import log_config
 from src.module import SegmentationModule, TimmSyncBatchNorm, quiet_epoch_sync_advice
 from src.results import build_run_record, write_run_record
@@ -56,6 +57,18 @@ from src.utils.task import extras, task_wrapper
 from src.weights.zoo import resolve_weights
 
 log = get_logger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> SegDataModule:
+    """The datamodule of `cfg.dataset` with the DataLoader settings of `cfg.runtime` (the dataset configs hold
+    what the data is, the runtime how it is loaded)."""
+    rt = cfg.runtime
+    return instantiate(
+        cfg.dataset,
+        num_workers=rt.get("num_workers", "auto"),
+        pin_memory=rt.get("pin_memory", True),
+        persistent_workers=rt.get("persistent_workers", True),
+    )
 
 
 def build_module(cfg: DictConfig, datamodule: Any, pretrained: bool = True) -> SegmentationModule:
@@ -165,7 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     log.info(f"Dataset <{cfg.dataset._target_}>, model <{cfg.model.get('name', cfg.model._target_)}>")
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg)
     scan_data(cfg, datamodule)
     ckpt_path, ckpt_dir = resolve_start(cfg)
     if ckpt_dir is not None:

@@ -9,6 +9,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.train import build_datamodule
 from tests.conftest import CONF_DIR, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -29,7 +30,7 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path):
         assert cfg.model.backbone.pretrained == (cfg.dataset.name != "shapes")
         cfg.model.backbone.pretrained = False
     model = instantiate(cfg.model)
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg)
     assert model.num_classes == datamodule.num_classes == cfg.dataset.num_classes
     for key in ("optimizer", "scheduler"):
         assert cfg.schedule[key]._partial_

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from src.callbacks import PREEMPTED_EXIT_CODE
 from src.checkpoint import load_segmentor
 from src.data.datasets.base import seg_collate
-from src.train import build_module, resolve_start, train
+from src.train import build_datamodule, build_module, resolve_start, train
 from tests.conftest import TINY_TRAIN, compose_cfg
 from tests.helpers import RecordSteps
 
@@ -447,7 +447,7 @@ def test_ddp_on_two_cpu_processes_reduces_metrics_over_both_ranks(tmp_path):
     keys = ["mIoU", "aAcc", "mDice", "IoU/background", "IoU/star"]
 
     cfg = compose_cfg("train", overrides, tmp_path / "single")
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)

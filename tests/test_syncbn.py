@@ -24,7 +24,7 @@ from src.data.io import load_image
 from src.inference import Segmenter
 from src.models.layers import conv_module, convert_sync_batchnorm, revert_sync_batchnorm
 from src.module import TimmSyncBatchNorm
-from src.train import build_module, train
+from src.train import build_datamodule, build_module, train
 from tests.helpers import SMALL_MODEL, TINY_TRAIN, compose_cfg
 
 SYNCBN = ["model.backbone.norm=syncbn", "model.decode_head.norm=syncbn", "model.auxiliary_head.norm=syncbn"]
@@ -57,7 +57,7 @@ def test_syncbn_model_trains_in_two_cpu_processes_then_predicts_in_one(tmp_path:
     norms = sum(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in instantiate(plain_cfg.model).modules()
     )
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     module = build_module(cfg, datamodule)
     synced = sum(isinstance(m, nn.SyncBatchNorm) for m in module.segmentor.modules())

@@ -7,6 +7,7 @@ are concatenated (MMSegmentation's `ConcatDataset`, e.g. VOC train + SBD aug).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -20,6 +21,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
 
 from src.data.datasets.base import BaseSegDataset, seg_collate
 from src.data.transforms import seed_pipeline
+from src.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 DatasetFn = Callable[..., BaseSegDataset]
 
@@ -29,7 +33,8 @@ class SegDataModule(LightningDataModule):
     train_dataset, val_dataset, test_dataset: partials of a `BaseSegDataset` subclass, or lists of them.
     num_classes: declared in the config for the model; checked against the dataset's classes.
     batch_size: training batch per device; val_batch_size: for validation and test.
-    num_workers, pin_memory, persistent_workers: DataLoader settings (from `runtime/`).
+    num_workers, pin_memory, persistent_workers: DataLoader settings (`src.train` passes `runtime/`'s, eval its
+        own). `num_workers="auto"`: the usable cores per process on this node (`auto_num_workers`).
     prepare: optional callable run once per node before setup (generate, download or convert data).
     name: the dataset's short name, used in run names.
     data_root, crop_size, train_pipeline, test_pipeline: shared settings that the split datasets interpolate;
@@ -48,7 +53,7 @@ class SegDataModule(LightningDataModule):
         num_classes: int | None = None,
         batch_size: int = 8,
         val_batch_size: int = 1,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         pin_memory: bool = True,
         persistent_workers: bool = True,
         prepare: Callable[[], Any] | None = None,
@@ -70,7 +75,7 @@ class SegDataModule(LightningDataModule):
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers
         self.prepare = prepare
         self.name = name
         self.data_root = data_root
@@ -120,15 +125,31 @@ class SegDataModule(LightningDataModule):
             self.datasets[split] = self.build_split(split)
         return self.datasets[split]
 
+    def loader_workers(self) -> int:
+        """`num_workers`, with `auto` resolved for the processes this node runs (the Trainer's devices)."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        trainer = self.trainer  # LightningDataModule's: None until a Trainer uses it
+        processes = trainer.num_devices if trainer is not None else 1
+        workers = auto_num_workers(processes)
+        if not getattr(self, "_workers_logged", False):
+            self._workers_logged = True
+            log.info(
+                f"DataLoader workers: {workers} per process (num_workers=auto: {usable_cpus()} usable cores, "
+                f"{processes} process(es) on this node)"
+            )
+        return workers
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        workers = self.loader_workers()
         return DataLoader(
             self.split_dataset(split),
             batch_size=self.batch_size if split == "train" else self.val_batch_size,
             shuffle=shuffle,
             drop_last=shuffle,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers and workers > 0,
             collate_fn=seg_collate,
             worker_init_fn=seed_worker,
         )
@@ -141,6 +162,23 @@ class SegDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask: a container's or job's CPU set), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def auto_num_workers(processes: int = 1, cap: int = 8) -> int:
+    """Loader workers per training process: the usable cores shared among the node's processes, 1 to `cap`.
+
+    Each worker decodes and augments whole samples single-threaded (`seed_worker`), so one per core keeps the
+    cores busy without oversubscribing them; beyond about 8 per GPU the loader stops being the bottleneck of the
+    usual pipelines and only costs memory (MMSegmentation's configs use 2-4)."""
+    return max(1, min(cap, usable_cpus() // max(1, processes)))
 
 
 def seed_worker(worker_id: int) -> None:

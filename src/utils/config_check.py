@@ -34,6 +34,10 @@ def _int(key: str, low: int = 1, nullable: bool = False) -> Rule:
     return Rule(key, "int", lambda v: v >= low, f"an integer >= {low}", nullable)
 
 
+def _workers(key: str) -> Rule:
+    return Rule(key, "workers", lambda v: v == "auto" or v >= 0, "an integer >= 0 or 'auto'")
+
+
 def _positive(key: str) -> Rule:
     return Rule(key, "number", lambda v: v > 0, "a number > 0")
 
@@ -65,19 +69,20 @@ TRAIN_RULES = (
     _fraction("schedule.optimizer.momentum", high_open=True),
     _int("dataset.batch_size"),
     _int("dataset.val_batch_size"),
-    _int("dataset.num_workers", low=0),
     _int("dataset.num_classes", nullable=True),
     Rule("dataset.ignore_index", "int", lambda v: 0 <= v <= 65535, "an integer in 0..65535"),
-    _int("runtime.num_workers", low=0),
+    _workers("runtime.num_workers"),
     _int("runtime.log_interval"),
 )
-EVAL_RULES = (_int("batch_size"), _int("num_workers", low=0), _fraction("opacity"))
+EVAL_RULES = (_int("batch_size"), _workers("num_workers"), _fraction("opacity"))
 INFER_RULES = (_int("batch_size"), _fraction("opacity"))
 
 
 def _type_ok(value: Any, kind: str) -> bool:
     if isinstance(value, bool):
         return False
+    if kind == "workers":
+        return value == "auto" or isinstance(value, int)
     if kind == "int":
         return isinstance(value, int)
     return isinstance(value, (int, float)) and math.isfinite(value)
