@@ -20,9 +20,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 from src.data import io
+from src.data.datasets import CityscapesDataset
 from src.data.transforms import PhotoMetricDistortion, resize_then_crop
 from src.tools.pipeline_timing import write_synthetic_cityscapes
 
@@ -109,7 +111,36 @@ def main(argv: list[str]) -> int:
         "np.bincount", lambda: np.bincount(mask.ravel(), minlength=256),
         "cv2.calcHist (io.label_counts)", lambda: io.label_counts(mask),
     )  # fmt: skip
+    checker, exact = (CityscapesDataset.__new__(CityscapesDataset) for _ in range(2))
+    for c in (checker, exact):  # Cityscapes' label settings, no files needed
+        c.num_classes, c.ignore_index, c.label_map, c.reduce_zero_label = 19, 255, None, False
+    exact._labels_plainly_valid = lambda m: False  # the per-value check alone (the "before")
+    lever(
+        "label check of a whole mask (2048x1024)",
+        "histogram (calcHist), per value", lambda: exact.check_labels(mask, ann_path),
+        "two maxima first", lambda: checker.check_labels(mask, ann_path),
+    )  # fmt: skip
     crop = np.ascontiguousarray(mask[:512, :1024])
+    lever(
+        "mask to tensor (512x1024 crop)",
+        "int64", lambda: torch.from_numpy(crop.astype(np.int64)),
+        "uint8 (.long() on the device)", lambda: torch.from_numpy(crop),
+    )  # fmt: skip
+    reader, with_isal = io.open_top_rows(img_path), io.isal_zlib
+
+    def plain_rows(n: int) -> np.ndarray:  # the reader with zlib's inflate (libspng alone)
+        io.isal_zlib = None
+        try:
+            return reader(n)
+        finally:
+            io.isal_zlib = with_isal
+
+    for top in (512, 768):
+        lever(
+            f"decode the top {top} rows of the image",
+            "libspng (zlib)", lambda n=top: plain_rows(n),
+            "ISA-L inflate + libspng" if with_isal else "(isal not installed)", lambda n=top: reader(n),
+        )  # fmt: skip
     lever(
         "cat_max_ratio counts (512x1024 crop)",
         "np.unique (MMSeg)", lambda: np.unique(crop, return_counts=True),
