@@ -7,6 +7,7 @@ are concatenated (MMSegmentation's `ConcatDataset`, e.g. VOC train + SBD aug).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from functools import partial
@@ -37,8 +38,12 @@ class SegDataModule(LightningDataModule):
         own). `num_workers="auto"`: the usable cores per process on this node (`auto_num_workers`).
     prepare: optional callable run once per node before setup (generate, download or convert data).
     name: the dataset's short name, used in run names.
-    data_root, crop_size, train_pipeline, test_pipeline: shared settings that the split datasets interpolate;
-        `test_pipeline` is also what inference applies to new images.
+    data_root: the dataset's folder, given to every split dataset that does not name its own.
+    train_pipeline, test_pipeline: the transforms of the training split and of validation and test (each split
+        dataset gets its own copy unless it names its own `pipeline`); `test_pipeline` is also what inference
+        applies to new images.
+    crop_size: the training crop `(h, w)` that `train_pipeline` produces, written once in the dataset config
+        (its pipelines, the run name and the benchmark read `dataset.crop_size`); kept here as `crop_size`.
     ignore_index: the label value that is neither trained on nor evaluated (the dataset config's
         `ignore_index`, which the losses, the preprocessor's mask padding and the metrics read).
     label_map: stored label -> training label for every split (`+dataset.label_map={255:1}` for masks saved as
@@ -79,7 +84,8 @@ class SegDataModule(LightningDataModule):
         self.prepare = prepare
         self.name = name
         self.data_root = data_root
-        self.crop_size = crop_size
+        self.crop_size = tuple(int(v) for v in crop_size) if crop_size is not None else None
+        self.pipelines = {"train": train_pipeline, "val": test_pipeline, "test": test_pipeline}
         self.test_pipeline = test_pipeline
         self.ignore_index = int(ignore_index)
         self.label_map = {int(k): int(v) for k, v in dict(label_map).items()} if label_map else None
@@ -116,7 +122,13 @@ class SegDataModule(LightningDataModule):
         overrides = {"ignore_index": self.ignore_index, **overrides}  # one ignore label: the dataset config's
         if self.label_map is not None:
             overrides = {"label_map": self.label_map, **overrides}
-        parts = [fn(**overrides) for fn in self.dataset_fns[split]]
+        shared = {"data_root": self.data_root, "pipeline": self.pipelines.get(split)}
+        parts = []
+        for fn in self.dataset_fns[split]:
+            own = fn.keywords if isinstance(fn, partial) else {}
+            # a copy of the pipeline per dataset, as separate configs would give: its random state is its own
+            defaults = {k: copy.deepcopy(v) for k, v in shared.items() if v is not None and k not in own}
+            parts.append(fn(**{**defaults, **overrides}))
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def split_dataset(self, split: str) -> Dataset:
