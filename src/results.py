@@ -22,6 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.utils.files import atomic_write_text
+
 RECORD_NAME = "results.json"
 RECORD_VERSION = 1
 #: keys every record must have (the table's columns come from them)
@@ -109,10 +111,9 @@ def build_run_record(
 
 
 def write_run_record(record: dict[str, Any], run_dir: str | Path) -> Path:
-    path = Path(run_dir) / RECORD_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str, allow_nan=True) + "\n")
-    return path
+    return atomic_write_text(
+        Path(run_dir) / RECORD_NAME, json.dumps(record, indent=2, default=str, allow_nan=True) + "\n"
+    )
 
 
 # ------------------------------------------------------------------ reading

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from src.data.io import load_image
 from src.metrics import PER_CLASS_KEYS, percent
+from src.utils.files import atomic_write_text
 from src.utils.logging import get_logger
 from src.visualization import normalized_confusion, overlay, plot_confusion_matrix, prediction_panel
 
@@ -29,13 +31,12 @@ log = get_logger(__name__)
 
 # ------------------------------------------------------------------ metrics
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows of dicts as CSV, the first row's keys as header; the folder is made."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """Rows of dicts as CSV (written atomically), the first row's keys as header; the folder is made."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, float]) -> str:
@@ -58,9 +59,9 @@ def save_metrics(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {**(info or {}), "summary": dict(summary), "per_class": list(rows)}
-    (out / "metrics.json").write_text(json.dumps(payload, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2))
     write_csv(out / "per_class.csv", rows)
-    (out / "per_class.md").write_text(markdown_table(rows, summary))
+    atomic_write_text(out / "per_class.md", markdown_table(rows, summary))
     log.info(f"Metrics saved in {out} (metrics.json, per_class.csv, per_class.md)")
 
 
@@ -75,7 +76,7 @@ def save_confusion_matrix(out: str | Path, confmat: np.ndarray, classes: Sequenc
         "matrix": np.asarray(confmat).astype(int).tolist(),
         "normalized": normalized_confusion(confmat).tolist(),
     }
-    (out / "confusion_matrix.json").write_text(json.dumps(payload))
+    atomic_write_text(out / "confusion_matrix.json", json.dumps(payload))
     plot_confusion_matrix(confmat, list(classes), str(out / "confusion_matrix.png"))
     log.info(f"Confusion matrix saved in {out} (confusion_matrix.png, confusion_matrix.json)")
 

@@ -24,19 +24,20 @@ random streams, and the same bytes with the same OpenCV/zlib build.
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from src.utils.files import file_lock, swap_in
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -409,17 +410,6 @@ def _write_all(out: Path, spec: dict[str, int]) -> None:
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _swap_in(tmp: Path, root: Path, trash: Path) -> None:
-    """Replace this generator's outputs in `root` by those in `tmp`; meta.json is removed first, added last."""
-    (root / "meta.json").unlink(missing_ok=True)
-    trash.mkdir()
-    for name in ("img_dir", "ann_dir"):
-        if (root / name).exists() or (root / name).is_symlink():
-            os.replace(root / name, trash / name)
-        os.replace(tmp / name, root / name)
-    os.replace(tmp / "meta.json", root / "meta.json")
-
-
 def generate_shapes_dataset(
     root: str | os.PathLike[str],
     *,
@@ -448,7 +438,7 @@ def generate_shapes_dataset(
     work = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".shapes-tmp", dir=root.parent))
     try:
         _write_all(work / "new", spec)
-        _swap_in(work / "new", root, work / "old")
+        swap_in(work / "new", root, ("img_dir", "ann_dir"), "meta.json", work / "old")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -474,23 +464,6 @@ def _is_current(root: Path, spec: dict[str, int]) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    """Inter-process lock (POSIX flock on root/.shapes.lock) so concurrent ensure_* calls generate only once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: no locking
-        yield
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".shapes.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_shapes_dataset(root: str | os.PathLike[str], **spec: Any) -> bool:
     """Generate unless `root/meta.json` already records exactly this spec (and generator version).
 
@@ -501,7 +474,7 @@ def ensure_shapes_dataset(root: str | os.PathLike[str], **spec: Any) -> bool:
     root = Path(root)
     if _is_current(root, full):
         return False
-    with _lock(root):
+    with file_lock(root / ".shapes.lock"):  # concurrent callers (DDP ranks, test workers) generate once
         if _is_current(root, full):  # another process finished it while we waited
             return False
         generate_shapes_dataset(root, **full)

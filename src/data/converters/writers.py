@@ -2,14 +2,12 @@
 
 Why atomic: a conversion stopped half way must never leave a truncated PNG that a later run (or a dataset
 scan) takes for a finished file. Each writer encodes in memory, writes `<name>.tmp` beside the target and
-renames it over the target with `os.replace` (atomic on one file system). The `.tmp` suffix keeps a
-leftover out of every `*.png` glob.
+renames it over the target (`src.utils.files.atomic_write_bytes`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,18 +15,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from src.utils.files import atomic_write_bytes
+
 IGNORE_INDEX = 255
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically, creating the parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def write_text(path: str | Path, lines: Iterable[str]) -> Path:

@@ -1,0 +1,67 @@
+"""File-system primitives shared by everything that writes what a user keeps: atomic writes, an inter-process
+lock, and swapping a set of folders in at once.
+
+Why: a run or a conversion stopped half way (Ctrl-C, a full disk, a killed job) must never leave a truncated
+file that a later run takes for a finished one, and two processes preparing the same data (DDP ranks, parallel
+test workers) must not write it twice at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `<path>.<pid>.tmp` beside `path`, then rename it over `path` (atomic on one file system);
+    the parent folders are created. The `.tmp` suffix keeps a leftover out of every `*.png` / `*.json` glob."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write_bytes` of `text` in UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive inter-process lock on the file `path` (POSIX `flock`; created if missing), held for the block.
+    On systems without `fcntl` (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def swap_in(new: Path, root: Path, names: Iterable[str], marker: str, trash: Path) -> None:
+    """Replace the entries `names` of `root` by those of `new`, moving the old ones into `trash` (a new folder on
+    the same file system). `marker` (a file that says the set is complete) is removed from `root` first and moved
+    in last, so a reader that checks it never sees a half-replaced set."""
+    (root / marker).unlink(missing_ok=True)
+    trash.mkdir()
+    for name in names:
+        if (root / name).exists() or (root / name).is_symlink():
+            os.replace(root / name, trash / name)
+        os.replace(new / name, root / name)
+    os.replace(new / marker, root / marker)
