@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
@@ -22,6 +23,16 @@ from tests.helpers import (  # noqa: F401
     tiny_config,
     write_checkpoint,
 )
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: small models spend their time in OpenMP barriers when the 2 cores are shared (a run
+    of tests/test_learns.py: ~4 s with one thread, ~60 s with two beside another job)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
