@@ -3,21 +3,18 @@ finished tiny training run. The helpers they use are in `tests/helpers.py`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-# re-exported: `from tests.conftest import compose_cfg` keeps working; new code imports from tests.helpers
-from tests.helpers import (  # noqa: F401
-    CONF_DIR,
+from tests.helpers import (
     SMALL_MODEL,
     TINY_TRAIN,
     TinyRun,
+    TrainedRun,
     compose_cfg,
     prepare_data,
     tiny_config,
@@ -52,16 +49,6 @@ def make_train_cfg(tmp_path: Path, data_dir: Path):
 
     yield make
     GlobalHydra.instance().clear()
-
-
-@dataclass(frozen=True)
-class TrainedRun:
-    """A finished `src.train` run (2 steps of the small model on the tiny shapes data), shared read-only."""
-
-    overrides: list[str]  # its training overrides (data folder included): compose again to test or resume it
-    ckpt: Path  # its last checkpoint
-    data_root: Path  # the shapes dataset: img_dir/{train,val,test}, ann_dir/...
-    metrics: dict[str, Any]  # what train() returned
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""Helpers shared by the tests (not a test module; the fixtures that use them are in `tests/conftest.py`).
+"""Helpers shared by the tests (not a test module; the fixtures that use them are in `tests/conftest.py`, the export
+tests' own in `tests/export_helpers.py`). Test modules import from here, never from each other.
 
 Hydra configs composed the way the entry points compose them, on tiny synthetic data (`compose_cfg`,
 `TINY_TRAIN`, `SMALL_MODEL`), and a checkpoint in seconds: a tiny randomly initialised segmentor saved the way
-training saves one (weights under `segmentor.`, the resolved config, classes and palette).
+training saves one (weights under `segmentor.`, the resolved config, classes and palette). Also: callbacks added
+to a config (`with_callbacks`) and entry points run in this process with their exit code and output (`run_entry`).
 
 Eval, inference and visualisation tests need a self-describing checkpoint but not a trained model; training
 even the smallest config model takes ~20 s on the test machine, this takes well under one.
@@ -11,10 +13,13 @@ even the smallest config model takes ~20 s on the test machine, this takes well 
 from __future__ import annotations
 
 import copy
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -150,6 +155,16 @@ class TinyRun:
         return sorted((self.data_root / "img_dir" / "test").glob("*.png"))
 
 
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished `src.train` run (2 steps of the small model on the tiny shapes data), shared read-only."""
+
+    overrides: list[str]  # its training overrides (data folder included): compose again to test or resume it
+    ckpt: Path  # its last checkpoint
+    data_root: Path  # the shapes dataset: img_dir/{train,val,test}, ann_dir/...
+    metrics: dict[str, Any]  # what train() returned
+
+
 def run_eval(run_dir: Path, ckpt: Path, *overrides: str) -> dict:
     """`src.eval` in this process on the CPU without workers, its files in `run_dir`; returns its report."""
     from src.eval import evaluate
@@ -157,35 +172,6 @@ def run_eval(run_dir: Path, ckpt: Path, *overrides: str) -> dict:
     cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "num_workers=0", "device=cpu", *overrides], run_dir)
     GlobalHydra.instance().clear()
     return evaluate(cfg)
-
-
-def assert_parity(ref: torch.Tensor, out: torch.Tensor, rtol: float = 1e-4, min_equal: float = 0.999) -> None:
-    """An exported model's logits equal PyTorch's (relative to the largest logit) and so do the classes."""
-    from src.export import compare_logits
-
-    c = compare_logits(ref, out)
-    assert c["max_abs_diff"] <= rtol * max(1.0, c["max_abs_logit"]), c
-    assert c["equal_pixels"] >= min_equal, c
-
-
-def assert_family_exports(name: str, tmp_path: Path, export: Any, runner_cls: Any, filename: str) -> None:
-    """A named model (random weights) exported at 64x64 by `export(model, path, sample_shape=...)` and run by
-    `runner_cls(path)` gives PyTorch's logits at untraced sizes: multiples of 16 (UNet-S5-D16's need); 80 and 112
-    are not multiples of 32, so smp's padding runs too."""
-    from src.checkpoint import build_segmentor
-    from src.export import InferenceNet
-
-    cfg = compose_cfg("train", [f"model={name}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
-    GlobalHydra.instance().clear()
-    torch.manual_seed(0)
-    model = build_segmentor(cfg.model).eval()  # random weights, pretrained switched off
-    export(model, tmp_path / filename, sample_shape=(64, 64))
-    runner = runner_cls(tmp_path / filename)
-    for shape in [(2, 3, 96, 80), (1, 3, 112, 144)]:
-        images = torch.rand(shape) * 255
-        with torch.no_grad():
-            ref = InferenceNet(model)(images)
-        assert_parity(ref, runner.encode_decode(images))
 
 
 class RecordSteps(Callback):
@@ -196,3 +182,68 @@ class RecordSteps(Callback):
 
     def on_train_batch_start(self, trainer, *args) -> None:
         RecordSteps.seen.append(trainer.global_step)
+
+
+class AsList(nn.Module):
+    """A backbone that hands the image to the head as its one feature level."""
+
+    def forward(self, x):
+        return [x]
+
+
+def with_callbacks(cfg: DictConfig, *callbacks: type) -> DictConfig:
+    """Add callback classes (importable: defined at a module's top level) to the config's runtime callbacks."""
+    with open_dict(cfg):
+        for cls in callbacks:
+            cfg.runtime.callbacks[f"test_{cls.__name__}"] = {
+                "_target_": f"{cls.__module__}.{cls.__qualname__}"
+            }
+    return cfg
+
+
+# ------------------------------------------------------------------- entry points run in this process
+MAX_LINES = 40  # an error's whole output stays under this many lines
+
+
+def run_entry(
+    main, args: list[str], root: Path, capfd, monkeypatch, config: str = "train"
+) -> tuple[int, str]:
+    """Run a `@hydra.main` entry point in this process as `python -m <module> *args` would; returns its exit
+    code and its whole output (stdout + stderr). Logging is restored afterwards (Hydra reconfigures it).
+
+    The function under `@hydra.main` is decorated again with the absolute config folder: imported (not run as
+    `__main__`), Hydra would look for `../conf` as a Python package."""
+    entry = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config)(main.__wrapped__)
+    monkeypatch.setenv("SEGKIT_ROOT", str(root))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("SEGKIT_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["entry", *args])
+    root_logger = logging.getLogger()
+    saved = (root_logger.handlers[:], root_logger.level)
+    try:
+        try:
+            entry()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+        root_logger.handlers[:] = saved[0]
+        root_logger.setLevel(saved[1])
+    captured = capfd.readouterr()
+    return code, captured.out + captured.err
+
+
+def train_args(data_dir: Path, *overrides: str) -> list[str]:
+    return [*TINY_TRAIN, f"paths.data_dir={data_dir}", *SMALL_MODEL, *overrides]
+
+
+def assert_short_error(code: int, out: str, *must_contain: str) -> None:
+    """Exit code 1, each text in the output (the block wraps long lines: compared with whitespace collapsed),
+    fewer than MAX_LINES lines and no traceback."""
+    assert code == 1, out[-3000:]
+    flat = " ".join(out.split())
+    for text in must_contain:
+        assert " ".join(text.split()) in flat, f"{text!r} not in:\n{out[-3000:]}"
+    assert len(out.splitlines()) < MAX_LINES, out
+    assert "Traceback (most recent call last)" not in out, out

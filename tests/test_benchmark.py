@@ -137,7 +137,7 @@ def test_bare_loop_uses_the_configured_optimiser_and_schedule():
     from src.models.heads import FCNHead
     from src.module import SegmentationModule
     from src.schedulers import PolyLR
-    from tests.models.test_segmentor import AsList
+    from tests.helpers import AsList
 
     head = FCNHead(in_channels=3, channels=4, num_classes=3, num_convs=1, concat_input=False, in_index=0)
     module = SegmentationModule(

@@ -20,7 +20,7 @@ from src.models.binary import resolve_binary, two_class_logits
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss, DiceLoss, FocalLoss, LovaszLoss
 from src.train import train
-from tests.conftest import TINY_TRAIN, compose_cfg
+from tests.helpers import TINY_TRAIN, compose_cfg
 
 
 def _logits_target(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

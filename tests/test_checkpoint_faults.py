@@ -27,10 +27,15 @@ from src.eval import main as eval_main
 from src.train import main as train_main
 from src.train import train
 from src.utils.errors import CheckpointError
-from tests.conftest import compose_cfg
-from tests.helpers import RecordSteps, TinyRun
-from tests.test_errors import assert_short_error, run_entry, train_args
-from tests.test_recipe import with_callbacks
+from tests.helpers import (
+    RecordSteps,
+    TinyRun,
+    assert_short_error,
+    compose_cfg,
+    run_entry,
+    train_args,
+    with_callbacks,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +98,7 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_resumes_the_previous(tra
     )
     RecordSteps.seen = []
     with caplog.at_level(logging.INFO):
-        train(with_callbacks(cfg, "RecordSteps"))
+        train(with_callbacks(cfg, RecordSteps))
     assert RecordSteps.seen == [2]  # resumed at step 2 (not from scratch), trained step 3
     assert f"resume=true: skipping {last}: the file is truncated" in caplog.text
     # step 3 saved next to the resumed checkpoint, and the next resume=true finds it

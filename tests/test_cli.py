@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from src.data.io import load_image, load_mask
-from tests.conftest import TINY_TRAIN
-from tests.helpers import TinyRun
+from tests.helpers import TINY_TRAIN, TinyRun
 
 ROOT = Path(__file__).resolve().parents[1]
 

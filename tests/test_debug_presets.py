@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from src.checkpoint import read_checkpoint
 from src.train import train
-from tests.conftest import CONF_DIR
+from tests.helpers import CONF_DIR
 
 
 def _record(cfg) -> dict:
@@ -80,7 +80,7 @@ def test_profiler_writes_its_report_in_the_run_folder(make_train_cfg):
 
 @pytest.mark.parametrize("preset", ["fdr", "overfit", "limit", "profiler"])
 def test_presets_compose_with_an_experiment(preset, tmp_path):
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     cfg = compose_cfg("train", ["experiment=unet_drive", f"debug={preset}"], tmp_path)
     assert cfg.task_name == "debug" and cfg.model.name == "unet-s5-d16_fcn"

@@ -8,7 +8,6 @@ whole output stays under 40 lines.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -34,56 +33,9 @@ from src.utils.errors import (
     unwrap_worker_message,
 )
 from src.utils.resolvers import iters, unique_dir
-from tests.conftest import SMALL_MODEL, TINY_TRAIN
+from tests.helpers import assert_short_error, run_entry, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_LINES = 40
-
-
-def run_entry(
-    main, args: list[str], root: Path, capfd, monkeypatch, config: str = "train"
-) -> tuple[int, str]:
-    """Run a `@hydra.main` entry point in this process as `python -m <module> *args` would; returns its exit
-    code and its whole output (stdout + stderr). Logging is restored afterwards (Hydra reconfigures it).
-
-    The function under `@hydra.main` is decorated again with the absolute config folder: imported (not run as
-    `__main__`), Hydra would look for `../conf` as a Python package."""
-    entry = hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name=config)(
-        main.__wrapped__
-    )
-    monkeypatch.setenv("SEGKIT_ROOT", str(root))
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.delenv("SEGKIT_DEBUG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["entry", *args])
-    root_logger = logging.getLogger()
-    saved = (root_logger.handlers[:], root_logger.level)
-    try:
-        try:
-            entry()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-        root_logger.handlers[:] = saved[0]
-        root_logger.setLevel(saved[1])
-    captured = capfd.readouterr()
-    return code, captured.out + captured.err
-
-
-def train_args(data_dir: Path, *overrides: str) -> list[str]:
-    return [*TINY_TRAIN, f"paths.data_dir={data_dir}", *SMALL_MODEL, *overrides]
-
-
-def assert_short_error(code: int, out: str, *must_contain: str) -> None:
-    """Exit code 1, each text in the output (the block wraps long lines: compared with whitespace collapsed),
-    fewer than MAX_LINES lines and no traceback."""
-    assert code == 1, out[-3000:]
-    flat = " ".join(out.split())
-    for text in must_contain:
-        assert " ".join(text.split()) in flat, f"{text!r} not in:\n{out[-3000:]}"
-    assert len(out.splitlines()) < MAX_LINES, out
-    assert "Traceback (most recent call last)" not in out, out
 
 
 def run_log(root: Path, task: str = "train") -> str:

@@ -22,9 +22,15 @@ from src.inference import Segmenter, load_model, resolve_backend
 from src.models import EncoderDecoder, SegDataPreProcessor
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss
-from tests.conftest import compose_cfg
-from tests.helpers import TinyRun, assert_family_exports, assert_parity, run_eval
-from tests.test_onnx import FAMILIES, HEADS, TinyPyramid, tiny_segmentor
+from tests.export_helpers import (
+    FAMILIES,
+    HEADS,
+    TinyPyramid,
+    assert_family_exports,
+    assert_parity,
+    tiny_segmentor,
+)
+from tests.helpers import TinyRun, compose_cfg, run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(1, 3, 32, 32), (2, 3, 48, 40), (1, 3, 37, 53)]

@@ -12,8 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from src.tools.flops import count_flops, human, segmentor_complexity
-from tests.conftest import compose_cfg
-from tests.helpers import tiny_model_cfg
+from tests.helpers import compose_cfg, tiny_model_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 

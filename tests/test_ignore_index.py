@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from src.data.io import load_mask
 from src.eval import evaluate
 from src.train import train
-from tests.conftest import TINY_TRAIN, compose_cfg
+from tests.helpers import TINY_TRAIN, compose_cfg
 
 IGNORE = 254
 

@@ -16,8 +16,7 @@ from src.checkpoint import load_segmentor
 from src.data.io import load_image, load_mask
 from src.infer import infer
 from src.inference import Segmenter
-from tests.conftest import compose_cfg
-from tests.helpers import TinyRun
+from tests.helpers import TinyRun, compose_cfg
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)

@@ -32,11 +32,9 @@ from src.export import (
     read_onnx_meta,
 )
 from src.inference import Segmenter, load_model
-from src.models import EncoderDecoder, SegDataPreProcessor
-from src.models.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
-from tests.conftest import compose_cfg
-from tests.helpers import TinyRun, assert_family_exports, assert_parity, run_eval
-from tests.models.test_smp_head import SMP_CONFIGS
+from src.models import SegDataPreProcessor
+from tests.export_helpers import FAMILIES, HEADS, assert_family_exports, assert_parity, tiny_segmentor
+from tests.helpers import TinyRun, compose_cfg, run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,41 +67,6 @@ def test_exportable_adaptive_pooling_equals_pytorchs():
 
 
 # ------------------------------------------------------------------------------- tiny models per head
-class TinyPyramid(nn.Module):
-    """Two stages (stride 2, 8 channels; stride 4, 16 channels), for heads that read a low-level feature too."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stage1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-        self.stage2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        c1 = self.stage1(x)
-        return [c1, self.stage2(c1)]
-
-
-HEAD_KW = {"in_channels": 16, "channels": 8, "num_classes": 5, "in_index": 1, "dropout_ratio": 0.0}
-HEADS = {
-    "fcn": lambda: FCNHead(num_convs=2, concat_input=True, **HEAD_KW),
-    "psp": lambda: PSPHead(pool_scales=(1, 2, 3, 6), **HEAD_KW),
-    "aspp": lambda: ASPPHead(dilations=(1, 2, 3), **HEAD_KW),
-    "sep_aspp": lambda: DepthwiseSeparableASPPHead(
-        dilations=(1, 2, 3), c1_in_channels=8, c1_channels=4, **HEAD_KW
-    ),
-}
-
-
-def tiny_segmentor(head: str, seed: int = 0, **kwargs) -> EncoderDecoder:
-    torch.manual_seed(seed)
-    model = EncoderDecoder(TinyPyramid(), HEADS[head](), **kwargs)
-    with torch.no_grad():
-        for m in model.modules():  # BN statistics that matter
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 @pytest.mark.parametrize("head", HEADS)
 def test_tiny_head_exports_with_dynamic_size_and_matches_pytorch(head, tmp_path):
     kwargs = {}
@@ -241,24 +204,6 @@ def test_the_inference_api_predicts_with_an_onnx_file_as_with_its_checkpoint(tin
 
 
 # ------------------------------------------------------------------------ every family of conf/model (slow)
-FAMILIES = [
-    "fcn_r18-d8",
-    "pspnet_r18-d8",
-    "deeplabv3_r18-d8",
-    "deeplabv3plus_r18-d8",
-    "unet-s5-d16_fcn",
-    "unet-s5-d16_deeplabv3",
-    "upernet_r18",
-    "upernet_convnext-t",
-    "segformer_mit-b0",
-    "vit_vit-b16_mln_upernet",
-    "upernet_vit-s_dinov2",
-    *SMP_CONFIGS,
-]
-# Not in the list: upernet_swin-t. Exporting timm's Swin (its shifted-window attention with the padding to whole
-# windows) did not finish within 15 minutes on a 2-core CPU, twice; its heads are the UPerNet ones listed above.
-
-
 def test_every_model_family_is_in_the_onnx_list():
     families = {p.stem.rsplit("_", 1)[0] for p in (ROOT / "conf" / "model").glob("*.yaml")}
     listed = {name.rsplit("_", 1)[0] for name in FAMILIES}

@@ -14,7 +14,7 @@ from torch import nn
 from src.module import SegmentationModule
 from src.optim import build_param_groups
 from src.schedulers import PolyLR, build_lr_scheduler
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 

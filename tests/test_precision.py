@@ -117,7 +117,7 @@ def test_apply_precision_resolves_the_config_for_the_trainer(machine):
 
 def test_default_runtime_is_auto(make_train_cfg):
     cfg = make_train_cfg("runtime.precision=auto")  # the tests pin 32-true; the shipped default is auto
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     shipped = compose_cfg("train", [], Path(cfg.paths.output_dir))
     assert shipped.runtime.precision == "auto" and shipped.runtime.channels_last == "auto"

@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from src.data.converters.drive import convert_drive
 from src.data.converters.stanford_background import convert_stanford_background
 from src.train import train
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 pytestmark = pytest.mark.slow
 

@@ -18,15 +18,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 from torch.utils.data import DataLoader, Subset
 
 from src.callbacks import PREEMPTED_EXIT_CODE
 from src.checkpoint import load_segmentor
 from src.data.datasets.base import seg_collate
 from src.train import build_datamodule, build_module, resolve_start, train
-from tests.conftest import TINY_TRAIN, compose_cfg
-from tests.helpers import RecordSteps
+from tests.helpers import TINY_TRAIN, RecordSteps, compose_cfg, with_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,13 +97,6 @@ class RecordTrainer(Callback):
         RecordTrainer.seen["batches"] += 1
 
 
-def with_callbacks(cfg: DictConfig, *names: str) -> DictConfig:
-    with open_dict(cfg):
-        for name in names:
-            cfg.runtime.callbacks[f"test_{name}"] = {"_target_": f"{__name__}.{name}"}
-    return cfg
-
-
 def read_csv_metrics(run_dir: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
 
@@ -140,7 +132,7 @@ def resume_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     runs = root / "logs" / "train" / "runs" / "recipe"
 
-    def run(name: str, *overrides: str, callbacks: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    def run(name: str, *overrides: str, callbacks: tuple[type, ...] = ()) -> tuple[dict, Path]:
         out = runs / name
         cfg = compose_cfg(
             "train",
@@ -159,14 +151,14 @@ def resume_runs(tmp_path_factory):
         )
         RecordSteps.seen = []
         try:
-            metrics = train(with_callbacks(cfg, "RecordSteps", *callbacks))
+            metrics = train(with_callbacks(cfg, RecordSteps, *callbacks))
         except SystemExit as stop:
             metrics = {"exit_code": stop.code}
         return {**metrics, "steps": list(RecordSteps.seen)}, out
 
     results = {}
     results["A"] = run("A")
-    results["B"] = run("B", callbacks=("SigtermAtStep2",))
+    results["B"] = run("B", callbacks=(SigtermAtStep2,))
     results["B2"] = run("B2", "resume=true")
     results["C"] = run("C", f"ckpt_path={runs / 'A' / 'checkpoints' / 'iter_2.ckpt'}")
     return results
@@ -252,7 +244,7 @@ def test_load_from_keeps_matching_weights_and_reinitialises_the_classifiers(make
     RecordWeights.reset()
     RecordSteps.seen = []
     with caplog.at_level(logging.INFO):
-        train(with_callbacks(cfg, "RecordWeights", "RecordSteps"))
+        train(with_callbacks(cfg, RecordWeights, RecordSteps))
     assert RecordSteps.seen == [0]  # a new schedule from step 0
     start = {k.removeprefix("segmentor."): v for k, v in RecordWeights.start[0].items()}
     classifiers = {
@@ -294,7 +286,7 @@ def test_ema_weights_are_validated_tested_and_saved_as_the_checkpoint_weights(ma
         "test_ckpt=best",
     )
     RecordWeights.reset()
-    metrics = train(with_callbacks(cfg, "RecordWeights"))
+    metrics = train(with_callbacks(cfg, RecordWeights))
     w1, w2 = RecordWeights.train  # the raw weights after steps 1 and 2
     ema = {
         k: 0.5 * w1[k] + 0.5 * w2[k] for k in w1
@@ -320,7 +312,7 @@ def test_bf16_mixed_precision_trains_on_cpu(make_train_cfg):
     )
     RecordHeadDtype.dtypes = []
     RecordWeights.reset()
-    metrics = train(with_callbacks(cfg, "RecordHeadDtype", "RecordWeights"))
+    metrics = train(with_callbacks(cfg, RecordHeadDtype, RecordWeights))
     assert RecordHeadDtype.dtypes and set(RecordHeadDtype.dtypes) == {
         torch.bfloat16
     }  # autocast computes in bf16
@@ -343,7 +335,7 @@ def test_schedule_keys_reach_the_trainer_and_the_per_group_lr(make_train_cfg):
         "test=false",
     )
     RecordTrainer.seen = {}
-    train(with_callbacks(cfg, "RecordTrainer"))
+    train(with_callbacks(cfg, RecordTrainer))
     assert RecordTrainer.seen == {
         "trainer_gradient_clip_val": None,  # clipping is the module's alone
         "clip_grad": {"max_norm": 1.0, "norm_type": 2.0},
@@ -413,7 +405,7 @@ def test_run_killed_with_a_signal_resumes_from_its_checkpoint(signum, tmp_path):
         "train", [*common, "resume=true", f"schedule.max_steps={step + 2}"], tmp_path / "resumed_launch"
     )
     RecordSteps.seen = []
-    train(with_callbacks(cfg, "RecordSteps"))
+    train(with_callbacks(cfg, RecordSteps))
     assert RecordSteps.seen == [step, step + 1]  # starts at the saved step and finishes
     last = torch.load(preempted.parent / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == step + 2

@@ -7,7 +7,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from src.train import train
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 def test_load_from_does_not_fetch_pretrained_weights(trained_run, tmp_path, monkeypatch):

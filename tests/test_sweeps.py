@@ -19,7 +19,7 @@ from omegaconf import open_dict, read_write
 from src.data.io import load_mask
 from src.results import collect, split_model_name
 from src.utils import hydra_ddp
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECT = ROOT / "scripts" / "collect_results.py"

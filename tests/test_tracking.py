@@ -17,7 +17,7 @@ from lightning import Callback
 from src.data.io import load_mask
 from src.tools.log_analysis import load_scalars
 from src.train import train
-from tests.conftest import TINY_TRAIN, compose_cfg
+from tests.helpers import TINY_TRAIN, compose_cfg
 
 CLASSES = ["background", "disc", "box", "triangle", "ring", "star"]
 

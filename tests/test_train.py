@@ -15,8 +15,7 @@ from src.data.io import load_mask
 from src.eval import evaluate
 from src.inference import Segmenter
 from src.train import train
-from tests.conftest import compose_cfg
-from tests.helpers import RecordSteps
+from tests.helpers import RecordSteps, compose_cfg
 
 
 def test_train_short_run_logs_metrics_and_writes_checkpoints(make_train_cfg):

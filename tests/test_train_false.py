@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from src.eval import evaluate
 from src.train import train
-from tests.conftest import TrainedRun, compose_cfg
+from tests.helpers import TrainedRun, compose_cfg
 
 
 def _test_only(run: TrainedRun, out: Path, *overrides: str) -> dict:

@@ -23,7 +23,7 @@ from src.data.converters.download import REGISTRY
 from src.data.datamodule import SegDataModule
 from src.data.datasets import BaseSegDataset
 from src.data.transforms import rescale_size
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 HW = (40, 48)  # synthetic image size (h, w)
 VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253

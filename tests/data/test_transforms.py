@@ -24,7 +24,7 @@ from src.data.transforms import (
     resize_then_crop,
     source_rows,
 )
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 DATASET_CONFIGS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "dataset").glob("*.yaml"))
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 # (id, overrides selecting the backbone): timm names through the generic backbone, and the faithful backbones
 # (Swin, MiT, ViT) through their groups, made tiny with the model's own width/depth arguments.

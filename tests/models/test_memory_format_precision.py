@@ -14,18 +14,13 @@ from hydra.utils import instantiate
 
 from src.models.utils import like_memory_format
 from src.module import SegmentationModule
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 CL = torch.channels_last
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small models spend their time in OpenMP barriers when the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: these small models spend their time in OpenMP barriers when the machine is shared
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name: str, tmp_path: Path, num_classes: int = 5) -> torch.nn.Module:

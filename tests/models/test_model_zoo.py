@@ -10,7 +10,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from tests.conftest import CONF_DIR, compose_cfg
+from tests.helpers import CONF_DIR, compose_cfg
 
 # Counted from MMSegmentation 1.2.2's configs (SyncBN -> BN), 19 classes unless noted.
 # config, classes, total, backbone, neck, decode head, auxiliary head

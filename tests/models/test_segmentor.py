@@ -11,6 +11,7 @@ from src.models import EncoderDecoder, SegDataPreProcessor, TimmBackbone
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss
 from src.schedulers import PolyLR
+from tests.helpers import AsList
 
 
 def test_preprocessor_normalises_pads_to_divisor_with_0_and_255():
@@ -129,11 +130,6 @@ class PerPixel(nn.Module):
 
     def predict_by_feat(self, logits, size):
         return logits
-
-
-class AsList(nn.Module):
-    def forward(self, x):
-        return [x]
 
 
 def test_slide_inference_equals_whole_for_a_per_pixel_model():

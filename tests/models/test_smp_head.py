@@ -12,30 +12,16 @@ from omegaconf import OmegaConf
 from src.checkpoint import build_segmentor
 from src.models import EncoderDecoder
 from src.models.smp_head import ImageAsFeatures, SMPHead
-from tests.conftest import compose_cfg
+from tests.export_helpers import SMP_CONFIGS
+from tests.helpers import compose_cfg
 
-SMP_CONFIGS = [
-    "smp_unet_r18",
-    "smp_unetplusplus_r18",
-    "smp_fpn_r18",
-    "smp_pspnet_r18",
-    "smp_deeplabv3_r18",
-    "smp_deeplabv3plus_r18",
-    "smp_upernet_r18",
-    "smp_segformer_r18",
-]
 # SMPHead's own arguments; the rest of decode_head goes to smp.create_model unchanged.
 HEAD_KEYS = {"_target_", "arch", "encoder_name", "encoder_weights", "pretrained_path", "num_classes"}
 HEAD_KEYS |= {"in_channels", "in_index", "align_corners", "losses"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on shared cores: intra-op threads only wait on each other (10x slower here with 2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny tensors on shared cores: intra-op threads only wait on each other (10x slower here with 2)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bare_smp(head_cfg) -> torch.nn.Module:

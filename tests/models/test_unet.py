@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
 from src.models.unet import UNet, UpConvBlock
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 def _count(module: nn.Module) -> int:

@@ -35,8 +35,7 @@ from src.weights.mmseg import (
     load_mmseg_state_dict,
     load_mmseg_weights,
 )
-from tests.conftest import TINY_TRAIN, compose_cfg
-from tests.helpers import TinyRun
+from tests.helpers import TINY_TRAIN, TinyRun, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = Path(os.environ.get("SEGKIT_MMSEG_REF", ROOT.parent / "shared" / "mmseg"))

@@ -297,7 +297,7 @@ def torch_equal(a, b) -> bool:
 def test_eval_and_infer_with_weights_name(mmseg_zoo: str, cache: Path, fake_cityscapes: Path, tmp_path: Path):
     from src.eval import evaluate
     from src.infer import infer
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     def command_line(*args: str) -> list[str]:  # the overrides `python -m src.eval ...` composes
         return zoo_command_line(["src.eval", *args])[1:]
@@ -323,7 +323,7 @@ def test_eval_and_infer_with_weights_name(mmseg_zoo: str, cache: Path, fake_city
 def test_weights_and_ckpt_path_together_or_neither_is_a_config_error(tmp_path: Path):
     from src.utils.errors import ConfigError
     from src.weights.zoo import apply_zoo_weights
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     cfg = compose_cfg("eval", ["weights=x", "ckpt_path=y.ckpt"], tmp_path / "a")
     with pytest.raises(ConfigError, match="give one"):
