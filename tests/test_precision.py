@@ -20,6 +20,7 @@ from src.utils.precision import (
     resolve_precision,
 )
 
+REAL_KERNEL_ISA_LIMIT = P.kernel_isa_limit  # before any test replaces it
 X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"
 X86_AVX512 = "processor\t: 0\nflags\t\t: fpu avx avx2 avx512f avx512bw avx512vl\n"
 X86_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -37,6 +38,7 @@ def machine(monkeypatch):
             monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=0: cuda)
             monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=0: f"GPU sm{cuda[0]}{cuda[1]}")
         monkeypatch.setattr(P, "_mps_available", lambda: mps)
+        monkeypatch.setattr(P, "kernel_isa_limit", lambda: None)  # PyTorch's kernels use what the CPU has
 
     return set_machine
 
@@ -47,6 +49,25 @@ def test_cpu_flags_from_x86_and_arm_cpuinfo():
     assert cpu_native_bf16(cpu_flags(X86_BF16))[0] and cpu_native_bf16(cpu_flags(ARM_BF16))[0]
     assert not cpu_native_bf16(cpu_flags(X86_AVX512))[0]  # AVX-512 without bf16: emulated, slower
     assert not cpu_native_bf16(set())[0]
+
+
+def test_kernel_caps_turn_a_bf16_cpu_to_float32(machine, monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 CPU: bf16 would be emulated, so fp32."""
+    machine(X86_BF16)
+    monkeypatch.setattr(
+        P, "kernel_isa_limit", REAL_KERNEL_ISA_LIMIT
+    )  # with torch's answer and the env mocked
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    choice = choose_precision("auto")
+    assert choice.precision == "32-true" and "PyTorch runs AVX2 kernels" in choice.reason
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert choose_precision("auto").precision == "bf16-mixed"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    choice = choose_precision("auto")
+    assert choice.precision == "32-true" and "oneDNN is capped at AVX2" in choice.reason
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert choose_precision("auto").precision == "bf16-mixed"
 
 
 @pytest.mark.parametrize(

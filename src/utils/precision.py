@@ -4,7 +4,8 @@
 - an older CUDA GPU (Volta, Turing): `16-mixed` (fp16 autocast with a gradient scaler) + channels_last;
 - a CPU with native bf16 instructions (x86 `avx512_bf16` or AMX `amx_bf16`; Arm `bf16`): `bf16-mixed` +
   channels_last, oneDNN's fast path;
-- any other CPU (AVX2 only, or AVX-512 without bf16) and Apple's MPS: `32-true`. Without native bf16, oneDNN
+- any other CPU (AVX2 only, or AVX-512 without bf16; also a bf16 CPU whose PyTorch or oneDNN kernels are capped
+  below it by `ATEN_CPU_CAPABILITY` / `ONEDNN_MAX_CPU_ISA`) and Apple's MPS: `32-true`. Without native bf16, oneDNN
   emulates it: a 3x3 convolution under bf16 autocast ran 11x slower than in fp32 on an AVX2-only EPYC.
 
 `runtime.channels_last: auto` follows the choice (on with a mixed precision, off in fp32). An explicit
@@ -14,6 +15,7 @@ and stored in the run record (`results.json`: `precision`, `channels_last`, `pre
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,10 +68,33 @@ def cpu_native_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
     if not flags:
         return False, f"CPU flags unreadable on {platform.system()} ({platform.machine()})"
     found = sorted(f for f in (*X86_BF16_FLAGS, *ARM_BF16_FLAGS) if f in flags)
+    limit = kernel_isa_limit() if any(f in X86_BF16_FLAGS for f in found) else None
+    if limit:
+        return False, f"CPU has bf16 ({', '.join(found)}) but {limit}"
     if found:
         return True, f"CPU has native bf16 ({', '.join(found)})"
     best = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no AVX2"
     return False, f"CPU has no native bf16 (best vector ISA: {best}; no avx512_bf16/amx_bf16)"
+
+
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that still include its bf16 instructions
+ONEDNN_BF16_ISAS = (
+    "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX", "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "ALL", "DEFAULT",
+)  # fmt: skip
+
+
+def kernel_isa_limit() -> str | None:
+    """Why PyTorch would not run an x86 CPU's bf16 instructions although the CPU has them, or None: its kernels
+    capped below AVX-512 (`ATEN_CPU_CAPABILITY=avx2`, also a way to emulate an AVX2-only machine) or oneDNN's
+    (`ONEDNN_MAX_CPU_ISA`) below AVX512_CORE_BF16. Either way bf16 would be emulated, as on an AVX2 CPU."""
+    capability = str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()).upper()
+    if capability and not capability.startswith("AVX512"):
+        return f"PyTorch runs {capability} kernels (ATEN_CPU_CAPABILITY)"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if isa and isa not in ONEDNN_BF16_ISAS:
+        return f"oneDNN is capped at {isa} (ONEDNN_MAX_CPU_ISA)"
+    return None
 
 
 def cuda_bf16(device: int = 0) -> tuple[bool, str]:
