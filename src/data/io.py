@@ -6,7 +6,8 @@ the same pixels as OpenCV's libpng, about a quarter faster (docs/benchmarks.md).
 that libspng rejects, goes through OpenCV (images) or Pillow (palette masks), as before.
 
 A training crop often needs only the top part of the image (rows below the crop's last source row are never
-read): `open_top_rows` gives a reader that decodes only the first n rows of an 8-bit RGB, non-interlaced PNG.
+read): `open_top_rows` gives a reader that decodes only the first n rows of an 8-bit RGB (or grey: masks),
+non-interlaced PNG.
 PNG rows are decoded top to bottom, each from the rows above it, so the first n rows are the same pixels as in
 the full decode; libspng is handed the file with its header's height set to n and stops there.
 """
@@ -148,32 +149,37 @@ def _decode_png_image(data: bytes, path: Path) -> np.ndarray:
 
 
 class PngTopRows:
-    """The image of an 8-bit RGB, non-interlaced PNG file, decoded on demand as far down as asked.
+    """An 8-bit RGB (or, `mask=True`, 8-bit grey) non-interlaced PNG, decoded on demand as far down as asked.
 
-    `shape` comes from the header; `reader(n)` is `load_image(path)[:n]`, decoding only those rows (the file
-    is read at that call). If the short decode fails or differs in form (say a transparency chunk), the whole
-    image is decoded as `load_image` does, with its errors. `placeholder` stands in for the image where only
-    its shape is looked at (an Albumentations pipeline whose first transform asks this reader for its rows).
+    `shape` comes from the header; `reader(n)` is `load_image(path)[:n]` (`load_mask(path)[:n]` for a mask),
+    decoding only those rows (the file is read at that call). If the short decode fails or differs in form (say
+    a transparency chunk), the whole file is decoded as `load_image` / `load_mask` does, with its errors.
+    `placeholder` stands in for the array where only its shape is looked at (an Albumentations pipeline whose
+    first transform asks this reader for its rows).
     """
 
-    def __init__(self, path: Path, height: int, width: int) -> None:
-        self.path, self.shape = path, (height, width, 3)
+    def __init__(self, path: Path, height: int, width: int, mask: bool = False) -> None:
+        self.path, self.mask = path, mask
+        self.shape = (height, width) if mask else (height, width, 3)
         self.placeholder = _placeholder(self.shape)
         self.rows_decoded = 0  # the last call's row count (for tests and the benchmark's breakdown)
 
     def __call__(self, rows: int) -> np.ndarray:
+        what = "mask" if self.mask else "image"
         try:
             data = self.path.read_bytes()
         except OSError as exc:
-            raise ValueError(_unreadable(self.path, "image")) from exc
-        height, width = self.shape[:2]
+            raise ValueError(_unreadable(self.path, what)) from exc
+        height = self.shape[0]
         rows = max(1, min(int(rows), height))
         self.rows_decoded = rows
         if rows < height:
-            top = _spng(data, PNG_RGB, rows)
-            if top is not None and top.shape == (rows, width, 3):
+            top = _spng(data, PNG_GREY if self.mask else PNG_RGB, rows)
+            if top is not None and top.shape == (rows, *self.shape[1:]):
                 return top
         self.rows_decoded = height
+        if self.mask:
+            return load_mask(self.path)[:rows]
         return _decode_png_image(data, self.path)[:rows]
 
 
@@ -199,8 +205,9 @@ def png_with_height(data: bytes, rows: int) -> bytes:
     return data[:12] + bytes(ihdr) + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
 
 
-def open_top_rows(path: str | Path) -> PngTopRows | None:
-    """A `PngTopRows` reader for an 8-bit RGB, non-interlaced PNG (libspng installed), else None.
+def open_top_rows(path: str | Path, mask: bool = False) -> PngTopRows | None:
+    """A `PngTopRows` reader for an 8-bit RGB (`mask`: 8-bit grey), non-interlaced PNG (libspng installed), else
+    None (palette and 16-bit masks, for one, are decoded whole).
 
     Reads the file's first 33 bytes only; None also when the file cannot be read (`load_image` reports it).
     """
@@ -213,10 +220,11 @@ def open_top_rows(path: str | Path) -> PngTopRows | None:
     except OSError:
         return None
     # IHDR: width, height (4 bytes each), bit depth, colour type, compression, filter, interlace
-    if png_format(head) != (8, PNG_RGB) or head[28] != 0 or zlib.crc32(head[12:29]) != _u32(head, 29):
+    colour = PNG_GREY if mask else PNG_RGB
+    if png_format(head) != (8, colour) or head[28] != 0 or zlib.crc32(head[12:29]) != _u32(head, 29):
         return None
     width, height = _u32(head, 16), _u32(head, 20)
-    return PngTopRows(path, height, width) if width and height else None
+    return PngTopRows(path, height, width, mask) if width and height else None
 
 
 def _u32(data: bytes, at: int) -> int:

@@ -19,7 +19,8 @@ Speed (`scripts/benchmark_data.py`, docs/benchmarks.md), with outputs identical 
 - `build_pipeline` fuses a `RandomResize` followed by a `RandomCrop` into `RandomResizeCrop`, which draws the
   same random numbers in the same order and resizes only the top-left part of the image that holds the crop
   (bit-identical to resizing everything, then cropping: see `resize_then_crop`); given a PNG reader instead of
-  the image (`BaseSegDataset` does that), it decodes only the rows above the crop's last source row;
+  the image (`BaseSegDataset` does that), it decodes only the rows above the crop's last source row, and
+  likewise for an 8-bit grey PNG mask (all of it only when a `cat_max_ratio` re-draw reads further down);
 - `PhotoMetricDistortion` applies its uint8 -> uint8 steps as look-up tables (the same float32 formula
   evaluated once per grey level instead of once per pixel);
 - `RandomCrop`'s `cat_max_ratio` counts labels with OpenCV's histogram instead of a 64-bit `bincount`.
@@ -120,6 +121,14 @@ def source_rows(src_hw: tuple[int, int], out_hw: tuple[int, int], box: tuple[int
         return box[1]
     part = _bilinear_part(src_hw, out_hw, box)
     return src_hw[0] if part is None else part[0]
+
+
+def nearest_source_rows(src_h: int, out_h: int, y1: int) -> int:
+    """How many top rows of a mask of `src_h` rows the nearest `resize_then_crop` to `out_h` rows reads for a
+    crop ending at row `y1` (the same expression as its gather, so the same last row)."""
+    if out_h == src_h or y1 <= 0:
+        return max(y1, 1)
+    return min(math.floor((y1 - 1) * (1.0 / (out_h / src_h))), src_h - 1) + 1
 
 
 def _resize_pair(img: np.ndarray, out_hw: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -294,8 +303,11 @@ class RandomResizeCrop(A.DualTransform):
         self.crop_size, self.cat_max_ratio = crop.crop_size, crop.cat_max_ratio
 
     # the dataset may pass the image undecoded (`reads_image_rows`): `image_rows`, a reader of its top rows
-    # (`src.data.io.PngTopRows`), with its `placeholder` as `image`; only the rows the crop reads are decoded
+    # (`src.data.io.PngTopRows`), with its `placeholder` as `image`; only the rows the crop reads are decoded.
+    # Likewise the mask (`reads_mask_rows`): `mask_rows` (`MaskTopRows`) decodes the rows the first crop reads,
+    # and all of them only when a `cat_max_ratio` re-draw reads below those
     reads_image_rows = True
+    reads_mask_rows = True
 
     @property
     def targets_as_params(self) -> list[str]:
@@ -306,14 +318,23 @@ class RandomResizeCrop(A.DualTransform):
         src_hw = params["shape"][:2]
         out_hw = self.resize.draw_out_hw(src_hw, rng)
         mask = data.get("mask")
+        mask_rows = data.get("mask_rows")
+        if mask_rows is None or mask is None or mask is not mask_rows.placeholder:
+            mask_rows = None
         windows: dict[tuple, np.ndarray] = {}  # the mask under each box looked at: the chosen one is the crop
 
         def window(b: tuple[int, int, int, int]) -> np.ndarray:
             windows.clear()
-            windows[b] = resize_then_crop(mask, out_hw, b, nearest=True)
+            if mask_rows is None:
+                windows[b] = resize_then_crop(mask, out_hw, b, nearest=True)
+            else:  # the mask's top rows, as many as this box reads
+                top = mask_rows(nearest_source_rows(src_hw[0], out_hw[0], b[1]))
+                windows[b] = resize_then_crop(top, out_hw, b, nearest=True, src_hw=src_hw)
             return windows[b]
 
         box = self.crop.choose_box(out_hw, None if mask is None else window, rng)
+        if mask_rows is not None and box not in windows:  # no cat_max_ratio check: the crop itself
+            window(box)
         params = {"out_hw": out_hw, "box": box, "mask_crop": windows.get(box)}
         reader = data.get("image_rows")
         if reader is not None and data.get("image") is reader.placeholder:  # decode the rows the crop reads

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from src.data import io as data_io
 from src.data.datamodule import SegDataModule
 from src.data.datasets import BaseSegDataset, ShapesDataset
 from src.data.datasets.base import seg_collate
+from src.data.transforms import RandomCrop, RandomResize, seed_pipeline
 from src.models.data_preprocessor import SegDataPreProcessor
 
 CLASSES = ["a", "b", "c"]
@@ -305,9 +307,17 @@ def test_decoding_only_the_rows_the_crop_needs_gives_the_same_samples(tmp_path, 
         return ds
 
     readers = []
-    monkeypatch.setattr(base, "open_top_rows", lambda p: readers.append(io.open_top_rows(p)) or readers[-1])
+
+    def opening(path, mask=False):
+        reader = io.open_top_rows(path, mask=mask)
+        if not mask:
+            readers.append(reader)
+        return reader
+
+    monkeypatch.setattr(base, "open_top_rows", opening)
     lazy, eager = make(), make()
     eager.image_rows = lambda path: None  # decode the whole image first, as before
+    eager.mask_rows = lambda path, image_hw: None  # and the whole mask
     for k in range(60):
         a, b = lazy[k % 3], eager[k % 3]
         assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["masks"], b["masks"]), k
@@ -320,3 +330,112 @@ def test_decoding_only_the_rows_the_crop_needs_gives_the_same_samples(tmp_path, 
         )
         is None
     )
+
+
+needs_spng = pytest.mark.skipif(data_io.pyspng is None, reason="pyspng is not installed")
+
+
+def _mask_rows_pair(tmp_path: Path, masks: list[np.ndarray], ratio_range, cat_max_ratio=0.75, **kw):
+    """Two datasets on the same files and seeds: one decodes the masks' top rows (recording its readers), one the
+    whole masks, as before."""
+    for i, mask in enumerate(masks):
+        write_pair(tmp_path, str(i), mask)
+
+    def make() -> BaseSegDataset:
+        pipeline = [
+            RandomResize(scale=(192, 96), ratio_range=ratio_range),
+            RandomCrop(crop_size=(48, 96), cat_max_ratio=cat_max_ratio),
+            A.HorizontalFlip(p=0.5),
+        ]
+        return dataset(tmp_path, pipeline=pipeline, **kw)
+
+    lazy, eager = make(), make()
+    eager.mask_rows = lambda path, image_hw: None
+    readers: list = []
+    opened = lazy.mask_rows
+    lazy.mask_rows = lambda path, image_hw: readers.append(opened(path, image_hw)) or readers[-1]
+    return lazy, eager, readers
+
+
+def _top_heavy_mask(rng: np.random.Generator) -> np.ndarray:
+    """96x192 labels: the top half nearly all class 1 (crops there fail cat_max_ratio 0.75), the rest mixed."""
+    mask = cv2.resize(
+        rng.choice(np.r_[0:3, 255], size=(12, 24)).astype(np.uint8),
+        (192, 96),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    mask[: 40 + int(rng.integers(0, 20))] = 1
+    return mask
+
+
+@needs_spng
+@pytest.mark.parametrize("ratio_range", [(0.5, 2.0), (1.0, 1.0), (0.3, 0.6), (1.5, 3.0)])
+def test_decoding_only_the_mask_rows_the_crop_needs_gives_the_same_samples(tmp_path, ratio_range):
+    """Same crops, pixels and labels as decoding the whole mask, over many seeds; retries of cat_max_ratio below
+    the first crop's rows decode the whole mask."""
+    rng = np.random.default_rng(3)
+    masks = [_top_heavy_mask(rng) for _ in range(3)]
+    lazy, eager, readers = _mask_rows_pair(tmp_path, masks, ratio_range)
+    for seed in range(8):
+        seed_pipeline(lazy.pipeline, seed)
+        seed_pipeline(eager.pipeline, seed)
+        for k in range(12):
+            a, b = lazy[k % 3], eager[k % 3]
+            assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["masks"], b["masks"]), (seed, k)
+            assert a["masks"].dtype == b["masks"].dtype and a["metas"] == b["metas"]
+    assert len(readers) == 96 and all(r is not None for r in readers)
+    if ratio_range[1] >= 1.0:  # crops of 48 of 96 or more resized rows: most reach part of the mask only
+        assert sum(r.rows_decoded < 96 for r in readers) > 10
+
+
+@needs_spng
+def test_retries_below_the_first_crop_decode_the_whole_mask(tmp_path):
+    """A first crop in the rows of one class is re-drawn (cat_max_ratio) further down: the whole mask is decoded
+    then, and the result is the same as from the whole mask."""
+    rng = np.random.default_rng(5)
+    lazy, eager, readers = _mask_rows_pair(tmp_path, [_top_heavy_mask(rng) for _ in range(2)], (2.0, 2.0))
+    seed_pipeline(lazy.pipeline, 0)
+    seed_pipeline(eager.pipeline, 0)
+    for k in range(40):
+        assert torch.equal(lazy[k % 2]["masks"], eager[k % 2]["masks"]), k
+    calls = [(r.first_rows, r.rows_decoded) for r in readers]
+    assert any(first < 96 and last == 96 for first, last in calls)  # a retry needed the rest
+    assert any(last < 96 for _, last in calls)  # a first crop that passed
+
+
+@needs_spng
+def test_a_bad_label_in_the_decoded_mask_rows_raises_the_same_error(tmp_path):
+    mask = np.tile(np.r_[0:3, 255].astype(np.uint8), (96, 48))
+    mask[0, 5] = 7  # in the first row: every crop reads it
+    lazy, eager, readers = _mask_rows_pair(tmp_path, [mask], (1.5, 2.0), cat_max_ratio=1.0)
+    with pytest.raises(ValueError) as whole:
+        eager[0]
+    with pytest.raises(ValueError) as top:
+        lazy[0]
+    assert str(top.value) == str(whole.value) and "0.png" in str(top.value) and "[7]" in str(top.value)
+    assert readers[0].reader.rows_decoded < 96  # the error came from the top rows alone
+
+
+@needs_spng
+def test_top_mask_rows_of_only_0_and_255_are_judged_on_the_whole_mask(tmp_path):
+    """Top rows of 0 and 255 alone do not make a 0/255 mask: the whole mask decides, as before."""
+    mask = np.full((96, 192), 255, np.uint8)
+    mask[:, ::3] = 0
+    mask[80:, ::5] = 2  # other classes below the rows the crops read
+    lazy, eager, readers = _mask_rows_pair(tmp_path, [mask], (1.5, 2.0), cat_max_ratio=1.0)
+    for seed in range(5):
+        seed_pipeline(lazy.pipeline, seed)
+        seed_pipeline(eager.pipeline, seed)
+        assert torch.equal(lazy[0]["masks"], eager[0]["masks"])
+    # rows of 0 and 255 alone were decoded on, to the whole mask: the decoded rows always hold the 2s
+    assert len(readers) == 5 and all(2 in r.decoded for r in readers)
+    assert any(r.first_rows <= 80 and r.rows_decoded == 96 for r in readers)
+    assert (
+        dataset(tmp_path, pipeline=[A.HorizontalFlip(p=1.0)]).mask_rows(lazy.samples[0][1], (96, 192)) is None
+    )
+    write_pair(tmp_path, "0", np.where(mask == 2, 0, mask))  # now a 0/255 mask: refused as before
+    with pytest.raises(ValueError) as whole:
+        eager[0]
+    with pytest.raises(ValueError) as top:
+        lazy[0]
+    assert str(top.value) == str(whole.value) and "only the values 0 and 255" in str(top.value)

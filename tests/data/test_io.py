@@ -183,3 +183,26 @@ def test_isal_repacking_keeps_the_rows_and_refuses_what_libspng_would_check(tmp_
     assert io._inflated_png(damaged, 3, 10) is None
     taller = io.png_with_height(data, 151)
     assert io._inflated_png(taller, 3, 151) is None and io._inflated_png(taller, 3, 150) is not None
+
+
+def test_top_rows_of_a_grey_mask_png_are_the_rows_of_load_mask(tmp_path, rng):
+    """`open_top_rows(path, mask=True)(n)` is `load_mask(path)[:n]` for 8-bit grey PNGs (OpenCV's and Pillow's
+    filters); palette, 16-bit and RGB files get no reader (they are decoded whole)."""
+    if io.pyspng is None:
+        pytest.skip("pyspng is not installed")
+    labels = cv2.resize(rng.choice(np.r_[0:19, 255], (8, 12)).astype(np.uint8), (83, 61), interpolation=0)
+    cv2.imwrite(str(tmp_path / "cv.png"), labels)
+    Image.fromarray(labels).save(tmp_path / "pil.png", optimize=True)
+    for name in ("cv.png", "pil.png"):
+        reader = io.open_top_rows(tmp_path / name, mask=True)
+        assert reader.shape == (61, 83) and reader.placeholder.shape == (61, 83)
+        for rows in (1, 2, 17, 60, 61, 500):
+            top = reader(rows)
+            assert top.shape == (min(rows, 61), 83) and (top == load_mask(tmp_path / name)[:rows]).all()
+            assert reader.rows_decoded == min(rows, 61)
+    Image.fromarray(labels, mode="P").save(tmp_path / "palette.png")
+    cv2.imwrite(str(tmp_path / "deep.png"), labels.astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.dstack([labels] * 3))
+    for name in ("palette.png", "deep.png", "rgb.png"):
+        assert io.open_top_rows(tmp_path / name, mask=True) is None, name
+    assert io.open_top_rows(tmp_path / "cv.png") is None  # an image reader wants RGB

@@ -20,6 +20,7 @@ from src.data.transforms import (
     RandomResizeCrop,
     Resize,
     build_pipeline,
+    nearest_source_rows,
     rescale_size,
     resize_then_crop,
     source_rows,
@@ -314,3 +315,22 @@ def test_build_pipeline_fuses_resize_then_crop_only_when_adjacent_and_always_app
     assert [type(t).__name__ for t in apart.transforms] == ["RandomResize", "HorizontalFlip", "RandomCrop"]
     maybe = build_pipeline([resize, RandomCrop(crop_size=(16, 16), p=0.5)])
     assert [type(t).__name__ for t in maybe.transforms] == ["RandomResize", "RandomCrop"]
+
+
+def test_nearest_source_rows_is_what_the_mask_crop_reads():
+    """The nearest crop from the mask's first `nearest_source_rows` rows equals the crop from the whole mask, and
+    one row fewer would not hold the last row read (rows numbered by their index: the crop shows which it read)."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h = int(rng.integers(2, 300))
+        out_h = int(rng.integers(1, 700))
+        mask = np.repeat(np.arange(h, dtype=np.int32)[:, None], 5, axis=1)
+        y1 = int(rng.integers(1, out_h + 1))
+        y0 = int(rng.integers(0, y1))
+        box = (y0, y1, 0, 5)
+        rows = nearest_source_rows(h, out_h, y1)
+        whole = resize_then_crop(mask, (out_h, 5), box, nearest=True)
+        if out_h != h:  # the plain resize too
+            assert (whole == cv2.resize(mask.astype(np.float32), (5, out_h), interpolation=0)[y0:y1]).all()
+        assert rows == int(whole.max()) + 1
+        assert (resize_then_crop(mask[:rows], (out_h, 5), box, nearest=True, src_hw=(h, 5)) == whole).all()

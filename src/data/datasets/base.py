@@ -158,7 +158,12 @@ class BaseSegDataset(Dataset):
 
     def load_mask(self, path: Path, image_hw: tuple[int, int] | None = None) -> np.ndarray:
         """The index mask of one sample, checked: same size as its image, no label outside the classes."""
-        mask = load_mask(path)
+        return self.checked_mask(load_mask(path), path, image_hw)
+
+    def checked_mask(
+        self, mask: np.ndarray, path: Path, image_hw: tuple[int, int] | None = None, top: bool = False
+    ) -> np.ndarray:
+        """A decoded mask (`top`: only its top rows) mapped (reduce_zero_label, label_map) and checked."""
         if self.reduce_zero_label:
             # MMSegmentation's uint8 arithmetic: 0 -> ignore, k -> k - 1, and the old 255 stays ignored; the
             # ignore label is this dataset's `ignore_index` (255 in MMSegmentation)
@@ -169,17 +174,27 @@ class BaseSegDataset(Dataset):
             mask[ignored] = self.ignore_index
         if self.label_map is not None:
             mask = self.label_map[mask]
-        if image_hw is not None and tuple(mask.shape[:2]) != tuple(image_hw):
-            raise ValueError(
-                f"Mask '{path}' is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
-                f"{image_hw[1]}x{image_hw[0]}; image and mask must have the same size"
-            )
-        self.check_labels(mask, path)
+        if image_hw is not None and not top:
+            self.check_mask_size(mask.shape[:2], path, image_hw)
+        self.check_labels(mask, path, top=top)
         if mask.dtype == np.uint8:
             return mask
         return mask.astype(np.uint8) if mask.max(initial=0) <= 255 else mask
 
-    def check_labels(self, mask: np.ndarray, path: Path) -> None:
+    @staticmethod
+    def check_mask_size(mask_hw: tuple[int, ...], path: Path, image_hw: tuple[int, ...]) -> None:
+        if tuple(mask_hw) != tuple(image_hw[:2]):
+            raise ValueError(
+                f"Mask '{path}' is {mask_hw[1]}x{mask_hw[0]} (WxH) but its image is "
+                f"{image_hw[1]}x{image_hw[0]}; image and mask must have the same size"
+            )
+
+    def check_labels(self, mask: np.ndarray, path: Path, top: bool = False) -> None:
+        """Raise, naming the file, on labels outside the classes (and on 0/255 masks, `_only_0_and_255`).
+
+        `top`: `mask` is only the mask's top rows; a part holding only 0 and 255 then raises
+        `PartialMaskUndecided`, as the whole mask decides whether it is a 0/255 mask (`MaskTopRows` decodes it).
+        """
         if self._labels_plainly_valid(mask):
             return
         if mask.dtype == np.uint8:
@@ -188,6 +203,8 @@ class BaseSegDataset(Dataset):
         else:
             values = np.unique(mask)
         if self._only_0_and_255(values):
+            if top:
+                raise PartialMaskUndecided(path)
             raise ValueError(binary_255_message(path, self.num_classes))
         bad = [int(v) for v in values if (v >= self.num_classes or v < 0) and v != self.ignore_index]
         if bad:
@@ -236,28 +253,45 @@ class BaseSegDataset(Dataset):
             return False
         return self.num_classes < 255 and [int(v) for v in values] == [0, 255]
 
+    def _first_reads_rows(self, flag: str) -> bool:
+        """Whether the training pipeline's first step (always applied) decodes only what its crop needs."""
+        pipeline = self.pipeline
+        if self.test_mode or not isinstance(pipeline, A.Compose) or pipeline.p < 1 or not pipeline.transforms:
+            return False
+        first = pipeline.transforms[0]
+        return bool(getattr(first, flag, False)) and first.p >= 1
+
     def image_rows(self, path: Path) -> PngTopRows | None:
         """A reader of the image's top rows when the training pipeline's first step decodes only what its crop
         needs (`RandomResizeCrop.reads_image_rows`, always applied) and the image is a PNG that allows it."""
-        pipeline = self.pipeline
-        if self.test_mode or not isinstance(pipeline, A.Compose) or pipeline.p < 1 or not pipeline.transforms:
+        return open_top_rows(path) if self._first_reads_rows("reads_image_rows") else None
+
+    def mask_rows(self, path: Path, image_hw: tuple[int, int]) -> MaskTopRows | None:
+        """A reader of the checked mask's top rows (`MaskTopRows`) when the first step reads masks that way
+        (`RandomResizeCrop.reads_mask_rows`) and the mask is an 8-bit grey PNG; None: `load_mask` it whole."""
+        if not self._first_reads_rows("reads_mask_rows"):
             return None
-        first = pipeline.transforms[0]
-        if not getattr(first, "reads_image_rows", False) or first.p < 1:
+        reader = open_top_rows(path, mask=True)
+        if reader is None:
             return None
-        return open_top_rows(path)
+        self.check_mask_size(reader.shape, path, image_hw)
+        return MaskTopRows(self, reader)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         img_path, ann_path = self.samples[index]
         rows = self.image_rows(img_path)
         image = load_image(img_path) if rows is None else rows.placeholder  # decoded in the pipeline
-        mask = self.load_mask(ann_path, image.shape[:2])
+        mask_rows = None if self.test_mode else self.mask_rows(ann_path, image.shape[:2])
+        mask = self.load_mask(ann_path, image.shape[:2]) if mask_rows is None else mask_rows.placeholder
         ori_shape = tuple(image.shape[:2])
         if self.test_mode:
             if self.pipeline is not None:
                 image = self.pipeline(image=image)["image"]
         elif self.pipeline is not None:
-            out = self.pipeline(image=image, mask=mask, **({} if rows is None else {"image_rows": rows}))
+            readers = {} if rows is None else {"image_rows": rows}
+            if mask_rows is not None:
+                readers["mask_rows"] = mask_rows
+            out = self.pipeline(image=image, mask=mask, **readers)
             image, mask = out["image"], out["mask"]
         mask = np.ascontiguousarray(mask)
         return {
@@ -272,6 +306,45 @@ class BaseSegDataset(Dataset):
                 "img_shape": tuple(image.shape[:2]),
             },
         }
+
+
+class PartialMaskUndecided(Exception):
+    """The top rows of a mask hold only 0 and 255: only the whole mask tells whether it is a 0/255 mask."""
+
+
+class MaskTopRows:
+    """A sample's mask, decoded, mapped and checked (`BaseSegDataset.checked_mask`) only as far down as asked.
+
+    `reader(n)` gives at least the mask's first n rows: the first call decodes n rows (`PngTopRows`), a later
+    call that needs more decodes the whole mask (`RandomCrop`'s `cat_max_ratio` re-draws, rarely). The rows are
+    the same as those of `load_mask`, so the crops are; the label check covers the decoded rows only (labels in
+    rows never decoded are never trained on). A top part holding only 0 and 255 is decoded whole, so that
+    0/255 masks are refused as before. `placeholder` stands in for the mask in the pipeline.
+    """
+
+    def __init__(self, dataset: BaseSegDataset, reader: PngTopRows) -> None:
+        self.dataset, self.reader = dataset, reader
+        self.shape, self.placeholder = reader.shape, reader.placeholder
+        self.decoded: np.ndarray | None = None
+        self.first_rows = 0  # the rows the first call asked for (tests, the benchmark)
+
+    def __call__(self, rows: int) -> np.ndarray:
+        height = self.shape[0]
+        if self.decoded is None or self.decoded.shape[0] < min(rows, height):
+            if self.decoded is None:
+                self.first_rows = rows
+            else:
+                rows = height
+            path = self.reader.path
+            try:
+                self.decoded = self.dataset.checked_mask(self.reader(rows), path, top=rows < height)
+            except PartialMaskUndecided:
+                self.decoded = self.dataset.checked_mask(self.reader(height), path)
+        return self.decoded
+
+    @property
+    def rows_decoded(self) -> int:
+        return 0 if self.decoded is None else self.decoded.shape[0]
 
 
 def binary_255_message(path: Path | str, num_classes: int) -> str:
