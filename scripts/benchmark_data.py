@@ -18,7 +18,11 @@ on the same files, and prints both images/s, CPU ms per image and their ratio; w
 pipeline too (installed outside the project: `src/tools/mmseg_pipeline.py` says how). `--breakdown N` prints where
 a sample's time goes, step by step (decode image, decode mask, RandomResize, RandomCrop, flip,
 PhotoMetricDistortion, pad, to tensor + collate), in thread CPU ms over N samples, ours beside the reference's.
-In this process OpenCV runs single-threaded (`--cv2-threads 0`), as in a loader worker (`seed_worker`).
+Every pipeline runs in this process as in a DataLoader worker: PyTorch on one thread (`--torch-threads 1`, what
+the DataLoader sets in each worker) and OpenCV single-threaded (`--cv2-threads 0`, `seed_worker`); the header
+says so. With PyTorch's default two threads here, MMSegmentation's `PackSegInputs` (`.contiguous()` of the
+HWC -> CHW image) ran on two OpenMP threads that then spin-wait: about 10 ms of CPU per image more, part of it
+on the second core while the next sample is decoded (its wall time per image came out below its CPU time).
 """
 
 from __future__ import annotations
@@ -81,6 +85,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument(
         "--cv2-threads", type=int, default=0, help="cv2.setNumThreads in this process (0: single-threaded)"
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads in this process (1: as in a DataLoader worker)",
     )
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("-")]
@@ -285,10 +295,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--synthetic writes Cityscapes' layout; dataset={cfg.dataset.name} was given")
         write_synthetic_cityscapes(Path(tmp.name), args.synthetic)
     cv2.setNumThreads(args.cv2_threads)
+    torch.set_num_threads(args.torch_threads)
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup("fit")
     console = Console()
+    # every pipeline timed in this process runs as in a DataLoader worker
+    console.print(
+        f"as in a loader worker: torch threads {torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}"
+    )
 
     rows = [time_loader(datamodule, w, args.batches, args.warmup) for w in args.workers]
     table = Table(

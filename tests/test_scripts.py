@@ -33,6 +33,7 @@ def test_benchmark_data_times_the_cityscapes_pipeline_per_worker_count(tmp_path)
     )
     assert run.returncode == 0, run.stderr
     assert "images/s per worker" in run.stdout
+    assert "as in a loader worker: torch threads 1, OpenCV threads 1" in run.stdout
     rows = json.loads(out.read_text())["rows"]
     assert [r["workers"] for r in rows] == [0, 1]
     for r in rows:

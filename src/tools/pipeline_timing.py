@@ -1,8 +1,8 @@
 """Timers for `scripts/benchmark_data.py`: a loader's images/s, and where a training sample's time goes.
 
 `step_times` replays a dataset's `__getitem__` one step at a time (decode the image, decode and check the mask,
-each transform of its pipeline, the tensors and the collate; an image decoded by the first transform, top rows
-only, is counted as decoding) and sums each step's thread CPU time, so that the
+each transform of its pipeline, the tensors and the collate; an image or mask decoded by the first transform,
+top rows only, is counted as decoding) and sums each step's thread CPU time, so that the
 breakdown is the same on a busy machine as on an idle one; `time_batches` times whole batches (wall clock and
 process CPU time). `ROWS` lines our steps up with the reference pipeline's (`reference_pipeline.py`).
 """
@@ -51,21 +51,26 @@ def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
         )  # as __getitem__: the first transform may decode the top rows only
         image = load_image(img_path) if rows is None else rows.placeholder
         t1 = time.thread_time()
-        mask = dataset.load_mask(ann_path, image.shape[:2])
+        mask_rows = dataset.mask_rows(ann_path, image.shape[:2])  # likewise the mask
+        mask = dataset.load_mask(ann_path, image.shape[:2]) if mask_rows is None else mask_rows.placeholder
         t2 = time.thread_time()
         add("decode image", t1 - t0)
         add("decode mask", t2 - t1)
         data = {"image": image, "mask": mask}
         if rows is not None:
             data["image_rows"] = rows = _TimedReader(rows)
+        if mask_rows is not None:
+            data["mask_rows"] = mask_rows = _TimedReader(mask_rows)
+        readers = {"decode image": rows, "decode mask": mask_rows}
         for t in transforms:  # each transform alone, as Compose calls it
             t0 = time.thread_time()
             data = t(**data)
             seconds = time.thread_time() - t0
-            if rows is not None and rows.seconds:  # the decode inside the transform counts as decoding
-                add("decode image", rows.seconds)
-                seconds -= rows.seconds
-                rows.seconds = 0.0
+            for step, reader in readers.items():  # decoding inside the transform counts as decoding
+                if reader is not None and reader.seconds:
+                    add(step, reader.seconds)
+                    seconds -= reader.seconds
+                    reader.seconds = 0.0
             add(type(t).__name__, seconds)
         t0 = time.thread_time()
         # what BaseSegDataset.__getitem__ and the collate do with the result
@@ -81,7 +86,7 @@ def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
 
 
 class _TimedReader:
-    """A `PngTopRows` reader that sums the thread CPU seconds of its decoding."""
+    """A `PngTopRows` (or `MaskTopRows`) reader that sums the thread CPU seconds of its decoding."""
 
     def __init__(self, reader: Any) -> None:
         self.reader, self.placeholder, self.seconds = reader, reader.placeholder, 0.0
