@@ -141,6 +141,13 @@ def main(argv: list[str]) -> int:
             "libspng (zlib)", lambda n=top: plain_rows(n),
             "ISA-L inflate + libspng" if with_isal else "(isal not installed)", lambda n=top: reader(n),
         )  # fmt: skip
+    mask_reader = io.open_top_rows(ann_path, mask=True)
+    for top in (512, 768):  # the mask's rows the first crop reads (736 on average over the ratio range)
+        lever(
+            f"decode + check the top {top} rows of the mask",
+            "whole mask", lambda: checker.check_labels(io.load_mask(ann_path), ann_path),
+            "top rows (PngTopRows, mask)", lambda n=top: checker.check_labels(mask_reader(n), ann_path, top=True),
+        )  # fmt: skip
     lever(
         "cat_max_ratio counts (512x1024 crop)",
         "np.unique (MMSeg)", lambda: np.unique(crop, return_counts=True),
