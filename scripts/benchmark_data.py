@@ -184,13 +184,7 @@ def compare_with_reference(datamodule, batches: int, rounds: int, warmup: int, m
     if mmseg:
         from src.tools.mmseg_pipeline import MMSegPipeline  # needs MMSegmentation on PYTHONPATH
 
-        pipeline = MMSegPipeline(
-            reference.samples,
-            reference.scale,
-            reference.ratio_range,
-            reference.crop_size,
-            reference.cat_max_ratio,
-        )
+        pipeline = MMSegPipeline(reference)
         others["mmseg"] = drawing(pipeline)
         versions = pipeline.versions
     for _ in range(warmup):

@@ -18,8 +18,9 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from src.tools.reference_pipeline import ReferencePipeline
 
 
 def _import_mmseg() -> dict[str, Any]:
@@ -58,20 +59,12 @@ def _import_mmseg() -> dict[str, Any]:
 
 
 class MMSegPipeline:
-    """Args:
-    samples: (image path, mask path) pairs.
-    scale: RandomResize's (w, h) box; ratio_range: its ratio range.
-    crop_size: (h, w); cat_max_ratio: RandomCrop's.
-    """
+    """MMSegmentation's own transforms with the settings of `reference` (a `ReferencePipeline`: samples, RandomResize's
+    (w, h) box and ratio range, RandomCrop's (h, w) and cat_max_ratio), so that the two time the same work."""
 
-    def __init__(
-        self,
-        samples: Sequence[tuple[Path, Path]],
-        scale: Sequence[int] = (2048, 1024),
-        ratio_range: Sequence[float] = (0.5, 2.0),
-        crop_size: Sequence[int] = (512, 1024),
-        cat_max_ratio: float = 0.75,
-    ) -> None:
+    def __init__(self, reference: ReferencePipeline) -> None:
+        samples, scale, ratio_range = reference.samples, reference.scale, reference.ratio_range
+        crop_size, cat_max_ratio = reference.crop_size, reference.cat_max_ratio
         mm = _import_mmseg()
         self.versions = mm["versions"]
         self.samples = list(samples)
