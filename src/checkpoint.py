@@ -6,7 +6,6 @@ A checkpoint holds, next to Lightning's state, `checkpoint["segkit"]` = {config 
 
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -14,81 +13,17 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 from src.utils.errors import (
     CheckpointError,
-    DiskFullError,
     MissingFileError,
-    free_space,
-    human_bytes,
-    space_error,
 )
 
 #: the key of a checkpoint's metadata (resolved config, classes, palette), written by the LightningModule;
 #: defined here, with the loader, so that loading a model for inference does not import the LightningModule
 CHECKPOINT_META_KEY = "segkit"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to `<path>.<pid>.tmp`, fsync, then rename: a crash mid-write never leaves a truncated checkpoint.
-
-    Lightning's `TorchCheckpointIO` writes the target file in place, so an interrupted save can corrupt
-    `last.ckpt`, the very file a resume needs. A save that fails (disk full, file size limit) removes its
-    temporary file, keeps the previous checkpoints and raises `DiskFullError` naming the path and the free space
-    (torch reports it as `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`). The pid in the
-    temporary name tells `remove_stale_tmp` which ones a live save still owns.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as err:
-            size = tmp.stat().st_size if tmp.exists() else 0
-            tmp.unlink(missing_ok=True)
-            space = space_error(err)
-            if space is not None or "inline_container" in str(err):
-                cause = space.strerror if space is not None else f"write failed ({str(err).splitlines()[0]})"
-                raise DiskFullError(
-                    f"Saving checkpoint '{path}' failed after {human_bytes(size)} were written: {cause}. "
-                    f"{free_space(path.parent)}. The earlier checkpoints in that folder are unchanged.",
-                ) from err
-            raise
-
-
-def remove_stale_tmp(folders: list[str | Path]) -> list[Path]:
-    """Delete the temporary files that interrupted saves left in `folders` (`*.ckpt.<pid>.tmp` whose process is
-    gone, and `*.ckpt.tmp` of earlier versions); returns them. Files of a save still running are kept."""
-    removed = []
-    for folder in {Path(f) for f in folders}:
-        for tmp in folder.glob("*.ckpt*.tmp") if folder.is_dir() else []:
-            pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
-            if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
-                continue
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _load_tensors(path: Path, key: str, unreadable: str) -> Any:

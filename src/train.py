@@ -29,17 +29,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.callbacks.checkpoint_io import AtomicCheckpointIO, remove_stale_tmp
 from src.callbacks.preemption import PREEMPTED_EXIT_CODE
 from src.callbacks.run_stats import RunStats
 from src.checkpoint import (
-    AtomicCheckpointIO,
     build_segmentor,
     check_same_model,
     last_checkpoint,
     load_matching_weights,
     newest_loadable_checkpoint,
     read_checkpoint,
-    remove_stale_tmp,
 )
 from src.data.datamodule import SegDataModule
 from src.loggers import log_config

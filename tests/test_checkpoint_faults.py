@@ -22,7 +22,8 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from src.checkpoint import newest_checkpoint, read_checkpoint, remove_stale_tmp
+from src.callbacks.checkpoint_io import remove_stale_tmp
+from src.checkpoint import newest_checkpoint, read_checkpoint
 from src.eval import main as eval_main
 from src.train import main as train_main
 from src.train import train
@@ -140,7 +141,7 @@ def test_save_under_a_file_size_limit_reports_and_keeps_the_previous_checkpoint(
         f"""
         import resource, sys, torch
         from pathlib import Path
-        from src.checkpoint import AtomicCheckpointIO
+        from src.callbacks.checkpoint_io import AtomicCheckpointIO
         from src.utils.errors import run_script
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
         save = lambda: AtomicCheckpointIO().save_checkpoint({{"w": torch.zeros(1_000_000)}}, Path({str(last)!r}))

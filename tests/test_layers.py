@@ -37,6 +37,23 @@ assert not tools, f"the library or an entry point imports the tools {tools}"
 """
 
 
+INFERENCE_WITHOUT_LIGHTNING = """
+import sys
+import src.inference, src.checkpoint, src.export, src.writers, src.visualization
+pulled = sorted(m for m in sys.modules if m == "lightning" or m.startswith(("lightning.", "pytorch_lightning")))
+assert not pulled, f"loading and running a model for inference imports Lightning: {pulled[:5]}"
+"""
+
+
+def test_inference_needs_no_lightning() -> None:
+    """The checkpoint loader, the inference API, export and the writers run in a process without Lightning."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(INFERENCE_WITHOUT_LIGHTNING)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_imports_run_one_way_and_change_no_warning_filter() -> None:
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CHECKS)], cwd=ROOT, capture_output=True, text=True, timeout=120

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from lightning.pytorch.utilities import rank_zero_only
+# lightning_utilities' object, the one Lightning sets the rank on: no need to import Lightning itself, so that
+# inference (src.inference, src.checkpoint) runs without it
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 
 class _RankZeroFilter(logging.Filter):
