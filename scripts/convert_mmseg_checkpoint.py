@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from src.checkpoint import AtomicCheckpointIO, load_segmentor
+from src.callbacks.checkpoint_io import AtomicCheckpointIO
+from src.checkpoint import load_segmentor
 from src.weights.mmseg import (
     compose_model_dataset,
     load_mmseg_segmentor,
