@@ -27,7 +27,7 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from src.callbacks.checkpoint_io import AtomicCheckpointIO, remove_stale_tmp
 from src.callbacks.preemption import PREEMPTED_EXIT_CODE
@@ -144,6 +144,25 @@ def scan_data(cfg: DictConfig, datamodule: Any) -> None:
     splits += ["test"] if cfg.get("test", True) else []
     for split in splits:
         datamodule.split_dataset(split)
+    if cfg.get("train", True):
+        _check_one_batch(cfg, len(datamodule.split_dataset("train")), int(datamodule.batch_size))
+
+
+def _check_one_batch(cfg: DictConfig, images: int, batch_size: int) -> None:
+    """Raise when each process gets less than one full training batch: the loader drops the incomplete last batch
+    (as MMSegmentation's), so nothing would train and the run would end with nothing validated."""
+    trainer = cfg.runtime.trainer
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    processes = (len(devices) if isinstance(devices, (list, ListConfig)) else devices) * nodes
+    if not isinstance(processes, int) or processes < 1:  # "auto" / -1: known only once the Trainer exists
+        processes = 1
+    per_process = images // processes
+    if per_process < batch_size:
+        raise ConfigError(
+            f"dataset.batch_size={batch_size}: the training split has {images} images, {per_process} per process "
+            f"over {processes} process(es), less than one batch (incomplete batches are dropped), so nothing would "
+            "train. Lower dataset.batch_size or the number of devices, or add training images."
+        )
 
 
 def _redirect_checkpoints(cfg: DictConfig, ckpt_dir: Path) -> None:

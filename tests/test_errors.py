@@ -23,6 +23,7 @@ from PIL import Image
 # imported at collection, not inside a test: Lightning's logging handler, made at import, must not hold the
 # output stream of one test's capture
 from src.train import main as train_main
+from src.train import train
 from src.utils.config_check import TRAIN_RULES, problems
 from src.utils.errors import (
     ConfigError,
@@ -172,3 +173,23 @@ def test_multirun_reports_each_failed_job_and_goes_on(tmp_path, capfd, monkeypat
     code, out = run_entry(train_main, args, tmp_path, capfd, monkeypatch)
     assert_short_error(code, out, "dataset.batch_size=0: expected", "dataset.batch_size=-1: expected")
     assert out.count("Error (config)") == 2 and "a job failed (ConfigError, shown above)" in out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["dataset.prepare.num_train=3"],
+            "batch_size=4: the training split has 3 images, 3 per process over 1 ",
+        ),
+        (  # 8 images over 2 CPU processes: 4 each, a batch of 5 never fills
+            ["runtime.trainer.accelerator=cpu", "runtime.trainer.devices=2", "dataset.batch_size=5"],
+            "batch_size=5: the training split has 8 images, 4 per process over 2 ",
+        ),
+    ],
+)
+def test_less_than_one_batch_per_process_is_a_config_error(make_train_cfg, overrides, message):
+    """The loader drops incomplete batches: fewer images per process than a batch would train nothing; the run
+    stops before the model is built, naming the key."""
+    with pytest.raises(ConfigError, match=message):
+        train(make_train_cfg(*overrides))
