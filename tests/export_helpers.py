@@ -10,7 +10,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from src.models import EncoderDecoder
+from src.models import EncoderDecoder, SegDataPreProcessor
 from src.models.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
 from tests.helpers import compose_cfg
 
@@ -49,6 +49,16 @@ def tiny_segmentor(head: str, seed: int = 0, **kwargs) -> EncoderDecoder:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+def tiny_export_model(head: str) -> EncoderDecoder:
+    """`tiny_segmentor(head)` as the per-head export tests take it: for `fcn`, a preprocessor that pads to a
+    multiple, flips BGR and pads with 7, so that its work is in the exported graph too."""
+    if head == "fcn":
+        return tiny_segmentor(
+            head, data_preprocessor=SegDataPreProcessor(size_divisor=16, bgr_to_rgb=True, pad_val=7)
+        )
+    return tiny_segmentor(head)
 
 
 # ------------------------------------------------------------------------ every family of conf/model

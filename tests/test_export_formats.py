@@ -19,7 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from src.export import InferenceNet, TorchExportedSegmentor, export_torch_program, export_torchscript
 from src.inference import Segmenter, load_model, resolve_backend
-from src.models import EncoderDecoder, SegDataPreProcessor
+from src.models import EncoderDecoder
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss
 from tests.export_helpers import (
@@ -28,6 +28,7 @@ from tests.export_helpers import (
     TinyPyramid,
     assert_family_exports,
     assert_parity,
+    tiny_export_model,
     tiny_segmentor,
 )
 from tests.helpers import TinyRun, compose_cfg, run_eval
@@ -39,10 +40,7 @@ SIZES = [(1, 3, 32, 32), (2, 3, 48, 40), (1, 3, 37, 53)]
 # ------------------------------------------------------------------------------- tiny models per head
 @pytest.mark.parametrize("head", HEADS)
 def test_tiny_head_exports_to_pt2_with_dynamic_size_and_matches_pytorch(head, tmp_path):
-    kwargs = {}
-    if head == "fcn":  # the preprocessor's padding to a multiple and its BGR flip are in the graph too
-        kwargs = {"data_preprocessor": SegDataPreProcessor(size_divisor=16, bgr_to_rgb=True, pad_val=7)}
-    model = tiny_segmentor(head, **kwargs)
+    model = tiny_export_model(head)  # fcn's with a padding, BGR-flipping preprocessor: in the graph too
     path = tmp_path / "model.pt2"
     export_torch_program(model, path, sample_shape=(32, 32))
     runner = TorchExportedSegmentor(path)

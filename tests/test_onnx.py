@@ -33,7 +33,14 @@ from src.export import (
 )
 from src.inference import Segmenter, load_model
 from src.models import SegDataPreProcessor
-from tests.export_helpers import FAMILIES, HEADS, assert_family_exports, assert_parity, tiny_segmentor
+from tests.export_helpers import (
+    FAMILIES,
+    HEADS,
+    assert_family_exports,
+    assert_parity,
+    tiny_export_model,
+    tiny_segmentor,
+)
 from tests.helpers import TinyRun, compose_cfg, run_eval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,10 +76,7 @@ def test_exportable_adaptive_pooling_equals_pytorchs():
 # ------------------------------------------------------------------------------- tiny models per head
 @pytest.mark.parametrize("head", HEADS)
 def test_tiny_head_exports_with_dynamic_size_and_matches_pytorch(head, tmp_path):
-    kwargs = {}
-    if head == "fcn":  # the preprocessor's padding to a multiple and its BGR flip are in the graph too
-        kwargs = {"data_preprocessor": SegDataPreProcessor(size_divisor=16, bgr_to_rgb=True, pad_val=7)}
-    model = tiny_segmentor(head, **kwargs)
+    model = tiny_export_model(head)  # fcn's with a padding, BGR-flipping preprocessor: in the graph too
     path = tmp_path / "model.onnx"
     export_onnx(model, path, sample_shape=(32, 32))
     graph_input = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
