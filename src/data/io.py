@@ -102,10 +102,7 @@ def _inflated_png(data: bytes, channels: int, rows: int | None = None) -> bytes 
         return None
     if len(raw) != need:
         return None
-    head = bytearray(data[:head_end])
-    if rows != height:
-        head[20:24] = rows.to_bytes(4, "big")
-        head[29:33] = zlib.crc32(head[12:29]).to_bytes(4, "big")
+    head = data[:head_end] if rows == height else png_with_height(data[:head_end], rows)
     # one IDAT chunk holding a zlib stream of stored blocks: header, (block header, bytes)..., Adler-32
     raw_view, pieces = memoryview(raw), [b"IDAT\x78\x01"]  # zlib header: deflate, no compression
     for start in range(0, need, STORED_BLOCK):

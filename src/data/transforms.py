@@ -76,8 +76,8 @@ def resize_then_crop(
         return img[y0:y1, x0:x1]
     if nearest:
         # cv2: ifx = 1. / inv_scale_x; sx = cvFloor(x * ifx), clamped to the last column
-        ys = np.minimum(np.floor(np.arange(y0, y1) * (1.0 / (out_h / h))).astype(np.intp), h - 1)
-        xs = np.minimum(np.floor(np.arange(x0, x1) * (1.0 / (out_w / w))).astype(np.intp), w - 1)
+        ys = nearest_source_index(np.arange(y0, y1), out_h, h)
+        xs = nearest_source_index(np.arange(x0, x1), out_w, w)
         return np.take(np.take(img, ys, axis=0), xs, axis=1)
     part = _bilinear_part((h, w), out_hw, box)
     if part is None:  # nearly everything: the plain call (on the whole image)
@@ -123,12 +123,17 @@ def source_rows(src_hw: tuple[int, int], out_hw: tuple[int, int], box: tuple[int
     return src_hw[0] if part is None else part[0]
 
 
+def nearest_source_index(index: np.ndarray, out_n: int, src_n: int) -> np.ndarray:
+    """The source index OpenCV's `INTER_NEAREST` reads for output `index` along an axis of `src_n` -> `out_n`."""
+    return np.minimum(np.floor(index * (1.0 / (out_n / src_n))).astype(np.intp), src_n - 1)
+
+
 def nearest_source_rows(src_h: int, out_h: int, y1: int) -> int:
     """How many top rows of a mask of `src_h` rows the nearest `resize_then_crop` to `out_h` rows reads for a
-    crop ending at row `y1` (the same expression as its gather, so the same last row)."""
+    crop ending at row `y1` (its gather's last source row, plus one)."""
     if out_h == src_h or y1 <= 0:
         return max(y1, 1)
-    return min(math.floor((y1 - 1) * (1.0 / (out_h / src_h))), src_h - 1) + 1
+    return int(nearest_source_index(np.asarray(y1 - 1), out_h, src_h)) + 1
 
 
 def _resize_pair(img: np.ndarray, out_hw: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -321,21 +326,24 @@ class RandomResizeCrop(A.DualTransform):
         mask_rows = data.get("mask_rows")
         if mask_rows is None or mask is None or mask is not mask_rows.placeholder:
             mask_rows = None
-        windows: dict[tuple, np.ndarray] = {}  # the mask under each box looked at: the chosen one is the crop
+        last: list = [
+            None,
+            None,
+        ]  # the last box looked at and the mask under it: the chosen box's is the crop
 
         def window(b: tuple[int, int, int, int]) -> np.ndarray:
-            windows.clear()
             if mask_rows is None:
-                windows[b] = resize_then_crop(mask, out_hw, b, nearest=True)
+                crop = resize_then_crop(mask, out_hw, b, nearest=True)
             else:  # the mask's top rows, as many as this box reads
                 top = mask_rows(nearest_source_rows(src_hw[0], out_hw[0], b[1]))
-                windows[b] = resize_then_crop(top, out_hw, b, nearest=True, src_hw=src_hw)
-            return windows[b]
+                crop = resize_then_crop(top, out_hw, b, nearest=True, src_hw=src_hw)
+            last[:] = [b, crop]
+            return crop
 
         box = self.crop.choose_box(out_hw, None if mask is None else window, rng)
-        if mask_rows is not None and box not in windows:  # no cat_max_ratio check: the crop itself
+        if mask_rows is not None and last[0] != box:  # no cat_max_ratio check: the crop itself
             window(box)
-        params = {"out_hw": out_hw, "box": box, "mask_crop": windows.get(box)}
+        params = {"out_hw": out_hw, "box": box, "mask_crop": last[1] if last[0] == box else None}
         reader = data.get("image_rows")
         if reader is not None and data.get("image") is reader.placeholder:  # decode the rows the crop reads
             params["image_top"] = reader(source_rows(src_hw, out_hw, box))

@@ -16,10 +16,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from src.data.datasets.base import seg_collate
-from src.data.io import load_image
 
 # table rows: (label, our step names, the reference's step names)
 ROWS = (
@@ -45,14 +43,10 @@ def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
     transforms = list(getattr(dataset.pipeline, "transforms", []))
     for index in indices:
         img_path, ann_path = dataset.samples[index % len(dataset.samples)]
-        t0 = time.thread_time()
-        rows = dataset.image_rows(
-            img_path
-        )  # as __getitem__: the first transform may decode the top rows only
-        image = load_image(img_path) if rows is None else rows.placeholder
+        t0 = time.thread_time()  # as __getitem__: the first transform may decode the top rows only
+        image, rows = dataset.decode_image(img_path)
         t1 = time.thread_time()
-        mask_rows = dataset.mask_rows(ann_path, image.shape[:2])  # likewise the mask
-        mask = dataset.load_mask(ann_path, image.shape[:2]) if mask_rows is None else mask_rows.placeholder
+        mask, mask_rows = dataset.decode_mask(ann_path, image.shape[:2])
         t2 = time.thread_time()
         add("decode image", t1 - t0)
         add("decode mask", t2 - t1)
@@ -74,13 +68,8 @@ def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
             add(type(t).__name__, seconds)
         t0 = time.thread_time()
         # what BaseSegDataset.__getitem__ and the collate do with the result
-        mask = np.ascontiguousarray(data["mask"])
-        sample = {
-            "inputs": torch.from_numpy(np.ascontiguousarray(data["image"].transpose(2, 0, 1))),
-            "masks": torch.from_numpy(mask if mask.dtype == np.uint8 else mask.astype(np.int64)),
-            "metas": {},
-        }
-        seg_collate([sample])
+        inputs, masks = dataset.to_tensors(data["image"], data["mask"])
+        seg_collate([{"inputs": inputs, "masks": masks, "metas": {}}])
         add("to tensor + collate", time.thread_time() - t0)
     return {k: v / len(indices) for k, v in totals.items()}
 

@@ -277,12 +277,30 @@ class BaseSegDataset(Dataset):
         self.check_mask_size(reader.shape, path, image_hw)
         return MaskTopRows(self, reader)
 
+    def decode_image(self, path: Path) -> tuple[np.ndarray, PngTopRows | None]:
+        """(the image, None), or (a placeholder of its shape, the reader of its top rows) when the training
+        pipeline decodes only the rows its crop reads (`image_rows`)."""
+        rows = self.image_rows(path)
+        return (load_image(path), None) if rows is None else (rows.placeholder, rows)
+
+    def decode_mask(self, path: Path, image_hw: tuple[int, int]) -> tuple[np.ndarray, MaskTopRows | None]:
+        """(the checked mask, None), or (a placeholder, the reader of its top rows) as `decode_image`."""
+        rows = self.mask_rows(path, image_hw)
+        return (self.load_mask(path, image_hw), None) if rows is None else (rows.placeholder, rows)
+
+    @staticmethod
+    def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `inputs` (CHW uint8) and `masks` tensors of a transformed sample."""
+        mask = np.ascontiguousarray(mask)
+        inputs = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        # uint8 masks stay uint8 (1/8 of the bytes to collate, pin and copy to the device); the data
+        # preprocessor and the metrics take `.long()` there. Wider labels travel as int64.
+        return inputs, torch.from_numpy(mask if mask.dtype == np.uint8 else mask.astype(np.int64))
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         img_path, ann_path = self.samples[index]
-        rows = self.image_rows(img_path)
-        image = load_image(img_path) if rows is None else rows.placeholder  # decoded in the pipeline
-        mask_rows = None if self.test_mode else self.mask_rows(ann_path, image.shape[:2])
-        mask = self.load_mask(ann_path, image.shape[:2]) if mask_rows is None else mask_rows.placeholder
+        image, rows = self.decode_image(img_path)
+        mask, mask_rows = self.decode_mask(ann_path, image.shape[:2])
         ori_shape = tuple(image.shape[:2])
         if self.test_mode:
             if self.pipeline is not None:
@@ -293,12 +311,10 @@ class BaseSegDataset(Dataset):
                 readers["mask_rows"] = mask_rows
             out = self.pipeline(image=image, mask=mask, **readers)
             image, mask = out["image"], out["mask"]
-        mask = np.ascontiguousarray(mask)
+        inputs, masks = self.to_tensors(image, mask)
         return {
-            "inputs": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            # uint8 masks stay uint8 (1/8 of the bytes to collate, pin and copy to the device); the data
-            # preprocessor and the metrics take `.long()` there. Wider labels travel as int64.
-            "masks": torch.from_numpy(mask if mask.dtype == np.uint8 else mask.astype(np.int64)),
+            "inputs": inputs,
+            "masks": masks,
             "metas": {
                 "img_path": str(img_path),
                 "seg_map_path": str(ann_path),
