@@ -21,7 +21,7 @@ import hydra
 import rich
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -46,12 +46,9 @@ log = get_logger(__name__)
 
 def build_datamodule(dataset_cfg: DictConfig, batch_size: int, num_workers: int | str) -> Any:
     """The datamodule of a dataset config, with eval's loader settings, its data prepared."""
-    dataset_cfg = dataset_cfg.copy()
-    with open_dict(dataset_cfg):
-        dataset_cfg.val_batch_size = batch_size
-        dataset_cfg.num_workers = num_workers
-        dataset_cfg.persistent_workers = False
-    datamodule = instantiate(dataset_cfg)
+    datamodule = instantiate(
+        dataset_cfg, val_batch_size=batch_size, num_workers=num_workers, persistent_workers=False
+    )
     datamodule.prepare_data()
     return datamodule
 

@@ -152,10 +152,10 @@ def _check_one_batch(cfg: DictConfig, images: int, batch_size: int) -> None:
     """Raise when each process gets less than one full training batch: the loader drops the incomplete last batch
     (as MMSegmentation's), so nothing would train and the run would end with nothing validated."""
     trainer = cfg.runtime.trainer
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    processes = (len(devices) if isinstance(devices, (list, ListConfig)) else devices) * nodes
-    if not isinstance(processes, int) or processes < 1:  # "auto" / -1: known only once the Trainer exists
-        processes = 1
+    devices = trainer.get("devices", 1)
+    devices = len(devices) if isinstance(devices, (list, ListConfig)) else devices
+    # "auto" / -1: known only once the Trainer exists; one process is the lenient guess
+    processes = devices * int(trainer.get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else 1
     per_process = images // processes
     if per_process < batch_size:
         raise ConfigError(

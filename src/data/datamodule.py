@@ -81,12 +81,12 @@ class SegDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self._workers_logged = False  # `auto` is logged once, at the first loader
         self.prepare = prepare
         self.name = name
         self.data_root = data_root
         self.crop_size = tuple(int(v) for v in crop_size) if crop_size is not None else None
         self.pipelines = {"train": train_pipeline, "val": test_pipeline, "test": test_pipeline}
-        self.test_pipeline = test_pipeline
         self.ignore_index = int(ignore_index)
         self.label_map = {int(k): int(v) for k, v in dict(label_map).items()} if label_map else None
         self.datasets: dict[str, Dataset] = {}
@@ -101,6 +101,11 @@ class SegDataModule(LightningDataModule):
     @property
     def classes(self) -> list[str]:
         return self.metainfo["classes"]
+
+    @property
+    def test_pipeline(self) -> Any:
+        """The transforms of validation and test, also what inference applies to new images."""
+        return self.pipelines["test"]
 
     @property
     def palette(self) -> list[list[int]]:
@@ -144,7 +149,7 @@ class SegDataModule(LightningDataModule):
         trainer = self.trainer  # LightningDataModule's: None until a Trainer uses it
         processes = trainer.num_devices if trainer is not None else 1
         workers = auto_num_workers(processes)
-        if not getattr(self, "_workers_logged", False):
+        if not self._workers_logged:
             self._workers_logged = True
             log.info(
                 f"DataLoader workers: {workers} per process (num_workers=auto: {usable_cpus()} usable cores, "
