@@ -12,10 +12,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from src.utils.errors import DiskFullError, free_space, human_bytes, space_error
+from src.utils.files import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to `<path>.<pid>.tmp`, fsync, then rename: a crash mid-write never leaves a truncated checkpoint.
+    """Write through `src.utils.files.atomic_file` (`<path>.<pid>.tmp`, fsync, then rename): a crash mid-write
+    never leaves a truncated checkpoint.
 
     Lightning's `TorchCheckpointIO` writes the target file in place, so an interrupted save can corrupt
     `last.ckpt`, the very file a resume needs. A save that fails (disk full, file size limit) removes its
@@ -28,17 +30,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        size = 0
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            with atomic_file(path, fsync=True) as f:
+                try:
+                    torch.save(checkpoint, f)
+                finally:
+                    size = os.fstat(f.fileno()).st_size  # what reached the file, for the message
         except BaseException as err:
-            size = tmp.stat().st_size if tmp.exists() else 0
-            tmp.unlink(missing_ok=True)
             space = space_error(err)
             if space is not None or "inline_container" in str(err):
                 cause = space.strerror if space is not None else f"write failed ({str(err).splitlines()[0]})"

@@ -12,22 +12,36 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `<path>.<pid>.tmp` beside `path`, then rename it over `path` (atomic on one file system);
-    the parent folders are created. The `.tmp` suffix keeps a leftover out of every `*.png` / `*.json` glob."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, fsync: bool = False) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: the block writes `<path>.<pid>.tmp` beside it, which then replaces
+    `path` (atomic on one file system; `fsync`: on disk first); if the block or the rename fails, the temporary
+    file is removed and `path` is left as it was. The parent folders are created. The pid tells a cleanup which
+    temporary files a live process still owns (`src.callbacks.checkpoint_io.remove_stale_tmp`); the `.tmp`
+    suffix keeps a leftover out of every `*.png` / `*.json` glob."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through `atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
