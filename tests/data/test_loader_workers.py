@@ -53,6 +53,4 @@ def test_config_check_takes_auto_or_a_count(value, ok):
     found = problems(cfg, TRAIN_RULES)
     assert (found == []) is ok, found
     if not ok:
-        assert found == [
-            f"runtime.num_workers={value!r}: expected an integer >= 0 or 'auto'".replace("'-1'", "-1")
-        ]
+        assert found == [f"runtime.num_workers={value!r}: expected an integer >= 0 or 'auto'"]
