@@ -63,7 +63,29 @@ IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 STORED_BLOCK = 65535  # the largest uncompressed deflate block
 
 
+# ISA-L's AVX2 / AVX-512 routines return without `vzeroupper` (intel/isa-l#24 leaves it to the caller). The upper
+# halves of the vector registers they leave dirty slow down every later SSE-encoded instruction of the thread
+# until something clears them: OpenCV's resize of the crop ran 2-2.5x slower after an ISA-L call, libspng's
+# unfiltering too (docs/benchmarks.md, "Levers looked at"). Python cannot issue the instruction, but NumPy's
+# AVX2 / AVX-512 loops end with it (compilers add it to every function that used wide registers); at 1 KiB the
+# add takes the vector loop (measured: 16 bytes did not; 32 and more did) and costs about 0.3 us.
+_UPPER_STATE_SCRATCH = np.zeros(1024, np.uint8)
+
+
+def clear_upper_vector_state() -> None:
+    """Run a NumPy vector loop, whose `vzeroupper` clears the register state that an ISA-L call left dirty."""
+    np.add(_UPPER_STATE_SCRATCH, _UPPER_STATE_SCRATCH, out=_UPPER_STATE_SCRATCH)
+
+
 def _inflated_png(data: bytes, channels: int, rows: int | None = None) -> bytes | None:
+    """`_stored_png` of `data`, leaving the vector registers clean after ISA-L (`clear_upper_vector_state`)."""
+    try:
+        return _stored_png(data, channels, rows)
+    finally:
+        clear_upper_vector_state()
+
+
+def _stored_png(data: bytes, channels: int, rows: int | None = None) -> bytes | None:
     """The PNG `data` (8-bit, `channels` per pixel) with its image data inflated by ISA-L and stored uncompressed.
 
     libspng then only copies and unfilters it (a 2048x1024 RGB image in 3.5 ms, where inflating with zlib takes

@@ -185,6 +185,48 @@ def test_isal_repacking_keeps_the_rows_and_refuses_what_libspng_would_check(tmp_
     assert io._inflated_png(taller, 3, 151) is None and io._inflated_png(taller, 3, 150) is not None
 
 
+def test_isal_decodes_end_with_the_vector_registers_cleared(tmp_path, rng, monkeypatch):
+    """ISA-L returns without `vzeroupper`, which slowed every later OpenCV call 2-2.5x (docs/benchmarks.md):
+    every `_inflated_png` ends with `clear_upper_vector_state` after its ISA-L calls, also when the repacking
+    refuses the file or raises."""
+    if io.isal_zlib is None:
+        pytest.skip("isal is not installed")
+    Image.fromarray(_smooth_rgb(rng, 40, 30)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    calls: list[str] = []
+    real = io.isal_zlib
+
+    class RecordingIsal:  # each ISA-L function, recorded when called
+        error = real.error
+
+        def __getattr__(self, name):
+            def call(*args):
+                calls.append("isal")
+                return getattr(real, name)(*args)
+
+            return call
+
+    class FailingIsal(RecordingIsal):
+        def decompressobj(self):
+            calls.append("isal")
+            raise RuntimeError("inflate failed")
+
+    monkeypatch.setattr(io, "clear_upper_vector_state", lambda: calls.append("clear"))
+    monkeypatch.setattr(io, "isal_zlib", RecordingIsal())
+    idat = data.index(b"IDAT")
+    damaged = data[: idat + 20] + bytes([data[idat + 20] ^ 1]) + data[idat + 21 :]
+    taller = io.png_with_height(data, 41)  # promises a row more than its data holds
+    for png, rows, decoded in ((data, 20, True), (damaged, 20, False), (taller, 41, False)):
+        calls.clear()
+        assert (io._inflated_png(png, 3, rows) is not None) == decoded
+        assert "isal" in calls and calls[-1] == "clear"
+    monkeypatch.setattr(io, "isal_zlib", FailingIsal())
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        io._inflated_png(data, 3, 20)
+    assert calls == ["isal"] * (len(calls) - 1) + ["clear"] and len(calls) >= 2
+
+
 def test_top_rows_of_a_grey_mask_png_are_the_rows_of_load_mask(tmp_path, rng):
     """`open_top_rows(path, mask=True)(n)` is `load_mask(path)[:n]` for 8-bit grey PNGs (OpenCV's and Pillow's
     filters); palette, 16-bit and RGB files get no reader (they are decoded whole)."""
