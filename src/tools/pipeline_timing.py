@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from src.data.converters.writers import write_mask_png
 from src.data.datasets.base import seg_collate
 
 # table rows: (label, our step names, the reference's step names)
@@ -135,7 +136,13 @@ def breakdown_rows(
 
 
 def write_synthetic_cityscapes(data_dir: Path, n: int, seed: int = 0) -> Path:
-    """`n` random 2048x1024 images with blocky 19-class masks (+ 255) in Cityscapes' layout."""
+    """`n` random 2048x1024 images with blocky 19-class masks (+ 255) in Cityscapes' layout.
+
+    The masks are written as this project's Cityscapes converter writes `labelTrainIds` (`write_mask_png`: the
+    PNG Up filter on every row; cityscapesscripts' Pillow writes them much the same), the images with OpenCV's
+    defaults (the Sub filter on every row: a faster decode than Pillow's or libpng's Paeth rows, so the
+    conservative choice for how much a whole-image decode costs).
+    """
     rng = np.random.default_rng(seed)
     root = data_dir / "cityscapes"
     for split in ("train", "val"):
@@ -151,5 +158,5 @@ def write_synthetic_cityscapes(data_dir: Path, n: int, seed: int = 0) -> Path:
             mask = cv2.resize(labels, (2048, 1024), interpolation=cv2.INTER_NEAREST)
             stem = f"synthcity_{i:06d}_000019"
             cv2.imwrite(str(img_dir / f"{stem}_leftImg8bit.png"), image)
-            cv2.imwrite(str(ann_dir / f"{stem}_gtFine_labelTrainIds.png"), mask)
+            write_mask_png(ann_dir / f"{stem}_gtFine_labelTrainIds.png", mask)
     return root
