@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from src.data import io
+from src.data.converters.writers import write_mask_png
 from src.data.datasets import CityscapesDataset
 from src.data.transforms import PhotoMetricDistortion, resize_then_crop
 from src.tools.pipeline_timing import write_synthetic_cityscapes
@@ -147,6 +148,39 @@ def main(argv: list[str]) -> int:
             f"decode + check the top {top} rows of the mask",
             "whole mask", lambda: checker.check_labels(io.load_mask(ann_path), ann_path),
             "top rows (PngTopRows, mask)", lambda n=top: checker.check_labels(mask_reader(n), ann_path, top=True),
+        )  # fmt: skip
+    sub_path, up_path = args.data / "lever_sub.png", args.data / "lever_up.png"
+    cv2.imwrite(str(sub_path), mask)  # OpenCV's default: the Sub filter on every row
+    write_mask_png(up_path, mask)  # the converters' masks: the Up filter on every row
+    sub_rows, up_rows = io.open_top_rows(sub_path, mask=True), io.open_top_rows(up_path, mask=True)
+    print(
+        f"mask PNG: {sub_path.stat().st_size} bytes with OpenCV's default, {up_path.stat().st_size} written Up"
+    )
+    lever(
+        "decode the whole mask, as written",
+        "cv2 default (Sub rows)", lambda: io.load_mask(sub_path),
+        "write_mask_png (Up rows)", lambda: io.load_mask(up_path),
+    )  # fmt: skip
+    lever(
+        "decode the top 768 rows of the mask, as written",
+        "cv2 default (Sub rows)", lambda: sub_rows(768),
+        "write_mask_png (Up rows)", lambda: up_rows(768),
+    )  # fmt: skip
+    if (
+        with_isal is not None
+    ):  # ISA-L leaves the vector registers dirty; OpenCV's SSE code slows until cleared
+        part, head = io.load_image(img_path)[:700, :1500], data[:4096]
+
+        def resize_after_isal(clear: bool) -> None:
+            with_isal.crc32(head)
+            if clear:
+                io.clear_upper_vector_state()
+            cv2.resize(part, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
+
+        lever(
+            "ISA-L call, then resize 700x1500 x1.5",
+            "registers left as ISA-L leaves them", lambda: resize_after_isal(False),
+            "clear_upper_vector_state first", lambda: resize_after_isal(True),
         )  # fmt: skip
     lever(
         "cat_max_ratio counts (512x1024 crop)",
