@@ -46,7 +46,7 @@ def write_rgb_png(path: str | Path, rgb: np.ndarray) -> Path:
 # 2048x1024 Cityscapes-like mask 56 KB where Up gives 5 KB (as Pillow, which cityscapesscripts uses, writes them),
 # and Sub rows of one byte per pixel unfilter serially: decoding took 7.6 ms instead of 3.8 (libspng; with the
 # training loader's row-limited ISA-L decode 4.6 ms instead of 0.8; docs/benchmarks.md). An OpenCV without the
-# filter flag gets compression level 9 instead, at which libpng chooses a filter per row (Up on almost all).
+# filter flag gets compression level 9 instead (with OpenCV 5.0 libpng then picks Up for 1008 of 1024 rows).
 MASK_PNG_PARAMS = (
     [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
     if hasattr(cv2, "IMWRITE_PNG_FILTER")
