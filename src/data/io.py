@@ -64,11 +64,11 @@ STORED_BLOCK = 65535  # the largest uncompressed deflate block
 
 
 # ISA-L's AVX2 / AVX-512 routines return without `vzeroupper` (intel/isa-l#24 leaves it to the caller). The upper
-# halves of the vector registers they leave dirty slow down every later SSE-encoded instruction of the thread
-# until something clears them: OpenCV's resize of the crop ran 2-2.5x slower after an ISA-L call (libspng's
-# unfiltering did not; docs/benchmarks.md). Python cannot issue the instruction, but NumPy's
-# AVX2 / AVX-512 loops end with it (compilers add it to every function that used wide registers); at 1 KiB the
-# add takes the vector loop (measured: 16 bytes did not; 32 and more did) and costs about 0.3 us.
+# halves of the vector registers they leave dirty slow down later SSE-encoded code of the thread until something
+# clears them: OpenCV's resize of the crop ran 2-2.5x slower after an ISA-L call (libspng's unfiltering did not;
+# docs/benchmarks.md). Python cannot issue the instruction, but NumPy's AVX2 / AVX-512 loops end with it
+# (compilers add it to every function that used wide registers); at 1 KiB the add takes the vector loop
+# (measured: 16 bytes did not; 32 and more did) and costs about 0.3 us.
 _UPPER_STATE_SCRATCH = np.zeros(1024, np.uint8)
 
 
