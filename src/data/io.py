@@ -45,8 +45,9 @@ def png_format(data: bytes) -> tuple[int, int] | None:
 
 def _spng(data: bytes, colour_type: int, rows: int | None = None) -> np.ndarray | None:
     """libspng's decoding of an 8-bit PNG of `colour_type` (its first `rows` rows when given), or None (not such
-    a PNG, no pyspng, or rejected). The first rows are inflated by ISA-L when it is installed (`_inflated_png`;
-    measured: no gain for whole images and masks, whose decode is not only inflating, docs/benchmarks.md)."""
+    a PNG, no pyspng, or rejected). The first rows are inflated by ISA-L when it is installed (`_inflated_png`).
+    Whole files are not: their repacking was faster only when the allocator reused its buffers, and slower when
+    they came as fresh pages (docs/benchmarks.md, "Levers looked at")."""
     if pyspng is None or png_format(data) != (8, colour_type):
         return None
     try:

@@ -88,9 +88,8 @@ def resize_then_crop(
         return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
     need_h, need_w = part
     out = cv2.resize(img[:need_h, :need_w], None, fx=out_w / w, fy=out_h / h, interpolation=cv2.INTER_LINEAR)
-    if (
-        out.shape[0] < y1 or out.shape[1] < x1
-    ):  # not expected (`_bilinear_part` predicts the size): never short
+    # not expected (`_bilinear_part` predicts the size): never return a short crop
+    if out.shape[0] < y1 or out.shape[1] < x1:
         if img.shape[0] < h:
             raise ValueError(f"resize_then_crop: a {out.shape[:2]} part cannot hold the crop {box}")
         return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
@@ -326,10 +325,8 @@ class RandomResizeCrop(A.DualTransform):
         mask_rows = data.get("mask_rows")
         if mask_rows is None or mask is None or mask is not mask_rows.placeholder:
             mask_rows = None
-        last: list = [
-            None,
-            None,
-        ]  # the last box looked at and the mask under it: the chosen box's is the crop
+        # the last box looked at and the mask under it: the chosen box's is the crop
+        last: list = [None, None]
 
         def window(b: tuple[int, int, int, int]) -> np.ndarray:
             if mask_rows is None:
