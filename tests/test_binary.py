@@ -74,12 +74,12 @@ def test_sigmoid_focal_equals_smp_binary_mode():
 
 
 def test_sigmoid_dice_is_the_foreground_dice_per_image():
+    """MMSegmentation 1.2.2's V-Net Dice of one sigmoid channel against the foreground: every pixel's probability
+    in the denominator (ignored ones too), the target only at valid foreground pixels."""
     logits, target = _logits_target()
-    valid = (target != 255).float()
-    p, t = logits[:, 0].sigmoid() * valid, (target == 1).float() * valid
-    num = 2 * (p * t).sum(dim=(1, 2)) + 1
-    den = (p.pow(2) + t.pow(2)).sum(dim=(1, 2)) + 1
-    ref = (1 - num / den).mean()
+    p, t = logits[:, 0].sigmoid(), ((target != 255) & (target == 1)).float()
+    dice = 2 * (p * t).sum(dim=(1, 2)) / ((p * p).sum(dim=(1, 2)) + 1e-3 + (t * t).sum(dim=(1, 2)) + 1e-3)
+    ref = (1 - dice).mean()
     assert DiceLoss(use_sigmoid=True)(logits, target).item() == pytest.approx(ref.item(), rel=1e-5)
     # a perfect, confident prediction has (almost) no loss
     perfect = torch.where(target == 1, 20.0, -20.0).float()[:, None]
@@ -115,7 +115,7 @@ def test_one_logit_head_refuses_softmax_losses_and_bad_settings():
     with pytest.raises(ValueError, match="use_sigmoid: true"):
         FCNHead(in_channels=4, channels=4, num_classes=1, losses=[CrossEntropyLoss()])
     with pytest.raises(ValueError, match="use_sigmoid: true"):
-        FCNHead(in_channels=4, channels=4, num_classes=1, losses=[DiceLoss()])
+        FCNHead(in_channels=4, channels=4, num_classes=1, losses=[DiceLoss(use_sigmoid=False)])
     with pytest.raises(ValueError, match="out_channels=1"):
         resolve_binary(3, 1, None)
     with pytest.raises(ValueError, match="threshold"):

@@ -4,8 +4,13 @@ as `train/<loss_name>` (MMSegmentation's `loss_decode` list).
 Every term is called as `loss(logits [N, C, H, W], target [N, H, W] long, weight=None) -> scalar`, already
 multiplied by its `loss_weight`. `weight` is an optional per-pixel weight `[N, H, W]` (the OHEM sampler's
 `seg_weight`, see `src.models.samplers`); each term applies it where it has a meaning (documented per class).
-Pixels labelled `ignore_index` contribute nothing, and neither do the logits at those pixels (no value, no
-gradient).
+Pixels labelled `ignore_index` contribute no target; the logits at those pixels get no value and no gradient,
+except in `DiceLoss`, whose denominator holds every pixel's prediction as MMSegmentation 1.2.2's does.
+
+The constructor arguments and defaults are MMSegmentation 1.2.2's (`CrossEntropyLoss(avg_non_ignore, class_weight,
+use_sigmoid)`, `DiceLoss(use_sigmoid=True, naive_dice=False, eps=1e-3)`, `LovaszLoss(loss_type, classes,
+per_image)`), so an entry of an MMSegmentation config's `loss_decode` means the same here: the values equal its
+own on `../shared/mmseg/loss_case` (tests/models/test_losses.py); each class says where and why it departs.
 
 A head's losses in a config, e.g. MMSegmentation's UNet recipe (`loss_decode=[CE 1.0, Dice 3.0]`):
 
@@ -13,8 +18,8 @@ A head's losses in a config, e.g. MMSegmentation's UNet recipe (`loss_decode=[CE
       - {_target_: src.models.losses.CrossEntropyLoss, loss_weight: 1.0}
       - {_target_: src.models.losses.DiceLoss, loss_weight: 3.0}
 
-`use_sigmoid: true` (CE, Dice, Focal, Lovasz) scores each logit channel with a sigmoid instead of a softmax over
-the channels. With ONE channel (a binary head, `num_classes: 1`, see `src.models.binary`) the channel is the
+`use_sigmoid: true` (CE, Dice (its default), Focal; Lovasz's `loss_type: binary`) scores each logit channel with a
+sigmoid instead of a softmax over the channels. With ONE channel (a binary head, `num_classes: 1`, see `src.models.binary`) the channel is the
 foreground and the target is `label == 1`; with C channels each is one-vs-all against the one-hot label.
 """
 
@@ -23,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses._functional import focal_loss_with_logits
@@ -49,16 +53,24 @@ class LossTerm(nn.Module):
 
 
 class CrossEntropyLoss(LossTerm):
-    """Pixel-wise cross-entropy with MMSegmentation's reduction.
+    """Pixel-wise cross-entropy with MMSegmentation 1.2.2's reduction (equal to its values, tested on
+    `../shared/mmseg/loss_case`).
 
     PyTorch's `reduction="mean"` divides by the summed class weights of the valid pixels; MMSegmentation divides
     by the number of pixels: all of them (`avg_non_ignore=False`, its default, so ignored pixels count as zero
-    loss) or only the non-ignored ones (`avg_non_ignore=True`). We keep MMSegmentation's so that its loss weights
-    and learning rates carry over.
+    loss) or only the non-ignored ones (`avg_non_ignore=True`). With `class_weight` it divides by the summed
+    class weights of those pixels instead (`avg_factor = sum(class_weight[label])`). We keep MMSegmentation's
+    so that its loss weights and learning rates carry over.
 
-    A per-pixel `weight` multiplies each pixel's loss before the reduction and leaves the denominator as it is
-    (all pixels, or the non-ignored ones), as MMSegmentation's `weight_reduce_loss`: with OHEM the loss of the
-    kept pixels is divided by the count of all (valid) pixels, not of the kept ones.
+    Where MMSegmentation 1.2.2 fails: with `class_weight`, any label holding the ignore index raises an
+    IndexError there (`class_weight[255]`), even with `avg_non_ignore=True`, whose code then zeroes those very
+    pixels. Here a valid pixel counts with its class's weight and an ignored one with 0 (`avg_non_ignore=True`,
+    what that code computes once it stops failing: PyTorch's weighted mean) or with 1 (`avg_non_ignore=False`,
+    as an ignored pixel counts without class weights). Without ignored pixels both are MMSegmentation's value.
+
+    A per-pixel `weight` multiplies each pixel's loss before the reduction and leaves the denominator as it is,
+    as MMSegmentation's `weight_reduce_loss`: with OHEM the loss of the kept pixels is divided by the count of
+    all (valid) pixels, not of the kept ones.
 
     Args:
         loss_weight: multiplier of this term.
@@ -108,8 +120,14 @@ class CrossEntropyLoss(LossTerm):
         )
         if weight is not None:
             loss = loss * _check_pixel_weight(weight, target, self.loss_name)
-        if self.avg_non_ignore:
-            denom = (target != self.ignore_index).sum().clamp_min(1)
+        valid = target != self.ignore_index
+        if class_weight is not None:
+            # MMSegmentation's avg_factor: the class weights of the pixels (see the class docstring for ignored ones)
+            counted = class_weight[torch.where(valid, target, 0)]
+            denom = counted.masked_fill(~valid, 0.0 if self.avg_non_ignore else 1.0).sum()
+            denom = torch.where(denom > 0, denom, 1.0)  # no valid pixel: the sum is 0 too
+        elif self.avg_non_ignore:
+            denom = valid.sum().clamp_min(1)
         else:
             denom = target.numel()
         return self.loss_weight * loss.sum() / denom
@@ -135,85 +153,97 @@ class CrossEntropyLoss(LossTerm):
 
 
 class DiceLoss(LossTerm):
-    """Soft Dice loss (V-Net) in the form of MMSegmentation 0.x / 1.0's `DiceLoss`, the one its UNet recipes
-    (`loss_decode=[CrossEntropyLoss 1.0, DiceLoss 3.0]`, e.g. `unet-s5-d16_fcn_4xb4-ce-1.0-dice-3.0-40k_chase-db1`)
-    were trained and published with:
+    """Dice loss as MMSegmentation 1.2.2's `DiceLoss` (its arguments, defaults and values; tested on
+    `../shared/mmseg/loss_case`), so that a `loss_decode` entry of an MMSegmentation config means the same here:
 
-        p = softmax(logits), t = one-hot(target), v = valid-pixel mask (times the per-pixel weight)
-        loss_{n,c} = 1 - (2 sum_px p t v + smooth) / (sum_px (p^exponent + t^exponent) v + smooth)
-        loss = loss_weight * mean_n( sum_{c != ignore_index} class_weight_c * loss_{n,c} / C )
+        p = sigmoid(logits) (use_sigmoid, the default) or softmax(logits); t = one-hot(target), 0 at ignored pixels
+        the channel `ignore_index` is dropped when it is a class index
+        per image n, pooling every remaining channel and pixel:
+          V-Net (naive_dice=False): dice_n = 2 sum(p t) / ((sum(p^2) + eps) + (sum(t^2) + eps))
+          naive (naive_dice=True):  dice_n = (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)
+        loss = loss_weight * mean_n(1 - dice_n)     (reduction="sum": the sum over images)
 
-    i.e. one Dice per image and class, averaged over classes (divided by C even with class weights) and images.
+    What follows from MMSegmentation's definition, kept here for equal values:
+    - ignored pixels have an all-zero target, but their predictions still enter `sum(p^2)` (or `sum(p)`): the
+      loss pushes every probability there towards 0 (open-mmlab/mmsegmentation#2996);
+    - with `use_sigmoid=True` (the default, also for multi-class logits) each channel is a sigmoid, not a
+      distribution over classes, and all classes pool into ONE Dice per image. MMSegmentation's UNet recipes
+      `..._ce-1.0-dice-3.0_...` train with exactly this in 1.2.2 (their published figures were made with 0.x's
+      per-class softmax Dice, a different loss).
 
-    Deviations, and why:
-    - MMSegmentation masks ignored pixels in the numerator only: their predicted probabilities, and a one-hot of
-      class C-1 (it clamps 255 to C-1), still enter the denominator (reported as a bug, open-mmlab/
-      mmsegmentation#2996). Here the mask applies to the denominator too, so ignored pixels and the logits there
-      contribute nothing. Without ignored pixels the value is MMSegmentation's (tested).
-    - MMSegmentation 1.1+ (PR #3002, #3237; so 1.2.2) replaced this class with MMDetection's Dice: sigmoid by
-      default (`use_sigmoid=True`, also on multi-class logits), all classes pooled into one Dice per image,
-      `eps=1e-3` instead of `smooth`, optional `naive_dice` (exponent 1), and ignored pixels still in the
-      denominator. We keep the per-class softmax form above (the arguments `smooth`, `exponent`, `class_weight`
-      are its own), which is what the published UNet numbers used.
-    - smp's `DiceLoss` is not reused: it pools the batch into one Dice per class, uses exponent 1 with
-      `smooth=0`, and zeroes classes absent from the batch, so its values differ from MMSegmentation's.
-    - per-pixel `weight` (OHEM): multiplies the valid mask `v`, in numerator and denominator, so a 0/1 weight
-      computes the Dice over the kept pixels only. MMSegmentation 0.x silently drops the weight (its `forward`
-      swallows it in `**kwargs`) and 1.2.2 fails on it.
+    Where this differs, and why:
+    - one logit channel (a binary head, `src.models.binary`): the target is the foreground, `label == 1`, as
+      for every sigmoid loss here. MMSegmentation 1.2.2 cuts the one-hot of {0, 1} to its first column, so its
+      target there is the background (the opposite of its own sigmoid cross-entropy's target).
+    - a per-pixel `weight` (the OHEM sampler's) multiplies `p` and `t` pixel by pixel, so a 0/1 weight takes the
+      Dice over the kept pixels; MMSegmentation 1.2.2 takes only a per-image weight and fails on a per-pixel one.
+    - smp's `DiceLoss` is not reused: it keeps one Dice per class over the batch, with other smoothing.
 
     Args:
         loss_weight: multiplier of this term.
-        ignore_index: label that contributes no loss (also a class index skipped in the class sum, as MMSeg).
-        smooth: added to numerator and denominator.
-        exponent: power of p and t in the denominator (2: V-Net; 1: the "naive" Dice).
+        ignore_index: label that contributes no target (and a class channel dropped, as MMSegmentation).
         loss_name: the key under which the term is returned and logged.
-        class_weight: per-class weights, a list or a file (as `CrossEntropyLoss`).
-        use_sigmoid: `p = sigmoid(logits)` per channel instead of the softmax, same formula; one channel is the
-            foreground Dice (target `label == 1`), the only term. (MMSegmentation 1.2.2's sigmoid Dice pools all
-            channels into one Dice per image; here each channel keeps its own, as the softmax form above.)
+        use_sigmoid: sigmoid per channel (True, MMSegmentation 1.x's default) or softmax over the channels.
+        activate: apply the sigmoid/softmax (False: the logits are already probabilities).
+        naive_dice: first powers in the denominator (see above) instead of V-Net's squares.
+        eps: MMSegmentation's `eps` (1e-3), where the formulas above put it.
+        reduction: "mean" or "sum" over the images.
     """
 
     def __init__(
         self,
         loss_weight: float = 1.0,
         ignore_index: int = 255,
-        smooth: float = 1.0,
-        exponent: float = 2,
         loss_name: str = "loss_dice",
-        class_weight: Sequence[float] | str | None = None,
-        use_sigmoid: bool = False,
+        use_sigmoid: bool = True,
+        activate: bool = True,
+        naive_dice: bool = False,
+        eps: float = 1e-3,
+        reduction: str = "mean",
     ) -> None:
-        super().__init__(loss_weight, ignore_index, loss_name, class_weight)
-        self.smooth = smooth
-        self.exponent = exponent
+        super().__init__(loss_weight, ignore_index, loss_name)
+        if reduction not in ("mean", "sum"):
+            raise ValueError(
+                f"{loss_name}: reduction='{reduction}': expected mean or sum (a head needs one value)"
+            )
         self.use_sigmoid = bool(use_sigmoid)
+        self.activate = bool(activate)
+        self.naive_dice = bool(naive_dice)
+        self.eps = float(eps)
+        self.reduction = reduction
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        num_classes = logits.shape[1]
-        class_weight = _check_class_weight(self.class_weight, logits)
+        channels = logits.shape[1]
+        if channels == 1 and self.activate and not self.use_sigmoid:
+            raise ValueError(
+                f"{self.loss_name}: one logit channel needs use_sigmoid: true (no softmax over one)"
+            )
         valid = target != self.ignore_index
-        # a constant at ignored pixels: no value and no gradient reaches the logits there
-        logits = logits.float().masked_fill(~valid.unsqueeze(1), 0.0)
-        if self.use_sigmoid:
-            prob, one_hot = logits.sigmoid(), sigmoid_target(target, valid, num_classes)
-        else:
-            prob = logits.softmax(dim=1)
-            one_hot = F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).float()
-        mask = valid.float()
+        pred = logits.float()
+        if self.activate:
+            pred = pred.sigmoid() if self.use_sigmoid else pred.softmax(dim=1)
+        goal = sigmoid_target(
+            target, valid, channels
+        )  # one-hot, 0 at ignored pixels; `label == 1` for one channel
         if weight is not None:
-            mask = mask * _check_pixel_weight(weight, target, self.loss_name)
-        mask = mask.unsqueeze(1)
-        num = 2 * (prob * one_hot * mask).sum(dim=(2, 3)) + self.smooth
-        den = ((prob.pow(self.exponent) + one_hot.pow(self.exponent)) * mask).sum(dim=(2, 3)) + self.smooth
-        per_class = 1 - num / den  # [N, C]
-        if class_weight is not None:
-            per_class = per_class * class_weight
-        if 0 <= self.ignore_index < num_classes and num_classes > 1:  # MMSeg skips that class, divides by C
-            i = self.ignore_index  # slices, not a boolean mask: no host-device sync
-            per_class = torch.cat([per_class[:, :i], per_class[:, i + 1 :]], dim=1)
-        return self.loss_weight * (per_class.sum(dim=1) / num_classes).mean()
+            pixel = _check_pixel_weight(weight, target, self.loss_name).unsqueeze(1)
+            pred, goal = pred * pixel, goal * pixel
+        if (
+            channels > 1 and 0 <= self.ignore_index < channels
+        ):  # MMSeg drops that channel (slices: no host sync)
+            i = self.ignore_index
+            pred = torch.cat([pred[:, :i], pred[:, i + 1 :]], dim=1)
+            goal = torch.cat([goal[:, :i], goal[:, i + 1 :]], dim=1)
+        pred, goal = pred.flatten(1), goal.flatten(1)
+        inter = (pred * goal).sum(1)
+        if self.naive_dice:
+            dice = (2 * inter + self.eps) / (pred.sum(1) + goal.sum(1) + self.eps)
+        else:
+            dice = 2 * inter / ((pred * pred).sum(1) + self.eps + (goal * goal).sum(1) + self.eps)
+        loss = 1 - dice
+        return self.loss_weight * (loss.mean() if self.reduction == "mean" else loss.sum())
 
 
 class FocalLoss(LossTerm):
@@ -284,25 +314,37 @@ class FocalLoss(LossTerm):
 
 
 class LovaszLoss(LossTerm):
-    """Lovasz-Softmax loss (Berman et al., CVPR 2018) over the classes present, smp's
-    `LovaszLoss(mode="multiclass", per_image, ignore_index)`, which is also MMSegmentation's default
-    (`classes="present"`, `per_image=False`).
+    """Lovasz-Softmax (Berman et al., CVPR 2018) and Lovasz hinge as MMSegmentation 1.2.2's `LovaszLoss`, with its
+    arguments (`loss_type`, `classes`, `per_image`, `reduction`, `class_weight`) and values (tested on
+    `../shared/mmseg/loss_case`):
+
+        multi_class: p = softmax(logits) over the valid pixels; for each class c of `classes` ("present": those
+        in the labels, "all", or a list), the dot product of the sorted errors |[label == c] - p_c| with the
+        Lovasz gradient of the Jaccard loss, times `class_weight[c]`; the mean over those classes
+        binary: the Lovasz hinge of the one-channel logit against `label == 1`
+        per_image: that loss per image, then the mean (`reduction="mean"`) or sum over the images
+
+    Written here rather than taken from smp: smp's `LovaszLoss` has no `classes` list and no `class_weight`; its
+    multi-class values are the same as this one's for the default arguments (tested).
 
     Deviations, and why:
     - The Lovasz extension is not a sum over pixels, so a per-pixel weight has no meaning beyond selecting
       pixels: a 0/1 `weight` (the OHEM sampler's) treats the pixels of weight 0 as ignored; any other value
       raises a ValueError. (MMSegmentation uses `weight` as a per-image weight only with `per_image=True`.)
-    - `per_image=True` loops over the images here: an image without valid pixels counts as 0 in the mean, which
-      smp intends but gets wrong (it returns an empty tensor for such an image); same for a batch without valid
-      pixels with `per_image=False`.
+    - An image (or a batch) without valid pixels counts as 0, where MMSegmentation's stack of empty results fails.
+    - MMSegmentation requires `reduction="none"` when `per_image=False` (there is nothing to reduce); any value
+      is accepted here and has no effect then.
 
     Args:
         loss_weight: multiplier of this term.
         ignore_index: label that contributes no loss.
         loss_name: the key under which the term is returned and logged.
-        per_image: one loss per image, averaged, instead of one over the batch.
-        use_sigmoid: the binary Lovasz hinge of smp's `LovaszLoss(mode="binary")` on a one-channel logit
-            (target `label == 1`).
+        loss_type: "multi_class" (softmax) or "binary" (one logit channel, hinge).
+        classes: "present", "all", or a list of class indices to average over.
+        per_image: one loss per image, reduced over the images, instead of one over the batch.
+        reduction: "mean" or "sum" over the images (with `per_image`).
+        class_weight: per-class weights (list or file), multiplied into each class's loss (multi_class).
+        use_sigmoid: this project's older spelling of `loss_type="binary"`.
     """
 
     def __init__(
@@ -310,21 +352,41 @@ class LovaszLoss(LossTerm):
         loss_weight: float = 1.0,
         ignore_index: int = 255,
         loss_name: str = "loss_lovasz",
+        loss_type: str = "multi_class",
+        classes: str | Sequence[int] = "present",
         per_image: bool = False,
+        reduction: str = "mean",
+        class_weight: Sequence[float] | str | None = None,
         use_sigmoid: bool = False,
     ) -> None:
-        super().__init__(loss_weight, ignore_index, loss_name)
-        self.per_image = per_image
-        self.use_sigmoid = bool(use_sigmoid)
-        mode = "binary" if self.use_sigmoid else "multiclass"
-        self._lovasz = smp.losses.LovaszLoss(mode=mode, per_image=False, ignore_index=ignore_index)
+        super().__init__(loss_weight, ignore_index, loss_name, class_weight)
+        if use_sigmoid:
+            loss_type = "binary"
+        if loss_type not in ("multi_class", "binary"):
+            raise ValueError(f"{loss_name}: loss_type='{loss_type}': expected multi_class or binary")
+        if isinstance(classes, str) and classes not in ("present", "all"):
+            raise ValueError(
+                f"{loss_name}: classes='{classes}': expected present, all or a list of class indices"
+            )
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{loss_name}: reduction='{reduction}': expected mean or sum")
+        if per_image and reduction == "none":
+            raise ValueError(f"{loss_name}: per_image needs reduction mean or sum (a head needs one value)")
+        self.loss_type = loss_type
+        self.use_sigmoid = loss_type == "binary"
+        self.classes = classes if isinstance(classes, str) else [int(c) for c in classes]
+        self.per_image = bool(per_image)
+        self.reduction = reduction
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         logits = logits.float()
         if self.use_sigmoid and logits.shape[1] != 1:
-            raise ValueError(f"{self.loss_name}: use_sigmoid takes one logit channel, got {logits.shape[1]}")
+            raise ValueError(
+                f"{self.loss_name}: loss_type binary takes one logit channel, got {logits.shape[1]}"
+            )
+        class_weight = None if self.use_sigmoid else _check_class_weight(self.class_weight, logits)
         if weight is not None:
             weight = _check_pixel_weight(weight, target, self.loss_name)
             if not ((weight == 0) | (weight == 1)).all():
@@ -333,18 +395,49 @@ class LovaszLoss(LossTerm):
                     "e.g. the OHEM sampler's; got other values"
                 )
             target = target.masked_fill(weight == 0, self.ignore_index)
+        scores = logits if self.use_sigmoid else logits.softmax(dim=1)
         if self.per_image:
-            value = torch.stack([self._one(lg[None], tg[None]) for lg, tg in zip(logits, target)]).mean()
+            per = torch.stack([self._flat(s[None], t[None], class_weight) for s, t in zip(scores, target)])
+            value = per.mean() if self.reduction == "mean" else per.sum()
         else:
-            value = self._one(logits, target)
+            value = self._flat(scores, target, class_weight)
         return self.loss_weight * value
 
-    def _one(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not (target != self.ignore_index).any():
-            return logits.sum() * 0.0
-        if self.use_sigmoid:  # smp's binary mode: [N, H, W] logits, 0/1 labels (ignored ones stay ignored)
-            return self._lovasz(logits[:, 0], target)
-        return self._lovasz(logits, target)
+    def _flat(
+        self, scores: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The loss over the valid pixels of `scores` [N, C, H, W] (probabilities, or one logit for binary)."""
+        valid = (target != self.ignore_index).flatten()
+        flat = scores.movedim(1, -1).reshape(-1, scores.shape[1])[valid]  # [P, C]
+        labels = target.flatten()[valid]
+        if labels.numel() == 0:
+            return scores.sum() * 0.0  # keeps the graph
+        if self.use_sigmoid:  # Lovasz hinge: errors of the margins, sorted
+            signs = 2.0 * (labels == 1).float() - 1.0
+            errors = 1.0 - flat[:, 0] * signs
+            errors, order = errors.sort(descending=True)
+            return torch.dot(F.relu(errors), _lovasz_grad((labels[order] == 1).float()))
+        chosen = range(flat.shape[1]) if isinstance(self.classes, str) else self.classes
+        losses = []
+        for c in chosen:
+            fg = (labels == c).float()
+            if self.classes == "present" and not fg.any():
+                continue
+            errors, order = (fg - flat[:, c]).abs().sort(descending=True)
+            loss = torch.dot(errors, _lovasz_grad(fg[order]))
+            losses.append(loss * class_weight[c] if class_weight is not None else loss)
+        return torch.stack(losses).mean() if losses else scores.sum() * 0.0
+
+
+def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. the sorted errors (Berman et al., Alg. 1)."""
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if gt_sorted.numel() > 1:
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jaccard
 
 
 def sigmoid_target(target: torch.Tensor, valid: torch.Tensor, channels: int) -> torch.Tensor:
@@ -352,7 +445,8 @@ def sigmoid_target(target: torch.Tensor, valid: torch.Tensor, channels: int) -> 
     foreground), the one-hot label for several; 0 at ignored pixels."""
     if channels == 1:
         return (valid & (target == 1)).float().unsqueeze(1)
-    return F.one_hot(torch.where(valid, target, 0), channels).permute(0, 3, 1, 2).float()
+    one_hot = F.one_hot(torch.where(valid, target, 0), channels).permute(0, 3, 1, 2).float()
+    return one_hot * valid.unsqueeze(1)
 
 
 def _check_pixel_weight(weight: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:

@@ -1,7 +1,13 @@
-"""Loss terms against independent references: hand-written formulas, torch's functional, smp's modules."""
+"""Loss terms against independent references: MMSegmentation 1.2.2's recorded values (`loss_case`), hand-written
+formulas, torch's functional, smp's modules."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
@@ -27,7 +33,7 @@ def _all_losses():
         CrossEntropyLoss(),
         CrossEntropyLoss(avg_non_ignore=True, class_weight=[1.0, 2.0, 0.5, 1.5], label_smoothing=0.1),
         DiceLoss(),
-        DiceLoss(exponent=1, smooth=0.5, class_weight=[1.0, 2.0, 0.5, 1.5]),
+        DiceLoss(use_sigmoid=False, naive_dice=True, eps=0.5),
         FocalLoss(),
         FocalLoss(alpha=None, gamma=1.5),
         LovaszLoss(),
@@ -50,7 +56,11 @@ LOSS_IDS = [
 # ---------------------------------------------------------------- properties shared by every term
 
 
-@pytest.mark.parametrize("loss", _all_losses(), ids=LOSS_IDS)
+def _not_dice():
+    return [(loss, i) for loss, i in zip(_all_losses(), LOSS_IDS) if not isinstance(loss, DiceLoss)]
+
+
+@pytest.mark.parametrize("loss", [lo for lo, _ in _not_dice()], ids=[i for _, i in _not_dice()])
 def test_logits_at_ignored_pixels_change_nothing_and_get_no_gradient(loss, batch):
     logits, target = batch
     ignored = (target == IGNORE).unsqueeze(1).expand_as(logits)
@@ -82,7 +92,7 @@ def test_unit_pixel_weight_equals_no_weight(loss, batch):
         loss(logits, target, weight=torch.ones(2, 6))
 
 
-@pytest.mark.parametrize("loss", _all_losses(), ids=LOSS_IDS)
+@pytest.mark.parametrize("loss", [lo for lo, _ in _not_dice()], ids=[i for _, i in _not_dice()])
 def test_all_ignored_gives_a_finite_zero_with_a_graph(loss):
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     if getattr(loss, "class_weight", None) is not None:
@@ -90,14 +100,20 @@ def test_all_ignored_gives_a_finite_zero_with_a_graph(loss):
     value = loss(logits, torch.full((2, 4, 4), IGNORE))
     value.backward()
     assert torch.isfinite(value) and (logits.grad == 0).all()
-    assert value.item() == 0.0  # Dice: 1 - smooth / smooth
+    assert value.item() == 0.0
 
 
 @pytest.mark.parametrize("loss", [DiceLoss(), LovaszLoss(), LovaszLoss(per_image=True)], ids=str)
 def test_zero_pixel_weight_acts_as_ignore_for_set_losses(loss, batch):
-    """Dice and Lovasz are set functions: a 0/1 weight (OHEM) restricts the set to the kept pixels."""
+    """Dice and Lovasz are set functions: a 0/1 weight (OHEM) restricts the set to the kept pixels. For Lovasz
+    that is the same as ignoring the dropped pixels; for Dice it is the Dice of the kept pixels alone (ignored
+    pixels, by MMSegmentation's definition, still count in its denominator)."""
     logits, target = batch
     keep = torch.rand(target.shape) > 0.4
+    if isinstance(loss, DiceLoss):
+        kept = [_mmseg_dice_reference(lg[:, k][None], tg[k][None]) for lg, tg, k in zip(logits, target, keep)]
+        torch.testing.assert_close(loss(logits, target, weight=keep.float()), torch.stack(kept).mean())
+        return
     torch.testing.assert_close(
         loss(logits, target, weight=keep.float()), loss(logits, target.masked_fill(~keep, IGNORE))
     )
@@ -122,73 +138,91 @@ def test_cross_entropy_pixel_weight_multiplies_before_the_mmseg_reduction(batch)
     weighted = F.cross_entropy(logits, target, weight=torch.tensor(cw), ignore_index=IGNORE, reduction="none")
     assert CrossEntropyLoss(class_weight=cw, loss_weight=0.4)(
         logits, target, weight=w
-    ).item() == pytest.approx(0.4 * (weighted * w).sum().item() / target.numel())
+    ).item() == pytest.approx(0.4 * (weighted * w).sum().item() / _class_weight_sum(target, cw, ignored=1.0))
+
+
+def _class_weight_sum(target, cw, ignored):
+    """MMSegmentation's avg_factor with class weights, written out: each valid pixel's class weight, and
+    `ignored` for each ignored pixel (where MMSegmentation itself fails)."""
+    return sum(cw[v] if v != IGNORE else ignored for v in target.flatten().tolist())
+
+
+def test_cross_entropy_class_weight_divides_by_the_pixels_class_weights(batch):
+    logits, target = batch
+    cw = [1.0, 2.0, 0.5, 3.0]
+    summed = F.cross_entropy(logits, target, weight=torch.tensor(cw), ignore_index=IGNORE, reduction="sum")
+    # avg_non_ignore: PyTorch's weighted mean; without it an ignored pixel counts 1, as without class weights
+    torch.testing.assert_close(
+        CrossEntropyLoss(class_weight=cw, avg_non_ignore=True)(logits, target),
+        F.cross_entropy(logits, target, weight=torch.tensor(cw), ignore_index=IGNORE),
+    )
+    assert CrossEntropyLoss(class_weight=cw)(logits, target).item() == pytest.approx(
+        summed.item() / _class_weight_sum(target, cw, ignored=1.0)
+    )
 
 
 # ---------------------------------------------------------------- Dice
 
 
-def _mmseg_dice_reference(logits, target, smooth=1.0, exponent=2, class_weight=None):
-    """MMSegmentation 0.x `dice_loss` as written there (loop over classes, binary Dice per image, mean over
-    images), valid for targets without ignored pixels (where it and ours agree by design)."""
-    pred = logits.softmax(1)
-    n, c = pred.shape[:2]
-    one_hot = F.one_hot(target, c)  # [N, H, W, C] as MMSeg
-    total = 0.0
-    for i in range(c):
-        p = pred[:, i].reshape(n, -1)
-        t = one_hot[..., i].reshape(n, -1).float()
-        num = (p * t).sum(1) * 2 + smooth
-        den = (p.pow(exponent) + t.pow(exponent)).sum(1) + smooth
-        loss = (1 - num / den).mean()
-        total = total + (loss * class_weight[i] if class_weight is not None else loss)
-    return total / c
-
-
-def _masked_dice_reference(logits, target, smooth=1.0, exponent=2):
-    """Per image, keep the valid pixels only (boolean indexing), then MMSeg's per-class Dice."""
+def _mmseg_dice_reference(logits, target, sigmoid=True, naive=False, eps=1e-3, ignore_index=IGNORE):
+    """MMSegmentation 1.2.2's Dice written out image by image: probabilities of every pixel, a one-hot target
+    that is empty at ignored pixels, the channel `ignore_index` dropped, one Dice over all channels and pixels."""
     c = logits.shape[1]
-    per_image = []
+    values = []
     for lg, tg in zip(logits, target):
-        valid = tg != IGNORE
-        p = lg.softmax(0)[:, valid]  # [C, P]
-        t = F.one_hot(tg[valid], c).T.float()
-        num = 2 * (p * t).sum(1) + smooth
-        den = (p**exponent + t**exponent).sum(1) + smooth
-        per_image.append((1 - num / den).mean())
-    return torch.stack(per_image).mean()
+        p = lg.sigmoid() if sigmoid else lg.softmax(0)
+        t = torch.stack([(tg == k).float() for k in range(c)])
+        keep = [k for k in range(c) if k != ignore_index]
+        p, t = p[keep].flatten(), t[keep].flatten()
+        if naive:
+            dice = (2 * (p * t).sum() + eps) / (p.sum() + t.sum() + eps)
+        else:
+            dice = 2 * (p * t).sum() / ((p * p).sum() + eps + (t * t).sum() + eps)
+        values.append(1 - dice)
+    return torch.stack(values).mean()
 
 
-def test_dice_equals_mmsegmentation_formula_without_ignored_pixels(batch):
-    logits, _ = batch
-    target = torch.randint(0, 4, (2, 6, 5))
-    torch.testing.assert_close(DiceLoss()(logits, target), _mmseg_dice_reference(logits, target))
-    cw = [0.5, 1.0, 2.0, 1.0]
-    torch.testing.assert_close(
-        DiceLoss(smooth=0.1, exponent=1, class_weight=cw, loss_weight=3.0)(logits, target),
-        3.0 * _mmseg_dice_reference(logits, target, smooth=0.1, exponent=1, class_weight=cw),
-    )
-
-
-def test_dice_with_ignored_pixels_is_the_dice_of_the_valid_pixels(batch):
+@pytest.mark.parametrize("sigmoid", [True, False])
+@pytest.mark.parametrize("naive", [False, True])
+def test_dice_equals_mmsegmentation_1x_formula(batch, sigmoid, naive):
     logits, target = batch
-    torch.testing.assert_close(DiceLoss()(logits, target), _masked_dice_reference(logits, target))
+    ours = DiceLoss(use_sigmoid=sigmoid, naive_dice=naive, loss_weight=3.0)(logits, target)
+    torch.testing.assert_close(ours, 3.0 * _mmseg_dice_reference(logits, target, sigmoid, naive))
+    # a class index as ignore_index drops that channel, as MMSegmentation
+    clean = target.masked_fill(target == IGNORE, 0)
     torch.testing.assert_close(
-        DiceLoss(exponent=1, smooth=0.5)(logits, target),
-        _masked_dice_reference(logits, target, smooth=0.5, exponent=1),
+        DiceLoss(ignore_index=2, use_sigmoid=sigmoid)(logits, clean),
+        _mmseg_dice_reference(logits, clean, sigmoid, ignore_index=2),
     )
 
 
-def test_dice_perfect_prediction_is_near_zero_and_smp_differs():
+def test_dice_defaults_are_mmsegmentation_1x():
+    loss = DiceLoss()
+    assert (loss.use_sigmoid, loss.naive_dice, loss.eps, loss.activate) == (True, False, 1e-3, True)
+
+
+def test_dice_predictions_at_ignored_pixels_enter_the_denominator(batch):
+    """MMSegmentation's definition: an ignored pixel has no target but its prediction counts, so it gets a
+    gradient pushing it towards 0 (kept for equal values)."""
+    logits, target = batch
+    x = logits.clone().requires_grad_(True)
+    DiceLoss()(x, target).backward()
+    ignored = (target == IGNORE).unsqueeze(1).expand_as(x)
+    assert (x.grad[ignored] > 0).all()  # d loss / d p > 0 there: lowering p lowers the loss
+
+
+def test_dice_perfect_prediction_is_near_zero_and_one_channel_targets_the_foreground():
     torch.manual_seed(0)
     target = torch.randint(0, 3, (1, 8, 8))
-    logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 30
-    assert DiceLoss()(logits, target).item() < 1e-6
-    # smp's Dice (batch-pooled, exponent 1, smooth 0) is another formula: not what MMSeg's recipes used
-    logits = torch.randn(2, 3, 8, 8)
-    ours = DiceLoss()(logits, target.expand(2, 8, 8))
-    theirs = smp.losses.DiceLoss(mode="multiclass")(logits, target.expand(2, 8, 8))
-    assert abs(ours.item() - theirs.item()) > 1e-3
+    logits = (F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 2 - 1) * 30
+    assert DiceLoss()(logits, target).item() < 1e-3
+    # one channel: the foreground (label 1) is the target, where MMSegmentation 1.2.2 takes the background
+    binary = torch.randint(0, 2, (2, 8, 8))
+    sure = torch.where(binary == 1, 30.0, -30.0)[:, None]
+    assert DiceLoss()(sure, binary).item() < 1e-3
+    assert DiceLoss()(-sure, binary).item() > 0.99
+    with pytest.raises(ValueError, match="use_sigmoid: true"):
+        DiceLoss(use_sigmoid=False)(sure, binary)
 
 
 # ---------------------------------------------------------------- Focal
@@ -284,6 +318,38 @@ def test_lovasz_per_image_counts_an_all_ignored_image_as_zero(batch):
     torch.testing.assert_close(LovaszLoss(per_image=True)(logits, target), expected)
 
 
+def test_lovasz_classes_and_class_weight(batch):
+    logits, target = batch
+    valid = target != IGNORE
+    # a list: those classes, each times its weight; "all": an absent class counts too (its largest probability)
+    cw = [1.0, 2.0, 0.5, 1.5]
+    per_class = [_lovasz_one_class(logits, target, c) for c in range(4)]
+    torch.testing.assert_close(
+        LovaszLoss(classes=[0, 2], class_weight=cw)(logits, target),
+        (per_class[0] * cw[0] + per_class[2] * cw[2]) / 2,
+    )
+    absent = target.masked_fill(target == 3, 0)
+    loss_all = LovaszLoss(classes="all")(logits, absent)
+    loss_present = LovaszLoss()(logits, absent)
+    torch.testing.assert_close(loss_all, (3 * loss_present + _lovasz_one_class(logits, absent, 3)) / 4)
+    assert valid.any()
+
+
+def _lovasz_one_class(logits, target, c):
+    valid = target != IGNORE
+    prob = logits.softmax(1).movedim(1, -1)[valid][:, c]
+    fg = (target[valid] == c).float()
+    errors, order = (fg - prob).abs().sort(descending=True)
+    g = fg[order]
+    k = torch.arange(1, len(g) + 1)
+    inter = g.sum() - g.cumsum(0)
+    union = g.sum() + (1 - g).cumsum(0)
+    jaccard = 1 - inter / union
+    grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    assert len(k) == len(grad)
+    return (errors * grad).sum()
+
+
 def test_lovasz_rejects_a_non_binary_pixel_weight(batch):
     logits, target = batch
     with pytest.raises(ValueError, match="0/1 per-pixel weight"):
@@ -294,15 +360,50 @@ def test_class_weight_length_must_match_the_classes(batch):
     logits, target = batch
     for loss in (
         CrossEntropyLoss(class_weight=[1.0, 2.0]),
-        DiceLoss(class_weight=[1.0]),
+        LovaszLoss(class_weight=[1.0]),
         FocalLoss(class_weight=[1, 2]),
     ):
         with pytest.raises(ValueError, match="class_weight has"):
             loss(logits, target)
 
 
-def test_dice_and_focal_class_weight_from_file(tmp_path):
+def test_lovasz_and_focal_class_weight_from_file(tmp_path):
     path = tmp_path / "w.json"
     path.write_text("[1.0, 2.0, 0.5]")
-    assert DiceLoss(class_weight=str(path)).class_weight.tolist() == [1.0, 2.0, 0.5]
+    assert LovaszLoss(class_weight=str(path)).class_weight.tolist() == [1.0, 2.0, 0.5]
     assert FocalLoss(class_weight=str(path)).class_weight.tolist() == [1.0, 2.0, 0.5]
+
+
+# ---------------------------------------------------------------- MMSegmentation's own values
+
+LOSS_CASE = Path(os.environ.get("SEGKIT_MMSEG_REF", Path(__file__).resolve().parents[3] / "shared" / "mmseg"))
+LOSS_CASE = LOSS_CASE / "loss_case"
+LOSSES = {"CrossEntropyLoss": CrossEntropyLoss, "DiceLoss": DiceLoss, "LovaszLoss": LovaszLoss}
+
+
+def _loss_cases():
+    path = LOSS_CASE / "losses.json"
+    if not path.is_file():
+        return [
+            pytest.param(None, marks=pytest.mark.skip(reason=f"'{path}' is absent (set SEGKIT_MMSEG_REF)"))
+        ]
+    cases = json.loads(path.read_text())["cases"]
+    return [pytest.param(c, id=f"{c['type']}-{json.dumps(c['args'], sort_keys=True)}") for c in cases]
+
+
+@pytest.mark.parametrize("case", _loss_cases())
+def test_equals_mmsegmentation_on_its_recorded_case(case):
+    """Each loss, built from the constructor arguments an MMSegmentation config writes, gives MMSegmentation
+    1.2.2's recorded value; where MMSegmentation fails (`error`: CE with class_weight on ignored pixels) the value
+    is this project's documented rule, computed here with PyTorch's functional."""
+    logits = torch.from_numpy(np.load(LOSS_CASE / "logits.npy"))
+    labels = torch.from_numpy(np.load(LOSS_CASE / "labels.npy")).long()
+    value = LOSSES[case["type"]](ignore_index=IGNORE, **case["args"])(logits, labels)
+    if "value" in case:
+        assert value.item() == pytest.approx(case["value"], rel=1e-6, abs=1e-7)
+        return
+    assert "IndexError" in case["error"] and "class_weight" in case["args"]
+    cw = case["args"]["class_weight"]
+    summed = F.cross_entropy(logits, labels, weight=torch.tensor(cw), ignore_index=IGNORE, reduction="sum")
+    ignored = 0.0 if case["args"].get("avg_non_ignore") else 1.0
+    assert value.item() == pytest.approx(summed.item() / _class_weight_sum(labels, cw, ignored), rel=1e-6)
