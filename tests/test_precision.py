@@ -110,6 +110,9 @@ def test_explicit_values_are_kept(machine):
         "32-true", False, "runtime.precision set in the config"
     )
     assert resolve_precision("bf16-mixed", "auto").channels_last
+    # Lightning's other spellings of fp32 keep the fp32 memory format too
+    assert not resolve_precision("32", "auto").channels_last
+    assert not resolve_precision("64-true", "auto").channels_last
     assert resolve_precision("auto", False) == P.PrecisionChoice(
         "bf16-mixed", False, choose_precision().reason
     )
