@@ -4,7 +4,8 @@
 flat_decay_mult}`, with MMEngine's `DefaultOptimWrapperConstructor` rules:
 
 - a parameter whose name (relative to the segmentor, e.g. `decode_head.conv_seg.weight`) contains a custom key
-  takes that key's `lr_mult` and `decay_mult`; when several keys match, the LONGEST one wins;
+  takes that key's `lr_mult` and `decay_mult`; when several keys match, the LONGEST one wins (the alphabetically
+  first among equally long ones);
 - otherwise: parameters of normalisation layers take `norm_decay_mult`, biases of other layers
   `bias_decay_mult`, any other 1-D parameter `flat_decay_mult` (each only when given).
 
@@ -52,7 +53,9 @@ def build_param_groups(
     if rules.get("layer_decay"):
         return layer_decay_groups(model, lr, weight_decay, rules["layer_decay"])
     custom = rules.get("custom_keys") or {}
-    keys = sorted(custom, key=len, reverse=True)
+    keys = sorted(
+        sorted(custom), key=len, reverse=True
+    )  # MMEngine's order: longest first, ties alphabetically
     groups: dict[tuple[str, float, float], dict[str, Any]] = {}
     for module_name, module in model.named_modules():
         is_norm = isinstance(module, NORM_TYPES)

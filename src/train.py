@@ -53,7 +53,7 @@ from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from src.utils.logging import get_logger
 from src.utils.precision import apply_precision, resolve_precision
 from src.utils.task import extras, task_wrapper
-from src.weights.zoo import resolve_weights
+from src.weights.zoo import resolve_weights, zoo_command_line
 
 log = get_logger(__name__)
 
@@ -302,4 +302,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = zoo_command_line(
+        sys.argv, key="recipe"
+    )  # recipe=<zoo name>: the entry's MMSegmentation recipe
     main()

@@ -61,10 +61,27 @@ class ZooEntry:
     dataset: str
     mmseg_config: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    schedule: str = ""
+    overrides: tuple[str, ...] = ()
 
     @property
     def filename(self) -> str:
         return Path(urllib.parse.urlparse(self.url).path).name
+
+    def train_overrides(self) -> list[str]:
+        """The command-line overrides that compose this entry's MMSegmentation recipe for `src.train`
+        (`recipe=<name>`): its model, dataset and schedule, its own overrides, and the config it reproduces."""
+        groups = [f"model={self.model}", f"dataset={self.dataset}"]
+        groups += [f"schedule={self.schedule}"] if self.schedule else []
+        config = [f"mmseg_config={self.mmseg_config}"] if self.mmseg_config else []
+        return [*groups, *self.overrides, *config]
+
+    def eval_overrides(self) -> list[str]:
+        """The overrides `src.eval` / `src.infer` use with `weights=<name>`: the model and dataset, and the
+        entry's own overrides of the model (its test mode, as its MMSegmentation config's `test_cfg`); the
+        dataset ones (batch, crop) are for training."""
+        own = [o for o in self.overrides if o.lstrip("+~").startswith("model.")]
+        return [f"model={self.model}", f"dataset={self.dataset}", *own]
 
 
 # ----------------------------------------------------------------------------------------------- the table
@@ -87,8 +104,17 @@ def load_zoo(path: str | Path | None = None) -> dict[str, ZooEntry]:
         extra = sorted(set(spec) - known)
         if extra:
             raise ZooError(f"{path}: entry '{name}': unknown keys {extra} (known: {sorted(known)})")
+        overrides = spec.get("overrides") or []
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ZooError(f"{path}: entry '{name}': overrides must be a list of key=value strings")
         zoo[str(name)] = ZooEntry(
-            name=str(name), **{**spec, "sha256": sha, "metrics": dict(spec.get("metrics") or {})}
+            name=str(name),
+            **{
+                **spec,
+                "sha256": sha,
+                "metrics": dict(spec.get("metrics") or {}),
+                "overrides": tuple(overrides),
+            },
         )
     return zoo
 
@@ -227,12 +253,16 @@ def resolve_weights(value: str | Path) -> tuple[Path, ZooEntry | None]:
     return Path(value), None
 
 
-def zoo_command_line(argv: Sequence[str]) -> list[str]:
-    """`weights=<zoo name>` on a command line of `src.eval` / `src.infer`: `argv` with `model=<entry's model>
-    dataset=<entry's dataset>` added (each unless given), so that Hydra composes them as config groups before
-    the command's other overrides (`model.test_cfg.mode=slide`, `dataset.data_root=...`) apply. An unknown name
-    is left for the command to report."""
-    names = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("weights=")]
+def zoo_command_line(argv: Sequence[str], key: str = "weights") -> list[str]:
+    """A command line with a zoo entry's overrides put in front of the user's own, so that Hydra composes the
+    entry's config groups and the user's overrides (`model.test_cfg.mode=whole`, `dataset.data_root=...`) win:
+
+    - `weights=<name>` (`src.eval`, `src.infer`): the entry's model and dataset, and its test mode;
+    - `recipe=<name>` (`src.train`, `key="recipe"`): its whole MMSegmentation recipe (`ZooEntry.train_overrides`).
+
+    A group the user selects (`model=...`) keeps the user's choice; overrides already on the line are not
+    repeated (a DDP launcher re-runs the expanded line). An unknown name is left for the command to report."""
+    names = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"{key}=")]
     if not names or not names[-1]:
         return list(argv)
     try:
@@ -240,14 +270,20 @@ def zoo_command_line(argv: Sequence[str]) -> list[str]:
     except ZooError:
         return list(argv)
     given = {a.split("=", 1)[0].lstrip("+~") for a in argv[1:] if "=" in a}
-    groups = (("model", entry.model), ("dataset", entry.dataset))
-    return [*argv, *(f"{group}={name}" for group, name in groups if group not in given)]
+    groups = ("model", "dataset", "schedule")
+    expansion = entry.train_overrides() if key == "recipe" else entry.eval_overrides()
+    added = [
+        o
+        for o in expansion
+        if o not in argv[1:] and not (o.split("=", 1)[0] in groups and o.split("=", 1)[0] in given)
+    ]
+    return [argv[0], *added, *argv[1:]]
 
 
 def apply_zoo_weights(cfg: Any) -> Any:
     """`weights=<zoo name>` of `src.eval` / `src.infer`: sets `ckpt_path` to the entry's verified cached file
     (downloaded once). The model and dataset are the entry's, selected on the command line by
-    `zoo_command_line` (from Python: compose with `model=<m> dataset=<d>`, or use `Segmenter.from_zoo`).
+    `zoo_command_line` (from Python: compose with `ZooEntry.eval_overrides()`, or use `Segmenter.from_zoo`).
     Returns `cfg` (changed in place); without `weights`, unchanged."""
     from omegaconf import OmegaConf, open_dict
 

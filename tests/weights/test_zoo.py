@@ -85,6 +85,26 @@ def test_unknown_name_suggests_close_ones():
         zoo_entry("pspnet_r50-d8_4xb2-40k_cityscapes-512x1025")
 
 
+def test_recipe_and_weights_expand_the_entry_before_the_users_overrides():
+    name = "segformer_mit-b0_8xb1-160k_cityscapes-1024x1024"
+    entry = ZOO[name]
+    argv = zoo_command_line(["src.train", f"recipe={name}", "dataset.batch_size=2"], key="recipe")
+    assert argv[0] == "src.train" and argv[-2:] == [f"recipe={name}", "dataset.batch_size=2"]
+    assert argv[1:4] == ["model=segformer_mit-b0", "dataset=cityscapes", "schedule=adamw_poly_160k"]
+    assert "dataset.batch_size=1" in argv and "++model.test_cfg.mode=slide" in argv
+    assert f"mmseg_config={entry.mmseg_config}" in argv
+    # the user's value comes last (Hydra keeps the last); a DDP launcher re-running the line adds nothing
+    assert argv.index("dataset.batch_size=1") < argv.index("dataset.batch_size=2")
+    assert zoo_command_line(argv, key="recipe") == argv
+    # weights=: only what builds and tests the model, not the schedule, batch or metric
+    evaluated = zoo_command_line(["src.eval", f"weights={name}"])
+    assert evaluated[1:3] == ["model=segformer_mit-b0", "dataset=cityscapes"]
+    assert "++model.test_cfg.stride=[768,768]" in evaluated
+    assert not any(
+        a.startswith(("schedule=", "dataset.", "mmseg_config", "optimized_metric")) for a in evaluated
+    )
+
+
 def test_malformed_table_names_entry(tmp_path: Path):
     table = tmp_path / "zoo.yaml"
     table.write_text(yaml.safe_dump({"x": {"url": "http://h/x-0123abcd.pth", "model": "m", "dataset": "d"}}))
@@ -302,7 +322,8 @@ def test_eval_and_infer_with_weights_name(mmseg_zoo: str, cache: Path, fake_city
     def command_line(*args: str) -> list[str]:  # the overrides `python -m src.eval ...` composes
         return zoo_command_line(["src.eval", *args])[1:]
 
-    assert command_line("weights=shared", "model=x") == ["weights=shared", "model=x", "dataset=cityscapes"]
+    # the entry's groups go first, so that the user's own overrides win; a group the user selects is kept
+    assert command_line("weights=shared", "model=x") == ["dataset=cityscapes", "weights=shared", "model=x"]
     small = ["dataset.test_pipeline.0.scale=[128,64]", f"paths.data_dir={fake_cityscapes}", "device=cpu"]
     overrides = command_line("weights=shared", "split=val", "num_workers=0", *small)
     cfg = compose_cfg("eval", overrides, tmp_path / "eval")
