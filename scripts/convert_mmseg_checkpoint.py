@@ -4,7 +4,9 @@ python scripts/convert_mmseg_checkpoint.py pspnet_r18-d8.pth pspnet_r18-d8.ckpt 
 python -m src.eval ckpt_path=pspnet_r18-d8.ckpt                  # then nothing else is needed
 
 `model=` and `dataset=` name configs of `conf/model` and `conf/dataset` (the model's class count comes from the
-dataset); further `key=value` overrides compose as they do for `src.eval` (`model.test_cfg.mode=slide`). Every
+dataset); further `key=value` overrides compose as they do for `src.eval` (`model.test_cfg.mode=slide`). A
+checkpoint whose `meta` carries its MMSegmentation config keeps that config's test mode (whole or slide, crop,
+stride), said in one line where the named model differs, unless `model.test_cfg...` is given here. Every
 tensor of the file must find its place in the model, with its shape (`src.weights.mmseg`); the output holds the
 weights under the LightningModule's `segmentor.` prefix and the `segkit` metadata (resolved model and dataset
 configs, classes, palette, the source file), written atomically (a temporary file, then a rename).
@@ -36,7 +38,11 @@ def convert(src: str | Path, dst: str | Path, overrides: list[str]) -> dict:
             "dataset=cityscapes (names in conf/model and conf/dataset)"
         )
     cfg = compose_model_dataset(None, None, overrides)
-    segmentor, meta = load_mmseg_segmentor(src, cfg.model, cfg.dataset)
+    # the checkpoint's own test mode (the config in its meta), unless the command line sets model.test_cfg
+    user_test_cfg = any(o.split("=", 1)[0].lstrip("+~").startswith("model.test_cfg") for o in overrides)
+    segmentor, meta = load_mmseg_segmentor(
+        src, cfg.model, cfg.dataset, test_cfg_from="config" if user_test_cfg else "checkpoint"
+    )
     AtomicCheckpointIO().save_checkpoint(segkit_checkpoint(segmentor, meta), dst)
     reloaded, _ = load_segmentor(dst)  # the written file rebuilds the model with nothing else
     return {

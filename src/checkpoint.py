@@ -184,6 +184,7 @@ def load_segmentor(
     device: str | torch.device = "cpu",
     model_cfg: DictConfig | None = None,
     dataset_cfg: DictConfig | None = None,
+    test_cfg_from: str = "checkpoint",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model of a checkpoint in eval mode on `device`, and the checkpoint's metadata.
 
@@ -192,14 +193,17 @@ def load_segmentor(
 
     `model_cfg` / `dataset_cfg` (`model=<name> dataset=<name>` of `src.eval` and `src.infer`): a checkpoint of
     this project is rebuilt with them instead of its own config (the dataset gives classes and palette); any
-    other file is read as an MMSegmentation checkpoint of that model (`src.weights.mmseg`), both being required.
+    other file is read as an MMSegmentation checkpoint of that model (`src.weights.mmseg`), both being required;
+    it is tested as the config in its `meta` says unless `test_cfg_from="config"` (`load_mmseg_segmentor`).
     """
     from src.weights.mmseg import is_mmseg_checkpoint, load_mmseg_segmentor
 
     ckpt = _load_foreign(Path(path), "ckpt_path")
     ours = isinstance(ckpt, dict) and CHECKPOINT_META_KEY in ckpt
     if not ours and (model_cfg is not None or is_mmseg_checkpoint(ckpt)):
-        segmentor, meta = load_mmseg_segmentor(path, model_cfg, dataset_cfg, ckpt=ckpt)
+        segmentor, meta = load_mmseg_segmentor(
+            path, model_cfg, dataset_cfg, ckpt=ckpt, test_cfg_from=test_cfg_from
+        )
         return segmentor.to(device).eval(), meta
     ckpt = read_checkpoint(path, ckpt=ckpt)
     meta = dict(ckpt[CHECKPOINT_META_KEY])

@@ -30,7 +30,7 @@ from src.components import ComponentStats
 from src.data.datasets.base import seg_collate
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
-from src.inference import Segmenter, load_model, resolve_backend, resolve_device
+from src.inference import Segmenter, load_model, resolve_backend, resolve_device, test_cfg_source
 from src.metrics import SegMetrics
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import EVAL_RULES, check_config
@@ -61,7 +61,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # model through this same loop (src.export)
     # model=<name> dataset=<name>: an MMSegmentation checkpoint's (or replacing a checkpoint's own)
     segmentor, meta = load_model(
-        cfg.ckpt_path, device, cfg.get("backend", "auto"), cfg.get("model"), cfg.get("dataset")
+        cfg.ckpt_path,
+        device,
+        cfg.get("backend", "auto"),
+        cfg.get("model"),
+        cfg.get("dataset"),
+        test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
     )
     dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset
     datamodule = build_datamodule(dataset_cfg, cfg.batch_size, cfg.num_workers)

@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from src.inference import VIDEO_SUFFIXES, Segmenter, is_video, resolve_device
+from src.inference import VIDEO_SUFFIXES, Segmenter, is_video, resolve_device, test_cfg_source
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import INFER_RULES, check_config
 from src.utils.errors import report_errors
@@ -35,6 +35,7 @@ def infer(cfg: DictConfig) -> Any:
         tta=cfg.get("tta", False),
         model=cfg.get("model"),  # model=<name> dataset=<name>: an MMSegmentation checkpoint's
         dataset=cfg.get("dataset"),
+        test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
     )
     source, output = Path(str(cfg.input)), Path(str(cfg.output))
     if is_video(source):

@@ -73,11 +73,14 @@ def load_model(
     backend: str = "auto",
     model_cfg: Any = None,
     dataset_cfg: Any = None,
+    test_cfg_from: str = "checkpoint",
 ) -> tuple[Any, dict[str, Any]]:
     """The model of a checkpoint (`backend=torch`) or of an exported `.onnx` file (`backend=onnxruntime`, run by
     ONNX Runtime through the same prediction code, see `src.export`), and its metadata (config, classes,
     palette). `auto`: onnxruntime for a `.onnx` file, torch otherwise. `model_cfg`/`dataset_cfg`: an
-    MMSegmentation checkpoint's model and dataset, or replacements for a checkpoint's own (`load_segmentor`)."""
+    MMSegmentation checkpoint's model and dataset, or replacements for a checkpoint's own (`load_segmentor`);
+    `test_cfg_from`: an MMSegmentation checkpoint's test mode from its own config ("checkpoint") or from
+    `model_cfg` ("config", when the user set it: `test_cfg_source`)."""
     backend = resolve_backend(path, backend)
     is_onnx = Path(path).suffix.lower() == ".onnx"
     if backend == "onnxruntime":
@@ -106,7 +109,22 @@ def load_model(
         from src.export import load_exported
 
         return load_exported(path, device)
-    return load_segmentor(path, device, model_cfg, dataset_cfg)
+    return load_segmentor(path, device, model_cfg, dataset_cfg, test_cfg_from)
+
+
+def test_cfg_source(cfg: Any = None) -> str:
+    """ "config" when the command line of this Hydra run sets `model.test_cfg...` (the user chose the test mode),
+    else "checkpoint" (an MMSegmentation checkpoint is tested as its own config says)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "checkpoint"
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    return (
+        "config"
+        if any(k == "model.test_cfg" or k.startswith("model.test_cfg.") for k in keys)
+        else "checkpoint"
+    )
 
 
 @dataclass
@@ -161,13 +179,15 @@ class Segmenter:
         tta: Any = False,
         model: Any = None,
         dataset: Any = None,
+        test_cfg_from: str = "checkpoint",
     ) -> Segmenter:
         """Model, test pipeline, classes and palette from a checkpoint written by `src.train`, or from an `.onnx`
         file written by `scripts/export_onnx.py` (run by ONNX Runtime).
 
         An MMSegmentation checkpoint names neither its model nor its dataset: give them, by config name
         (`model="pspnet_r18-d8", dataset="cityscapes"`, composed from `conf/` as `src.eval` does) or as config
-        nodes. Given for a checkpoint of this project, they replace its own."""
+        nodes. Given for a checkpoint of this project, they replace its own. An MMSegmentation checkpoint whose
+        `meta` carries its config is tested as that config says (`test_cfg_from="config"`: as `model` says)."""
         model_cfg, dataset_cfg = model, dataset
         if isinstance(model, str) or isinstance(dataset, str):
             from src.weights.mmseg import compose_model_dataset
@@ -177,7 +197,9 @@ class Segmenter:
             )
             model_cfg = composed.get("model") if isinstance(model, str) else model
             dataset_cfg = composed.get("dataset") if isinstance(dataset, str) else dataset
-        segmentor, meta = load_model(path, device, model_cfg=model_cfg, dataset_cfg=dataset_cfg)
+        segmentor, meta = load_model(
+            path, device, model_cfg=model_cfg, dataset_cfg=dataset_cfg, test_cfg_from=test_cfg_from
+        )
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
         return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
@@ -189,11 +211,13 @@ class Segmenter:
         """A checkpoint of MMSegmentation's model zoo by name (`conf/zoo.yaml`, e.g.
         "pspnet_r50-d8_4xb2-40k_cityscapes-512x1024"): downloaded once into `$SEGKIT_CACHE/zoo` and verified
         (`src.weights.zoo`), converted, built with the model and dataset configs of its entry."""
+        from src.weights.mmseg import compose_model_dataset
         from src.weights.zoo import fetch, zoo_entry
 
         entry = zoo_entry(name)
+        composed = compose_model_dataset(entry.model, entry.dataset, entry.eval_overrides()[2:])
         return cls.from_checkpoint(
-            fetch(entry), device, batch_size, tta, model=entry.model, dataset=entry.dataset
+            fetch(entry), device, batch_size, tta, model=composed.model, dataset=composed.dataset
         )
 
     # ------------------------------------------------------------------ inputs

@@ -30,7 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src.utils.errors import CheckpointError
+from src.utils.logging import get_logger
 from src.weights.keymaps import keymap_for
+
+log = get_logger(__name__)
 
 SHOWN = 5  # names shown per kind of mismatch in an error
 MMSEG_PARTS = ("backbone", "neck", "decode_head", "auxiliary_head")
@@ -317,11 +320,17 @@ def load_mmseg_segmentor(
     model_cfg: DictConfig | Mapping | None,
     dataset_cfg: DictConfig | Mapping | None,
     ckpt: Any = None,
+    test_cfg_from: str = "checkpoint",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model `model_cfg` builds, with the weights of the MMSegmentation checkpoint `path` (`ckpt`: its
     content, when already loaded), and the metadata a checkpoint of this project carries (`config` with `model`
     and `dataset`, `classes`, `palette`, and `source`). Both configs are required: an MMSegmentation file names
-    neither (the model's class count comes from the dataset)."""
+    neither (the model's class count comes from the dataset).
+
+    `test_cfg_from="checkpoint"`: a checkpoint whose `meta` carries its config (`cfg` from MMEngine's Runner,
+    `config` from MMSegmentation 0.x) is tested as that config says (its `model.test_cfg`: whole or slide, crop,
+    stride), and a difference from `model_cfg`'s is said in one line; `"config"` keeps `model_cfg`'s (the user
+    set the test mode)."""
     from src.checkpoint import build_segmentor
 
     if model_cfg is None or dataset_cfg is None:
@@ -331,14 +340,51 @@ def load_mmseg_segmentor(
             hint="names are those of conf/model and conf/dataset; or convert the file once with "
             "`python scripts/convert_mmseg_checkpoint.py <in.pth> <out.ckpt> model=<name> dataset=<name>`",
         )
+    if test_cfg_from not in ("checkpoint", "config"):
+        raise ValueError(f"test_cfg_from='{test_cfg_from}': expected checkpoint or config")
     config = config_pair(model_cfg, dataset_cfg)
-    segmentor = build_segmentor(OmegaConf.create(config["model"]))
     ckpt = load_weights_file(path) if ckpt is None else ckpt
+    if test_cfg_from == "checkpoint":
+        config["model"]["test_cfg"] = checkpoint_test_cfg(ckpt, config["model"], path)
+    segmentor = build_segmentor(OmegaConf.create(config["model"]))
     ours = convert_mmseg_state_dict(state_dict_of(ckpt, path), segmentor, source=path)
     segmentor.load_state_dict(ours, strict=True)
     meta = {"config": config, **dataset_meta(config["dataset"]), "run_name": None}
     meta["source"] = {"mmseg_checkpoint": str(path), **mmseg_meta(ckpt)}
     return segmentor.eval(), meta
+
+
+def checkpoint_test_cfg(ckpt: Any, model_cfg: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """The test_cfg to build an MMSegmentation checkpoint's model with: the one of the config in its `meta` where
+    it carries one (logged in one line when it differs from `model_cfg`'s), else `model_cfg`'s. The model's
+    TTA settings (`tta`) are kept either way."""
+    from src.recipes.mmseg import config_of_checkpoint_meta, mmseg_test_cfg
+
+    current = dict(model_cfg.get("test_cfg") or {"mode": "whole"})
+    meta = ckpt.get("meta") if isinstance(ckpt, Mapping) else None
+    config = config_of_checkpoint_meta(meta)
+    own = mmseg_test_cfg(config) if config else None
+    if own is None:
+        return current
+    settings = ("mode", "crop_size", "stride")
+    before = {k: current[k] for k in settings if current.get(k) is not None}
+    if current.get("mode", "whole") == "whole":
+        before = {"mode": "whole"}
+    if before == own:
+        return current
+    log.info(
+        f"{Path(path).name}: tested {_describe(own)} as the config in the checkpoint says; model "
+        f"'{model_cfg.get('name')}' says {_describe(before)} (model.test_cfg.* on the command line keeps yours)"
+    )
+    kept = {k: v for k, v in current.items() if k not in settings}
+    return {**own, **kept}
+
+
+def _describe(test_cfg: Mapping[str, Any]) -> str:
+    if test_cfg.get("mode", "whole") != "slide":
+        return "whole"
+    crop, stride = test_cfg["crop_size"], test_cfg["stride"]
+    return f"slide ({crop[0]}x{crop[1]} windows, stride {stride[0]}x{stride[1]})"
 
 
 def replace_configs(
