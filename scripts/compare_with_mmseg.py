@@ -44,8 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_DATA = Path(os.environ.get("SEGKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-MMSEG_SIDE = ROOT / "scripts" / "tools" / "mmseg_train_test.py"
-MMSEG_PREDICT = ROOT / "scripts" / "tools" / "mmseg_predict.py"
+MMSEG_SIDE = ROOT / "scripts" / "tools" / "mmseg_side.py"  # runs in MMSegmentation's Python
 
 STANFORD_CLASSES = ["sky", "tree", "road", "grass", "water", "bldg", "mntn", "fg obj"]
 STANFORD_PALETTE = [
@@ -226,7 +225,7 @@ def run_mmseg(case: Case, data_root: Path, iters: int, seed: int, out: Path, arg
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         with open(out / "mmseg" / f"seed{seed}.log", "w") as f:
             subprocess.run(
-                [args.mmseg_python, str(MMSEG_SIDE), str(work / "spec.json")],
+                [args.mmseg_python, str(MMSEG_SIDE), "train", str(work / "spec.json")],
                 env=env,
                 stdout=f,
                 stderr=subprocess.STDOUT,
@@ -375,6 +374,7 @@ def train_case(args) -> int:
 
 def predict_case(args) -> int:
     import numpy as np
+    from PIL import Image
 
     from src.inference import Segmenter
 
@@ -384,10 +384,10 @@ def predict_case(args) -> int:
     spec = {"config": PREDICT_CONFIGS[args.config_name][0], "image": str(image), "out": str(out), "seed": 0}
     (out / "spec.json").write_text(json.dumps(spec))
     if not (out / "pred.npy").is_file():
-        subprocess.run([args.mmseg_python, str(MMSEG_PREDICT), str(out / "spec.json")], check=True)
+        subprocess.run([args.mmseg_python, str(MMSEG_SIDE), "predict", str(out / "spec.json")], check=True)
     theirs = np.load(out / "pred.npy")
     model, dataset = PREDICT_CONFIGS[args.config_name][1:]
-    rgb = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(image).convert("RGB"))
+    rgb = np.asarray(Image.open(image).convert("RGB"))
     report = {}
     for label, source in (("checkpoint's test_cfg", "checkpoint"), ("whole (the model config's)", "config")):
         seg = Segmenter.from_checkpoint(out / "mmseg.pth", model=model, dataset=dataset, test_cfg_from=source)

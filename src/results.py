@@ -102,6 +102,7 @@ def build_run_record(
         "lr": cfg.schedule.get("lr"),
         "seed": cfg.get("seed"),
         "optimized_metric": cfg.get("optimized_metric"),
+        "mmseg_config": cfg.get("mmseg_config"),  # the MMSegmentation config the run reproduces, if any
         "config_file": str(Path(cfg.paths.output_dir) / "config.yaml"),
         **hydra_job_info(),
         **stats,

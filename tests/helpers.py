@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,3 +248,15 @@ def assert_short_error(code: int, out: str, *must_contain: str) -> None:
         assert " ".join(text.split()) in flat, f"{text!r} not in:\n{out[-3000:]}"
     assert len(out.splitlines()) < MAX_LINES, out
     assert "Traceback (most recent call last)" not in out, out
+
+
+def to_mmseg_names(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state-dict names -> MMSegmentation's for a ResNet-V1c (deep stem) model with one auxiliary head."""
+    out = {}
+    for name, value in ours.items():
+        name = re.sub(r"^backbone\.body\.conv1\.(\d)\.", r"backbone.stem.\1.", name)
+        name = re.sub(r"^backbone\.body\.bn1\.", "backbone.stem.7.", name)
+        name = re.sub(r"^backbone\.body\.", "backbone.", name)
+        name = re.sub(r"^auxiliary_heads\.0\.", "auxiliary_head.", name)
+        out[name] = value.clone()
+    return out

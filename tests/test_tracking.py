@@ -207,6 +207,7 @@ def test_the_run_writes_its_record(tracked_run):
         4,
     )
     assert record["experiment"] == "fcn_shapes" and record["dataset"] == "shapes"
+    assert record["mmseg_config"] is None  # the built-in recipe reproduces no MMSegmentation config
     assert record["train_memory_kind"] == "cpu_peak_rss" and 0.05 < record["train_memory_gb"] < 64
     assert record["test_fps"] > 0 and record["test_images_timed"] == 4
     assert record["metrics"]["test/mIoU"] == pytest.approx(metrics["test/mIoU"])

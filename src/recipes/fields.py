@@ -21,7 +21,7 @@ with sorted keys), so that equal settings compare equal whichever way a config s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # MMSegmentation 1.2.2's constructor defaults of the losses its configs name (mmseg/models/losses/*.py), so a
@@ -102,6 +102,25 @@ def loss_fields(prefix: str, losses: Sequence[Mapping[str, Any]]) -> dict[str, A
                 continue
             out[f"{prefix}.loss.{k}.{arg}"] = plain(loss[arg])
     return out
+
+
+def heads_fields(
+    decode_head: Mapping[str, Any],
+    auxiliary_heads: Sequence[Mapping[str, Any]],
+    fields_of: Callable[[str, Mapping[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """`decode_head.*`, `auxiliary_head.count` and `auxiliary_head.*` (`auxiliary_head.N.*` for several), each
+    head's fields from `fields_of(prefix, head)`."""
+    out = fields_of("decode_head", decode_head)
+    out["auxiliary_head.count"] = len(auxiliary_heads)
+    for i, head in enumerate(auxiliary_heads):
+        out.update(fields_of("auxiliary_head" if len(auxiliary_heads) == 1 else f"auxiliary_head.{i}", head))
+    return out
+
+
+def as_list(value: Any) -> list:
+    """None -> [], a list as it is, anything else as a list of one."""
+    return [] if not value else list(value) if isinstance(value, list) else [value]
 
 
 def step_fields(prefix: str, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from src.recipes.fields import (
     COMPARED_STEPS,
     MMSEG_LOSS_DEFAULTS,
     PHOTOMETRIC_DEFAULTS,
+    as_list,
     box_scale,
+    heads_fields,
     loss_fields,
     plain,
     step_fields,
@@ -157,12 +159,7 @@ def mmseg_recipe(cfg: Mapping[str, Any], name: str | None = None) -> dict[str, A
     out["model.std"] = plain(pre.get("std"))
     out["model.channels_seen"] = "RGB" if pre.get("bgr_to_rgb") else "BGR"  # files are read as BGR
 
-    out.update(_head_fields("decode_head", head))
-    aux = model.get("auxiliary_head")
-    aux_list = [] if not aux else (list(aux) if isinstance(aux, list) else [aux])
-    out["auxiliary_head.count"] = len(aux_list)
-    for i, a in enumerate(aux_list):
-        out.update(_head_fields("auxiliary_head" if len(aux_list) == 1 else f"auxiliary_head.{i}", a))
+    out.update(heads_fields(head, as_list(model.get("auxiliary_head")), _head_fields))
 
     out.update(_optimizer_fields(cfg.get("optim_wrapper") or {}))
     out.update(_schedule_fields(cfg))

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from src.recipes.fields import box_scale, loss_fields, plain, step_fields
+from src.recipes.fields import as_list, box_scale, heads_fields, loss_fields, plain, step_fields
 from src.recipes.mmseg import normalise_paramwise
 
 # our training transforms -> the MMSegmentation step each one is (albumentations' where they are the same op)
@@ -57,13 +57,10 @@ def our_recipe(cfg: DictConfig) -> dict[str, Any]:
     out["model.std"] = plain(pre.get("std"))
     out["model.channels_seen"] = "BGR" if pre.get("bgr_to_rgb") else "RGB"  # files are read as RGB
 
-    out.update(_head_fields("decode_head", head))
-    aux = model.get("auxiliary_head")
-    aux_list = [] if not aux else (list(aux) if isinstance(aux, list) else [aux])
-    aux_list = [a for a in aux_list if a.get("_target_") != "src.models.segmentor.no_head"]
-    out["auxiliary_head.count"] = len(aux_list)
-    for i, a in enumerate(aux_list):
-        out.update(_head_fields("auxiliary_head" if len(aux_list) == 1 else f"auxiliary_head.{i}", a))
+    auxiliary = [
+        a for a in as_list(model.get("auxiliary_head")) if a.get("_target_") != "src.models.segmentor.no_head"
+    ]
+    out.update(heads_fields(head, auxiliary, _head_fields))
 
     out.update(_optimizer_fields(schedule, cfg))
     out.update(_schedule_fields(schedule))

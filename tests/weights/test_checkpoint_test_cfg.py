@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from src.checkpoint import build_segmentor, load_segmentor, read_checkpoint
 from src.inference import Segmenter
 from src.weights.mmseg import compose_model_dataset
+from tests.helpers import to_mmseg_names
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = Path(os.environ.get("SEGKIT_MMSEG_REF", ROOT.parent / "shared" / "mmseg"))
@@ -31,17 +31,6 @@ model = dict(
 """
 
 
-def _mmseg_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, value in state.items():
-        name = re.sub(r"^backbone\.body\.conv1\.(\d)\.", r"backbone.stem.\1.", name)
-        name = re.sub(r"^backbone\.body\.bn1\.", "backbone.stem.7.", name)
-        name = re.sub(r"^backbone\.body\.", "backbone.", name)
-        name = re.sub(r"^auxiliary_heads\.0\.", "auxiliary_head.", name)
-        out[name] = value.clone()
-    return out
-
-
 @pytest.fixture(scope="module")
 def configs():
     return compose_model_dataset("fcn_r18-d8", "shapes")
@@ -50,7 +39,7 @@ def configs():
 @pytest.fixture(scope="module")
 def mm_state(configs):
     torch.manual_seed(0)
-    return _mmseg_names(build_segmentor(configs.model).state_dict())
+    return to_mmseg_names(build_segmentor(configs.model).state_dict())
 
 
 def _save(path: Path, state: dict, meta: dict) -> Path:

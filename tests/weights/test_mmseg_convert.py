@@ -35,7 +35,7 @@ from src.weights.mmseg import (
     load_mmseg_state_dict,
     load_mmseg_weights,
 )
-from tests.helpers import TINY_TRAIN, TinyRun, compose_cfg
+from tests.helpers import TINY_TRAIN, TinyRun, compose_cfg, to_mmseg_names
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = Path(os.environ.get("SEGKIT_MMSEG_REF", ROOT.parent / "shared" / "mmseg"))
@@ -72,18 +72,6 @@ KEY_FILES = sorted((REF / "keys").glob("*.json")) if (REF / "keys").is_dir() els
 KEY_PARAMS = [pytest.param(p, id=p.stem) for p in KEY_FILES] or [
     pytest.param(None, marks=pytest.mark.skip(reason=f"no MMSegmentation key lists in {REF / 'keys'}"))
 ]
-
-
-def to_mmseg_names(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our state-dict names -> MMSegmentation's for a ResNet-V1c (deep stem) model with one auxiliary head."""
-    out = {}
-    for name, value in ours.items():
-        name = re.sub(r"^backbone\.body\.conv1\.(\d)\.", r"backbone.stem.\1.", name)
-        name = re.sub(r"^backbone\.body\.bn1\.", "backbone.stem.7.", name)
-        name = re.sub(r"^backbone\.body\.", "backbone.", name)
-        name = re.sub(r"^auxiliary_heads\.0\.", "auxiliary_head.", name)
-        out[name] = value.clone()
-    return out
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
