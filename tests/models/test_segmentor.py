@@ -153,8 +153,11 @@ def test_cross_entropy_reduction_matches_mmsegmentation():
     )
     w = [1.0, 2.0, 0.5]
     weighted = F.cross_entropy(logits, target, weight=torch.tensor(w), ignore_index=255, reduction="none")
+    # class weights: divided by the pixels' summed class weights (MMSegmentation 1.x's avg_factor), an ignored
+    # pixel counting 1 (where MMSegmentation fails, see src/models/losses.py)
+    summed = sum(w[v] if v != 255 else 1.0 for v in target.flatten().tolist())
     assert CrossEntropyLoss(class_weight=w, loss_weight=2.0)(logits, target).item() == pytest.approx(
-        2.0 * weighted.sum().item() / 32
+        2.0 * weighted.sum().item() / summed
     )
 
 
