@@ -17,7 +17,9 @@ A run stopped by SIGTERM or SIGUSR1 writes `checkpoints/preempted.ckpt` and exit
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,7 +45,7 @@ from src.checkpoint import (
 from src.data.datamodule import SegDataModule
 from src.loggers import log_config
 from src.module import SegmentationModule, TimmSyncBatchNorm, quiet_epoch_sync_advice
-from src.results import build_run_record, write_run_record
+from src.results import RECORD_NAME, build_run_record, write_run_record
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
 from src.utils.config_check import check_config
 from src.utils.errors import CheckpointError, ConfigError, report_errors
@@ -129,8 +131,38 @@ def resolve_start(cfg: DictConfig) -> tuple[str | None, Path | None]:
         log.info(f"resume=true: no checkpoint under {cfg.resume_dir}/*/checkpoints; starting a new run.")
         return None, None
     ckpt_dir = newest.parent if newest.parent.name == "checkpoints" else newest.parent / "checkpoints"
-    log.info(f"resume=true: resuming {newest}; checkpoints continue in {ckpt_dir}")
     return str(newest), ckpt_dir
+
+
+def finished_run(cfg: DictConfig, ckpt_path: str | None) -> tuple[int, Path, dict | None] | None:
+    """`resume=true` found a checkpoint at (or past) `schedule.max_steps`: (its step, its run folder, that folder's
+    run record or None when the run stopped before its test and record). None for a run still to train."""
+    if not (cfg.get("resume") and ckpt_path):
+        return None
+    import torch
+
+    step = int(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+    if step < int(cfg.schedule.max_steps):
+        return None
+    path = Path(ckpt_path)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    record = run_dir / RECORD_NAME
+    try:
+        return step, run_dir, json.loads(record.read_text()) if record.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return step, run_dir, None  # an unreadable record is written again
+
+
+def _remove_launch_folder(cfg: DictConfig) -> None:
+    """The folder Hydra made for a launch that had nothing to do, when it holds only what every launch writes
+    first (its config and log): a finished run resumed again leaves no stray folder beside it."""
+    folder = Path(str(cfg.paths.output_dir))
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= LAUNCH_FILES:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# what every launch writes into its folder before training (Hydra's .hydra/ and log, the printed config)
+LAUNCH_FILES = {".hydra", "train.log", "config.yaml", "config_tree.log"}
 
 
 def scan_data(cfg: DictConfig, datamodule: Any) -> None:
@@ -199,7 +231,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     scan_data(cfg, datamodule)
     ckpt_path, ckpt_dir = resolve_start(cfg)
+    finished = finished_run(cfg, ckpt_path)
+    if finished is not None and finished[2] is not None:
+        step, run_dir, record = finished
+        log.info(
+            f"resume=true: the run in {run_dir} already finished at step {step} (schedule.max_steps="
+            f"{cfg.schedule.max_steps}); its record: {run_dir / RECORD_NAME}. Nothing to do (a longer schedule, "
+            "schedule.max_steps=<more>, trains on)"
+        )
+        _remove_launch_folder(cfg)
+        return {**record.get("metrics", {}), "ckpt_path": record.get("ckpt_path")}
+    if finished is not None:  # trained to the end, but stopped before its test and record: redo them there
+        log.info(f"resume=true: the run in {finished[1]} finished training at step {finished[0]}; testing it")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(finished[1])
     if ckpt_dir is not None:
+        if finished is None:
+            log.info(f"resume=true: resuming {ckpt_path}; checkpoints continue in {ckpt_dir}")
         _redirect_checkpoints(cfg, ckpt_dir)
     own_ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
     for tmp in remove_stale_tmp([own_ckpt_dir, *Path(str(cfg.resume_dir)).glob("*/checkpoints")]):
@@ -215,7 +263,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     elif cfg.get("load_from"):
         log.info(f"load_from={cfg.load_from} ignored: resuming {ckpt_path}")
     callbacks = instantiate_callbacks(cfg.runtime.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    # a finished run's redone test writes no logs: a logger would start its files anew in the run's folder
+    loggers = instantiate_loggers(cfg.get("logger")) if finished is None else []
     log_config(loggers, cfg)
     trainer: L.Trainer = instantiate(
         cfg.runtime.trainer,
@@ -227,11 +276,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **_trainer_overrides(cfg),
     )
     started = time.perf_counter()
+    fit = cfg.get("train", True) and finished is None
     try:
-        if cfg.get("train", True):
+        if fit:
             with quiet_epoch_sync_advice():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        train_time = time.perf_counter() - started
+        train_time = time.perf_counter() - started if fit else None
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
             ckpt = cfg.get("test_ckpt")
@@ -240,8 +290,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 ckpt = _best_path(trainer)
                 if not ckpt:
                     log.warning("No best checkpoint was saved; testing the current weights.")
-            elif ckpt is None and not cfg.get("train", True):
-                ckpt = ckpt_path  # train=false ckpt_path=<file>: test that checkpoint (none: the new weights)
+            elif ckpt is None and not fit:
+                ckpt = ckpt_path  # train=false ckpt_path=<file>, a finished run: that checkpoint (none: new weights)
             with quiet_epoch_sync_advice():
                 trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
             metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -111,6 +111,36 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_resumes_the_previous(tra
     assert not list(ckpts.glob("*.tmp")) and "left by an interrupted checkpoint save" in caplog.text
 
 
+def test_resume_of_a_finished_run_does_nothing_or_redoes_its_missing_test(trained_run, tmp_path, caplog):
+    """`resume=true` on a run that reached max_steps: with its record, one line and its metrics, the run and the
+    runs folder untouched; without its record (stopped before the test), the test and record are redone there."""
+    first = tmp_path / "runs" / "first"
+    shutil.copytree(trained_run.ckpt.parent.parent, first)  # the session's 2-step run, its record included
+    before = sorted(p.relative_to(first) for p in first.rglob("*"))
+    overrides = [*trained_run.overrides, "resume=true", f"resume_dir={tmp_path / 'runs'}"]
+    launch = tmp_path / "runs" / "second"
+    cfg = compose_cfg("train", overrides, launch)
+    launch.mkdir()
+    (launch / "train.log").write_text("what every launch writes first\n")
+    RecordSteps.seen = []
+    with caplog.at_level(logging.INFO):
+        metrics = train(with_callbacks(cfg, RecordSteps))
+    assert RecordSteps.seen == []  # nothing trained
+    assert "already finished at step 2" in caplog.text and "Nothing to do" in caplog.text
+    assert metrics["test/mIoU"] == pytest.approx(trained_run.metrics["test/mIoU"])
+    assert sorted(p.relative_to(first) for p in first.rglob("*")) == before
+    assert not launch.exists()  # no stray folder (nor record) beside the run
+    # stopped after its last checkpoint, before the test: tested now, the record written in the run's folder
+    (first / "results.json").unlink()
+    caplog.clear()
+    cfg = compose_cfg("train", overrides, tmp_path / "runs" / "third")
+    with caplog.at_level(logging.INFO):
+        metrics = train(with_callbacks(cfg, RecordSteps))
+    assert RecordSteps.seen == [] and "finished training at step 2; testing it" in caplog.text
+    assert metrics["test/mIoU"] == pytest.approx(trained_run.metrics["test/mIoU"])
+    assert (first / "results.json").is_file()
+
+
 # ----------------------------------------------------------------------------------------- faults
 def forked(target, output: Path) -> int:
     """Start `target()` in a forked child (this process's imports come along: no 6 s of imports as a new
