@@ -18,6 +18,7 @@ help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml $(wildcard $(LOCK))
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"segkit needs Python >= 3.11 (the pinned numpy, scipy and matplotlib do); $(PYTHON) is {v.major}.{v.minor}: run with PYTHON=python3.11 (or newer), e.g. PYTHON=python3.11 make train")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	@if [ -f $(LOCK) ]; then \

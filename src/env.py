@@ -49,7 +49,10 @@ def versions() -> list[tuple[str, str]]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     if cudnn:  # 90100 -> 9.1.0
         cudnn = f"{cudnn // 10000}.{cudnn % 10000 // 100}.{cudnn % 100}"
+    from src import __version__
+
     rows = [
+        ("segkit", f"{__version__} ({Path(__file__).resolve().parents[1]})"),
         ("Python", f"{platform.python_version()} ({sys.executable})"),
         ("Platform", f"{platform.system()} {platform.release()} {platform.machine()}"),
         ("torch", torch.__version__),

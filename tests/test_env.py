@@ -7,7 +7,7 @@ import re
 from src.env import main, report
 
 LABELS = [
-    "Python", "torch", "CUDA (torch build)", "cuDNN", "Lightning", "timm", "smp", "Albumentations",
+    "segkit", "Python", "torch", "CUDA (torch build)", "cuDNN", "Lightning", "timm", "smp", "Albumentations",
     "torchmetrics", "Hydra", "wandb", "onnxruntime", "mlflow",
     "CPU", "CPU native bf16", "bf16-mixed on this CPU", "runtime.precision=auto",
     "CPU cores", "torch threads", "thread variables",
@@ -30,6 +30,9 @@ def test_env_prints_every_line(capsys, tmp_path, monkeypatch):
     import torch
 
     assert re.search(rf"^  torch\s+{re.escape(torch.__version__)}$", out, flags=re.MULTILINE)
+    from src import __version__
+
+    assert re.search(rf"^  segkit\s+{re.escape(__version__)} \(", out, flags=re.MULTILINE)
     assert f"{data} ($SEGKIT_DATA_DIR; exists)" in out
     assert f"{tmp_path / 'no_cache'} ($SEGKIT_CACHE; missing)" in out
 
