@@ -38,6 +38,8 @@ def test_train_eval_infer_from_the_command_line(tmp_path):
     run_dir = run_dirs[0]
     assert (run_dir / "config.yaml").is_file() and (run_dir / "config_tree.log").is_file()
     assert "mIoU" in out and "disc" in out  # the per-class test table
+    for noise in ("GPU available", "TPU available", "litlogger", "LeafSpec"):  # src/utils/noise.py
+        assert noise not in out, noise
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert f"python -m src.eval ckpt_path={ckpt}" in out
 

@@ -12,15 +12,19 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils.logging import get_logger
+from src.utils.noise import quiet_third_party
 from src.utils.rich_utils import print_config_tree
 
 log = get_logger(__name__)
 
 
 def extras(cfg: DictConfig) -> None:
-    """Print the resolved config as a tree and save it (tree and YAML) in the run directory.
+    """Filter the known third-party console noise (`src.utils.noise`); print the resolved config as a tree and
+    save it (tree and YAML) in the run directory.
 
-    Rank zero only: the other DDP ranks of a run compose the same config into the same folder."""
+    The printing and saving on rank zero only: the other DDP ranks of a run compose the same config into the same
+    folder."""
+    quiet_third_party()
     if rank_zero_only.rank != 0:
         return
     out = Path(cfg.paths.output_dir)
