@@ -36,6 +36,7 @@ def infer(cfg: DictConfig) -> Any:
         model=cfg.get("model"),  # model=<name> dataset=<name>: an MMSegmentation checkpoint's
         dataset=cfg.get("dataset"),
         test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
+        backend=cfg.get("backend", "auto"),  # the runner of an exported file; auto: by its suffix
     )
     source, output = Path(str(cfg.input)), Path(str(cfg.output))
     if is_video(source):

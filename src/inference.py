@@ -180,6 +180,7 @@ class Segmenter:
         model: Any = None,
         dataset: Any = None,
         test_cfg_from: str = "checkpoint",
+        backend: str = "auto",
     ) -> Segmenter:
         """Model, test pipeline, classes and palette from a checkpoint written by `src.train`, or from an `.onnx`
         file written by `scripts/export_onnx.py` (run by ONNX Runtime).
@@ -198,7 +199,7 @@ class Segmenter:
             model_cfg = composed.get("model") if isinstance(model, str) else model
             dataset_cfg = composed.get("dataset") if isinstance(dataset, str) else dataset
         segmentor, meta = load_model(
-            path, device, model_cfg=model_cfg, dataset_cfg=dataset_cfg, test_cfg_from=test_cfg_from
+            path, device, backend, model_cfg=model_cfg, dataset_cfg=dataset_cfg, test_cfg_from=test_cfg_from
         )
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None

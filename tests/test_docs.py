@@ -87,3 +87,24 @@ def test_readme_links_into_docs_exist():
     targets = re.findall(r"\]\(((?!https?://|#)[^)\s]+)\)", readme)
     missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
     assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+def test_the_iterations_quoted_for_make_train_are_the_configs():
+    """Wherever the README, a docs page or the notebook speaks of `make train`, an "N iterations" close by is the
+    number `experiment=fcn_shapes` trains (not "every N iterations", nor a history "from N to M iterations")."""
+    import json
+
+    from src.recipes.targets import compose_train
+
+    steps = int(compose_train(["experiment=fcn_shapes"]).schedule.max_steps)
+    texts = {p.name: p.read_text() for p in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]}
+    notebook = json.loads((ROOT / "notebooks" / "tutorial.ipynb").read_text())
+    texts["tutorial.ipynb"] = "\n".join("".join(c["source"]) for c in notebook["cells"])
+    quoted = []
+    for name, text in texts.items():
+        text = re.sub(r"\s+", " ", text)
+        for mention in re.finditer(r"make train", text):
+            window = text[max(0, mention.start() - 150) : mention.end() + 250]
+            quoted += [(name, int(n)) for n in re.findall(r"(?<!every )(?<!from )\b(\d+) iterations", window)]
+    assert quoted, "no page quotes the iterations of make train"
+    assert [q for q in quoted if q[1] != steps] == [], f"make train runs {steps} iterations"
