@@ -81,6 +81,10 @@ def load_model(
     MMSegmentation checkpoint's model and dataset, or replacements for a checkpoint's own (`load_segmentor`);
     `test_cfg_from`: an MMSegmentation checkpoint's test mode from its own config ("checkpoint") or from
     `model_cfg` ("config", when the user set it: `test_cfg_source`)."""
+    if is_pretrained_source(path):  # a folder of save_pretrained, or a Hugging Face Hub id
+        from src.pretrained import load_pretrained
+
+        return load_pretrained(path, device)
     backend = resolve_backend(path, backend)
     is_onnx = Path(path).suffix.lower() == ".onnx"
     if backend == "onnxruntime":
@@ -110,6 +114,31 @@ def load_model(
 
         return load_exported(path, device)
     return load_segmentor(path, device, model_cfg, dataset_cfg, test_cfg_from)
+
+
+def _run_record_beside(path: str | Path) -> dict[str, Any] | None:
+    """The run record (`results.json`) of the run a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if any."""
+    import json
+
+    path = Path(path)
+    for folder in (path.parent, path.parent.parent):
+        record = folder / "results.json"
+        if path.is_file() and record.is_file():
+            try:
+                return json.loads(record.read_text())
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def is_pretrained_source(path: str | Path) -> bool:
+    """A folder written by `Segmenter.save_pretrained`, or a Hub id (`user/name`, no file suffix, no such path)."""
+    from src.pretrained import REPO_ID, is_pretrained_folder
+
+    path_ = Path(path)
+    if is_pretrained_folder(path_):
+        return True
+    return not path_.exists() and not path_.suffix and bool(REPO_ID.match(str(path)))
 
 
 def test_cfg_source(cfg: Any = None) -> str:
@@ -169,6 +198,10 @@ class Segmenter:
         self.pipeline = pipeline
         self.batch_size = int(batch_size)
         self.tta = tta
+        self.meta: dict[str, Any] | None = (
+            None  # the checkpoint's metadata (config, classes, palette), if any
+        )
+        self.record: dict[str, Any] | None = None  # its run's record (results.json), if found beside it
 
     @classmethod
     def from_checkpoint(
@@ -203,7 +236,45 @@ class Segmenter:
         )
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
-        return cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
+        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
+        seg.meta = meta
+        seg.record = _run_record_beside(path)
+        return seg
+
+    @classmethod
+    def from_pretrained(
+        cls, source: str | Path, device: str | torch.device = "cpu", batch_size: int = 4, tta: Any = False
+    ) -> Segmenter:
+        """A model shared as `save_pretrained` writes it: a local folder, or a Hugging Face Hub id (`user/name`,
+        downloaded once into huggingface_hub's cache and used from there without network; `src.pretrained`)."""
+        from src.pretrained import load_pretrained
+
+        segmentor, meta = load_pretrained(source, device)
+        pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
+        pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
+        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
+        seg.meta = meta
+        return seg
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write `model.safetensors`, `config.json` (the composed model and dataset configs, classes, palette) and a
+        `README.md` model card (the run's metrics and training command when its record was found) into `folder`:
+        what `from_pretrained`, `src.eval ckpt_path=<folder>` and the Hugging Face Hub take."""
+        from src.pretrained import write_pretrained
+
+        if self.meta is None:
+            raise ValueError("save_pretrained needs the model's config: make the Segmenter from a checkpoint")
+        return write_pretrained(folder, self.segmentor, self.meta, self.record)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
+        """`save_pretrained` into a temporary folder and upload it to the Hub repository `repo_id` (created if
+        needed; a token from `huggingface-cli login` or `token=`). Returns the repository's URL."""
+        import tempfile
+
+        from src.pretrained import push_pretrained
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return push_pretrained(self.save_pretrained(tmp), repo_id, private=private, token=token)
 
     @classmethod
     def from_zoo(
