@@ -1,5 +1,7 @@
-"""requirements.lock agrees with pyproject.toml: every dependency of the project and of its dev and docs extras is
-pinned there at a version its range allows, and the lock carries no machine's index or wheel folder.
+"""The two locks agree with pyproject.toml: requirements.lock (the runtime set `make train` installs) pins every
+dependency of the project, requirements-dev.lock (`make test`, `make docs`) also those of the dev and docs extras,
+each at a version its range allows, the two at the same version wherever both pin a package, and neither carries a
+machine's index or wheel folder; the runtime set holds none of the dev tools.
 
 A dependency added to pyproject.toml without `make lock` fails here, before `make install` on another machine would
 install an environment without it.
@@ -8,20 +10,17 @@ install an environment without it.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    tomllib = pytest.importorskip("tomli")
-
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
-LOCKED_EXTRAS = ("dev", "docs")  # what `make lock` compiles (its --extra options)
+DEV_LOCK = ROOT / "requirements-dev.lock"
+DEV_EXTRAS = ("dev", "docs")  # what `make lock` compiles into the dev lock (its --extra options)
 
 
 def read_pins(text: str) -> dict[str, str]:
@@ -59,23 +58,45 @@ def test_read_pins_and_unpinned_catch_a_missing_and_an_outdated_pin():
     ]
 
 
-def test_lock_pins_every_dependency_of_pyproject():
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_runtime_lock_pins_every_dependency_and_no_dev_tool():
     if not LOCK.exists():
         pytest.skip("no requirements.lock: make install resolves pyproject.toml's ranges")
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = list(project["dependencies"])
-    for extra in LOCKED_EXTRAS:
-        requirements += project["optional-dependencies"][extra]
-    problems = unpinned(requirements, read_pins(LOCK.read_text()))
+    pins = read_pins(LOCK.read_text())
+    problems = unpinned(list(_project()["dependencies"]), pins)
     assert not problems, (
-        "requirements.lock is behind pyproject.toml; run `make lock` and commit requirements.lock:\n  "
+        "requirements.lock is behind pyproject.toml; run `make lock` and commit the locks:\n  "
         + "\n  ".join(problems)
     )
+    dev_only = [
+        Requirement(r).name for extra in DEV_EXTRAS for r in _project()["optional-dependencies"][extra]
+    ]
+    assert not [name for name in dev_only if canonicalize_name(name) in pins], "dev tools in the runtime lock"
 
 
-def test_lock_names_no_machine_paths():
-    if not LOCK.exists():
-        pytest.skip("no requirements.lock")
-    options = [line for line in LOCK.read_text().splitlines() if line.startswith("-")]
-    assert not options, f"requirements.lock carries pip options of the machine that wrote it: {options}"
-    assert "file://" not in LOCK.read_text()
+def test_dev_lock_pins_every_dependency_and_extra_at_the_runtime_versions():
+    if not DEV_LOCK.exists():
+        pytest.skip("no requirements-dev.lock")
+    project = _project()
+    requirements = list(project["dependencies"])
+    for extra in DEV_EXTRAS:
+        requirements += project["optional-dependencies"][extra]
+    dev = read_pins(DEV_LOCK.read_text())
+    problems = unpinned(requirements, dev)
+    assert not problems, "requirements-dev.lock is behind pyproject.toml; run `make lock`:\n  " + "\n  ".join(
+        problems
+    )
+    runtime = read_pins(LOCK.read_text())
+    assert {k: v for k, v in runtime.items() if dev.get(k) != v} == {}, "the two locks pin different versions"
+
+
+@pytest.mark.parametrize("lock", [LOCK, DEV_LOCK], ids=lambda p: p.name)
+def test_lock_names_no_machine_paths(lock):
+    if not lock.exists():
+        pytest.skip(f"no {lock.name}")
+    options = [line for line in lock.read_text().splitlines() if line.startswith("-")]
+    assert not options, f"{lock.name} carries pip options of the machine that wrote it: {options}"
+    assert "file://" not in lock.read_text()
