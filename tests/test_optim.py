@@ -141,6 +141,9 @@ def test_segmentation_module_groups_the_segmentor_and_the_schedule_scales_each_g
         "train",
         [
             "schedule=adamw_poly_40k",
+            # the rules by module type (norm layers) and by name (head), not SegFormer's name-only keys
+            "~schedule.paramwise",
+            "+schedule.paramwise={custom_keys: {head: {lr_mult: 10.0}}, norm_decay_mult: 0.0}",
             "schedule.max_steps=100",
             "schedule.warmup_iters=10",
             f"paths.data_dir={tmp_path}",

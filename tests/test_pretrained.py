@@ -56,7 +56,9 @@ def test_eval_of_the_folder_gives_the_checkpoints_own_test_miou(saved, trained_r
     from_folder = run_eval(tmp_path / "folder", folder)
     from_ckpt = run_eval(tmp_path / "ckpt", trained_run.ckpt)
     assert from_folder["summary"]["mIoU"] == pytest.approx(from_ckpt["summary"]["mIoU"])
-    assert from_folder["summary"]["mIoU"] == pytest.approx(trained_run.metrics["test/mIoU"], abs=1e-6)  # fractions
+    assert from_folder["summary"]["mIoU"] == pytest.approx(
+        trained_run.metrics["test/mIoU"], abs=1e-6
+    )  # fractions
 
 
 def test_weights_that_do_not_fit_the_config_are_refused_naming_both(saved, tmp_path):

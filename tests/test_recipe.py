@@ -322,10 +322,12 @@ def test_bf16_mixed_precision_trains_on_cpu(make_train_cfg):
 
 # ------------------------------------------------------- schedule: warm-up, paramwise, clipping, accumulation
 def test_schedule_keys_reach_the_trainer_and_the_per_group_lr(make_train_cfg):
-    """adamw_poly_40k (warm-up, head lr_mult 10, no decay on norms) with clipping and accumulation 2: the LR of
-    every group follows the warm-up then the poly curve, and an iteration is one optimiser step of 2 batches."""
+    """adamw_poly_40k (warm-up) with head lr_mult 10 and no decay on norm layers, clipping and accumulation 2: the
+    LR of every group follows the warm-up then the poly curve, and an iteration is one optimiser step of 2 batches."""
     cfg = make_train_cfg(
         "schedule=adamw_poly_40k",
+        "~schedule.paramwise",
+        "+schedule.paramwise={custom_keys: {head: {lr_mult: 10.0}}, norm_decay_mult: 0.0}",
         "schedule.max_steps=3",
         "schedule.warmup_iters=2",
         "schedule.val_interval=3",

@@ -103,7 +103,7 @@ def test_slide_inference_returns_logits_at_image_size(fcn_model):
 
 def test_one_training_step_reaches_every_parameter(model_cfg):
     torch.manual_seed(0)
-    model = hydra.utils.instantiate(model_cfg("unet-s5-d16_fcn")).train()
+    model = hydra.utils.instantiate(model_cfg("unet-s5-d16_fcn_ce-1.0-dice-3.0")).train()
     images, masks = torch.randn(2, 3, 64, 64), torch.randint(0, 2, (2, 64, 64))
     masks[:, :4] = 255
     losses = model.loss(images, masks)
