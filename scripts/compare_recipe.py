@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from src.recipes.compare import differences, read_allowed, show
+from src.recipes.mmseg import mmseg_recipe, read_mmseg_config
+from src.recipes.ours import our_recipe
+from src.recipes.targets import compose_train, recipe_targets
+from src.weights.zoo import zoo_command_line
 
-from src.recipes.compare import differences, read_allowed, show  # noqa: E402
-from src.recipes.mmseg import mmseg_recipe, read_mmseg_config  # noqa: E402
-from src.recipes.ours import our_recipe  # noqa: E402
-from src.recipes.targets import compose_train, recipe_targets  # noqa: E402
-from src.weights.zoo import zoo_command_line  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REF = Path(os.environ.get("SEGKIT_MMSEG_REF", ROOT.parent / "shared" / "mmseg"))
 

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED_DATA = Path(os.environ.get("SEGKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MMSEG_SIDE = ROOT / "scripts" / "tools" / "mmseg_side.py"  # runs in MMSegmentation's Python
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +55,26 @@ def test_data_levers_imports_the_installed_package_from_any_folder(tmp_path):
     assert "thread CPU ms per call" in run.stdout
     assert "sys.path" not in (ROOT / "scripts" / "data_levers.py").read_text()
     assert "sys.path" not in (ROOT / "scripts" / "benchmark_data.py").read_text()
+
+
+def test_compare_recipe_passes_a_faithful_recipe_and_fails_a_different_one(tmp_path):
+    """scripts/compare_recipe.py: exit 0 and the allowed differences with their reasons for an experiment and the
+    config it names; exit 1 and "NOT ALLOWED" against another config (the CE + Dice variant's)."""
+    ref = Path(os.environ.get("SEGKIT_MMSEG_REF", ROOT.parent / "shared" / "mmseg")) / "configs"
+    other = ref / "unet-s5-d16_fcn_4xb4-ce-1.0-dice-3.0-40k_drive-64x64.json"
+    if not other.is_file():
+        pytest.skip(f"no MMSegmentation configs in {ref}")
+    script = str(ROOT / "scripts" / "compare_recipe.py")
+    same = subprocess.run([sys.executable, script, "experiment=unet_drive"], capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "model.norm" in same.stdout and "allowed:" in same.stdout and "NOT ALLOWED" not in same.stdout
+    differ = subprocess.run(
+        [sys.executable, script, "experiment=unet_drive", f"--mmseg-config={other}"],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        differ.returncode == 1
+        and "decode_head.loss.1.type" in differ.stdout
+        and "NOT ALLOWED" in differ.stdout
+    )
