@@ -156,7 +156,7 @@ def _binary_overrides(root: Path) -> list[str]:
         f"dataset.data_root={root}",
         "dataset.train_dataset.img_suffix=.png",
         "dataset.crop_size=[32,32]",
-        "dataset.test_pipeline.0.scale=[32,32]",
+        "dataset.scale=[32,32]",
     ]
 
 

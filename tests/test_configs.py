@@ -100,3 +100,14 @@ def test_runtime_shortcuts_reach_the_trainer_and_callbacks(tmp_path):
     assert cfg.runtime.trainer.sync_batchnorm is True
     best = cfg.runtime.callbacks.best_checkpoint
     assert best.monitor == "val/mDice" and best.filename == "best_mDice_iter_{step}"
+
+
+def test_dataset_configs_state_only_what_differs():
+    """A dataset config names its classes' dataset class, folders, scale, crop and batch; MMSegmentation's standard
+    pipelines come from conf/dataset/_base_/mmseg.yaml (written once), the test split from the val split."""
+    folder = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+    for path in sorted(folder.glob("*.yaml")):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 40, f"{path.name}: {len(text.splitlines())} lines"
+        if path.stem != "shapes":  # the built-in set has its own, smaller pipeline
+            assert "_base_/mmseg@_here_" in text and "train_pipeline:" not in text, path.name

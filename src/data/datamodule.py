@@ -44,6 +44,8 @@ class SegDataModule(LightningDataModule):
         applies to new images.
     crop_size: the training crop `(h, w)` that `train_pipeline` produces, written once in the dataset config
         (its pipelines, the run name and the benchmark read `dataset.crop_size`); kept here as `crop_size`.
+    scale: MMSegmentation's `img_scale`, the `(w, h)` box the standard pipelines resize to
+        (`conf/dataset/_base_/mmseg.yaml` reads `dataset.scale`); kept here as `scale`.
     ignore_index: the label value that is neither trained on nor evaluated (the dataset config's
         `ignore_index`, which the losses, the preprocessor's mask padding and the metrics read).
     label_map: stored label -> training label for every split (`+dataset.label_map={255:1}` for masks saved as
@@ -65,6 +67,7 @@ class SegDataModule(LightningDataModule):
         name: str | None = None,
         data_root: str | None = None,
         crop_size: Any = None,
+        scale: Any = None,
         train_pipeline: Any = None,
         test_pipeline: Any = None,
         ignore_index: int = 255,
@@ -86,6 +89,7 @@ class SegDataModule(LightningDataModule):
         self.name = name
         self.data_root = data_root
         self.crop_size = tuple(int(v) for v in crop_size) if crop_size is not None else None
+        self.scale = tuple(int(v) for v in scale) if scale is not None else None
         self.pipelines = {"train": train_pipeline, "val": test_pipeline, "test": test_pipeline}
         self.ignore_index = int(ignore_index)
         self.label_map = {int(k): int(v) for k, v in dict(label_map).items()} if label_map else None

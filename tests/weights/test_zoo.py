@@ -324,7 +324,7 @@ def test_eval_and_infer_with_weights_name(mmseg_zoo: str, cache: Path, fake_city
 
     # the entry's groups go first, so that the user's own overrides win; a group the user selects is kept
     assert command_line("weights=shared", "model=x") == ["dataset=cityscapes", "weights=shared", "model=x"]
-    small = ["dataset.test_pipeline.0.scale=[128,64]", f"paths.data_dir={fake_cityscapes}", "device=cpu"]
+    small = ["dataset.scale=[128,64]", f"paths.data_dir={fake_cityscapes}", "device=cpu"]
     overrides = command_line("weights=shared", "split=val", "num_workers=0", *small)
     cfg = compose_cfg("eval", overrides, tmp_path / "eval")
     report = evaluate(cfg)
