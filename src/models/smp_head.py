@@ -54,7 +54,7 @@ class SMPHead(BaseDecodeHead):
         in_channels: image channels.
         in_index: which input the head reads (the image from `ImageAsFeatures`: 0).
         align_corners: for the (no-op) resize of logits to the label / input size.
-        losses: the weighted, named loss terms, as for every head.
+        losses: the weighted, named loss terms, as for every head; `ignore_index` given once for them, as every head.
         **smp_kwargs: passed on to the smp architecture (`encoder_depth`, `decoder_channels`,
             `encoder_output_stride`, ...).
 
@@ -78,6 +78,7 @@ class SMPHead(BaseDecodeHead):
         in_index: int = 0,
         align_corners: bool = False,
         losses: Sequence[nn.Module] | None = None,
+        ignore_index: int | None = None,
         **smp_kwargs: Any,
     ) -> None:
         super().__init__(
@@ -88,6 +89,7 @@ class SMPHead(BaseDecodeHead):
             dropout_ratio=0.0,
             align_corners=align_corners,
             losses=losses,
+            ignore_index=ignore_index,
         )
         # The smp model ends in its own segmentation head: the base's classifier would be an unused parameter.
         self.conv_seg = nn.Identity()

@@ -10,7 +10,8 @@ from torch import nn
 
 from src.models import EncoderDecoder, TimmBackbone
 from src.models.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
-from src.models.losses import CrossEntropyLoss
+from src.models.losses import CrossEntropyLoss, DiceLoss
+from src.models.samplers import OHEMPixelSampler
 from src.models.utils import resize
 
 NUM_CLASSES = 5
@@ -194,3 +195,14 @@ def test_pooled_branches_with_batchnorm_need_two_images_to_train():
 def test_bad_arguments_are_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_the_heads_ignore_index_is_given_once_for_its_losses_and_sampler():
+    losses = [CrossEntropyLoss(), DiceLoss(loss_weight=3.0)]
+    head = FCNHead(
+        in_channels=4, channels=4, num_classes=3, losses=losses, sampler=OHEMPixelSampler(), ignore_index=7
+    )
+    assert [lo.ignore_index for lo in head.losses] == [7, 7] and head.sampler.ignore_index == 7
+    # None (a head built in code without it) keeps each loss's own
+    kept = FCNHead(in_channels=4, channels=4, num_classes=3, losses=[CrossEntropyLoss(ignore_index=9)])
+    assert kept.losses[0].ignore_index == 9

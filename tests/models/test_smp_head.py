@@ -17,7 +17,7 @@ from tests.helpers import compose_cfg
 
 # SMPHead's own arguments; the rest of decode_head goes to smp.create_model unchanged.
 HEAD_KEYS = {"_target_", "arch", "encoder_name", "encoder_weights", "pretrained_path", "num_classes"}
-HEAD_KEYS |= {"in_channels", "in_index", "align_corners", "losses"}
+HEAD_KEYS |= {"in_channels", "in_index", "align_corners", "losses", "ignore_index"}
 
 
 # tiny tensors on shared cores: intra-op threads only wait on each other (10x slower here with 2)

@@ -43,6 +43,8 @@ class BaseDecodeHead(nn.Module):
         spelling of binary segmentation with a sigmoid. With one channel every loss needs `use_sigmoid: true`.
     threshold: foreground when `sigmoid(logit) > threshold`, one-channel heads only (default 0.3, as
         MMSegmentation). `num_classes` is then 2 (background, foreground): what metrics and masks see.
+    ignore_index: the label its losses (and sampler) ignore, given once for all of them (the configs pass the
+        dataset's), as MMSegmentation's head passes its `ignore_index` to every loss call; None keeps each loss's.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class BaseDecodeHead(nn.Module):
         sampler: PixelSampler | None = None,
         out_channels: int | None = None,
         threshold: float | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         num_classes, out_channels, threshold = resolve_binary(num_classes, out_channels, threshold)
@@ -95,6 +98,10 @@ class BaseDecodeHead(nn.Module):
                     f"{type(self).__name__}: the pixel sampler ranks softmax probabilities; it does not work "
                     "with one sigmoid output channel (num_classes 1)"
                 )
+        if ignore_index is not None:
+            for part in [*self.losses, sampler]:
+                if part is not None and hasattr(part, "ignore_index"):
+                    part.ignore_index = int(ignore_index)
         names = [loss.loss_name for loss in self.losses]
         if len(set(names)) != len(names):
             raise ValueError(f"loss names must be unique within a head, got {names}")
