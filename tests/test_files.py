@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.files import atomic_write_bytes, atomic_write_text, file_lock, swap_in
+from src.utils.files import atomic_write_bytes, atomic_write_text, swap_in
 
 
 def test_atomic_write_replaces_the_file_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -32,7 +32,9 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pyt
 
 
 def _hold(lock: str, log: str, tag: str) -> None:
-    with file_lock(lock):
+    from filelock import FileLock
+
+    with FileLock(lock):
         with open(log, "a") as f:
             f.write(f"{tag} in\n")
         time.sleep(1.0)  # long enough that the two processes would overlap without the lock
@@ -40,7 +42,7 @@ def _hold(lock: str, log: str, tag: str) -> None:
             f.write(f"{tag} out\n")
 
 
-def test_file_lock_lets_one_process_in_at_a_time(tmp_path: Path) -> None:
+def test_the_shapes_lock_lets_one_process_in_at_a_time(tmp_path: Path) -> None:
     lock, log = str(tmp_path / "x.lock"), str(tmp_path / "log")
     procs = [mp.get_context("spawn").Process(target=_hold, args=(lock, log, t)) for t in "ab"]
     for p in procs:

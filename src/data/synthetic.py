@@ -36,8 +36,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+from filelock import FileLock
 
-from src.utils.files import file_lock, swap_in
+from src.utils.files import swap_in
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -474,7 +475,8 @@ def ensure_shapes_dataset(root: str | os.PathLike[str], **spec: Any) -> bool:
     root = Path(root)
     if _is_current(root, full):
         return False
-    with file_lock(root / ".shapes.lock"):  # concurrent callers (DDP ranks, test workers) generate once
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / ".shapes.lock"):  # concurrent callers (DDP ranks, test workers) generate once
         if _is_current(root, full):  # another process finished it while we waited
             return False
         generate_shapes_dataset(root, **full)

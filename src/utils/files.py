@@ -49,25 +49,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-@contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive inter-process lock on the file `path` (POSIX `flock`; created if missing), held for the block.
-    On systems without `fcntl` (Windows) the block runs unlocked."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def swap_in(new: Path, root: Path, names: Iterable[str], marker: str, trash: Path) -> None:
     """Replace the entries `names` of `root` by those of `new`, moving the old ones into `trash` (a new folder on
     the same file system). `marker` (a file that says the set is complete) is removed from `root` first and moved

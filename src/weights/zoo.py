@@ -3,9 +3,10 @@
     entry = zoo_entry("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024")   # url, sha256 prefix, model, dataset
     path = fetch(entry)                                                # $SEGKIT_CACHE/zoo/<file name>
 
-A file is downloaded once into `$SEGKIT_CACHE/zoo/` (default `~/.cache/segkit/zoo/`) with a progress bar by
-`torch.hub.download_url_to_file`, which writes a temporary file beside the target, checks the SHA-256 prefix and
-only then renames it into place (an interrupted or corrupted download never takes the file's name). A file
+A file is downloaded once into `$SEGKIT_CACHE/zoo/` (default `~/.cache/segkit/zoo/`) by the project's one
+downloader (`src.utils.download`: progress bar, timeout, resume), which writes `<file>.part` beside the target,
+checks the SHA-256 prefix and only then renames it into place (an interrupted download continues from its part;
+a corrupted one never takes the file's name). A file
 already there is verified once (the verified prefix is remembered in `<file>.sha256`) and used without network.
 Without network the error names the URL and the exact path where to put the file by hand.
 
@@ -18,18 +19,17 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import socket
 import sys
 import urllib.error
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from src.utils.download import ChecksumError, download_file
 from src.utils.errors import ConfigError, UserError
 
 ZOO_FILE = Path(__file__).resolve().parents[2] / "conf" / "zoo.yaml"
@@ -171,18 +171,6 @@ def _verified(path: Path, prefix: str) -> bool:
 
 
 # -------------------------------------------------------------------------------------------- downloading
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """urllib's default is to wait forever: bound every connect and read (torch.hub's downloader takes no
-    timeout argument), so that a closed or silent network fails in seconds, not minutes."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def fetch(
     entry: ZooEntry | str,
     progress: bool = True,
@@ -195,8 +183,6 @@ def fetch(
     corrupt or another file) and downloaded again; a download that does not match is refused and left nowhere.
     Raises ZooDownloadError, with the URL and the path to put the file at by hand, when it cannot be fetched.
     """
-    from torch.hub import download_url_to_file
-
     entry = zoo_entry(entry, zoo_path) if isinstance(entry, str) else entry
     target = cached_file(entry)
     if target.is_file():
@@ -208,21 +194,16 @@ def fetch(
             file=sys.stderr,
         )
         target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _socket_timeout(timeout):
-            download_url_to_file(entry.url, str(target), hash_prefix=entry.sha256, progress=progress)
-    except RuntimeError as err:  # torch.hub's message for a checksum mismatch; its temporary file is removed
-        if "invalid hash value" not in str(err):
-            raise
+        download_file(entry.url, target, entry.sha256, "sha256", timeout=timeout, progress=progress)
+    except ChecksumError as err:
         raise ZooDownloadError(
-            f"Refused the download of zoo weights '{entry.name}' from {entry.url}: {err}; nothing was kept. "
-            "The server sent another file than the one published (retry later, or check the URL in "
-            f"{zoo_file()})."
+            f"Refused the download of zoo weights '{entry.name}': {err}. The server sent another file than the one "
+            f"published (retry later, or check the URL in {zoo_file()})."
         ) from err
     except (urllib.error.URLError, OSError, ValueError) as err:  # no route, DNS, refused, timeout, HTTP error
         raise ZooDownloadError(_no_download_message(entry, target, err)) from err
-    _verified(target, entry.sha256)  # remember the checksum torch.hub just checked
+    _verified(target, entry.sha256)  # remember the checksum just checked
     return target
 
 

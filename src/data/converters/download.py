@@ -8,12 +8,10 @@ skipped, so a second run only fetches what is missing.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from src.utils.download import download_file, file_digest
 
 
 @dataclass(frozen=True)
@@ -147,16 +145,9 @@ REGISTRY: dict[str, DatasetEntry] = {
 }
 
 
-def file_digest(path: str | Path, algorithm: str = "md5") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(remote: RemoteFile, out_dir: str | Path) -> Path:
-    """Download one file into `out_dir` (via `<name>.part`) and verify it; skip it when already good."""
+    """Download one file into `out_dir` and verify it (`src.utils.download`: progress, timeout, resume of an
+    interrupted `.part`); skip it when it is already there with the published checksum."""
     target = Path(out_dir) / remote.filename
     if target.is_file():
         if remote.checksum is None:
@@ -166,21 +157,8 @@ def fetch(remote: RemoteFile, out_dir: str | Path) -> Path:
             print(f"present, {remote.algorithm} ok: {target}")
             return target
         print(f"present but its {remote.algorithm} differs, downloading again: {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
     print(f"downloading {remote.url} -> {target}")
-    with urllib.request.urlopen(remote.url) as response, open(part, "wb") as f:
-        shutil.copyfileobj(response, f, 1 << 20)
-    if remote.checksum is not None:
-        actual = file_digest(part, remote.algorithm)
-        if actual != remote.checksum:
-            part.unlink()
-            raise ValueError(
-                f"{remote.algorithm} of '{target.name}' from {remote.url} is {actual}, expected "
-                f"{remote.checksum}: the download is corrupt or the file has changed (removed it)"
-            )
-    os.replace(part, target)
-    return target
+    return download_file(remote.url, target, remote.checksum, remote.algorithm)
 
 
 def download(
