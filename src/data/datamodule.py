@@ -46,6 +46,8 @@ class SegDataModule(LightningDataModule):
         (its pipelines, the run name and the benchmark read `dataset.crop_size`); kept here as `crop_size`.
     scale: MMSegmentation's `img_scale`, the `(w, h)` box the standard pipelines resize to
         (`conf/dataset/_base_/mmseg.yaml` reads `dataset.scale`); kept here as `scale`.
+    decoder: how the training split reads its files, "plain" or "png_top_rows" (`BaseSegDataset`'s `decoder`);
+        validation and test read whole files.
     ignore_index: the label value that is neither trained on nor evaluated (the dataset config's
         `ignore_index`, which the losses, the preprocessor's mask padding and the metrics read).
     label_map: stored label -> training label for every split (`+dataset.label_map={255:1}` for masks saved as
@@ -68,6 +70,7 @@ class SegDataModule(LightningDataModule):
         data_root: str | None = None,
         crop_size: Any = None,
         scale: Any = None,
+        decoder: str = "plain",
         train_pipeline: Any = None,
         test_pipeline: Any = None,
         ignore_index: int = 255,
@@ -90,6 +93,7 @@ class SegDataModule(LightningDataModule):
         self.data_root = data_root
         self.crop_size = tuple(int(v) for v in crop_size) if crop_size is not None else None
         self.scale = tuple(int(v) for v in scale) if scale is not None else None
+        self.decoder = decoder
         self.pipelines = {"train": train_pipeline, "val": test_pipeline, "test": test_pipeline}
         self.ignore_index = int(ignore_index)
         self.label_map = {int(k): int(v) for k, v in dict(label_map).items()} if label_map else None
@@ -132,6 +136,8 @@ class SegDataModule(LightningDataModule):
         if self.label_map is not None:
             overrides = {"label_map": self.label_map, **overrides}
         shared = {"data_root": self.data_root, "pipeline": self.pipelines.get(split)}
+        if split == "train":
+            shared["decoder"] = self.decoder
         parts = []
         for fn in self.dataset_fns[split]:
             own = fn.keywords if isinstance(fn, partial) else {}

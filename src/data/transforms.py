@@ -16,11 +16,11 @@ Masks are always resized with nearest-neighbour interpolation, so no transform c
 All randomness comes from the transform's own generators, which `Compose` seeds (see `seed_pipeline`).
 
 Speed (`scripts/benchmark_data.py`, docs/benchmarks.md), with outputs identical to the plain definitions:
-- `build_pipeline` fuses a `RandomResize` followed by a `RandomCrop` into `RandomResizeCrop`, which draws the
-  same random numbers in the same order and resizes only the top-left part of the image that holds the crop
-  (bit-identical to resizing everything, then cropping: see `resize_then_crop`); given a PNG reader instead of
-  the image (`BaseSegDataset` does that), it decodes only the rows above the crop's last source row, and
-  likewise for an 8-bit grey PNG mask (all of it only when a `cat_max_ratio` re-draw reads further down);
+- `RandomResizeCrop(resize, crop)`, named in a config in place of the two (`conf/dataset/_base_/mmseg.yaml`),
+  draws the same random numbers in the same order and resizes only the top-left part of the image that holds
+  the crop (bit-identical to resizing everything, then cropping: see `resize_then_crop`); with a dataset's
+  `decoder: png_top_rows` it is given PNG readers and decodes only the rows above the crop's last source row
+  (all of an 8-bit grey mask only when a `cat_max_ratio` re-draw reads further down);
 - `PhotoMetricDistortion` applies its uint8 -> uint8 steps as look-up tables (the same float32 formula
   evaluated once per grey level instead of once per pixel);
 - `RandomCrop`'s `cat_max_ratio` counts labels with OpenCV's histogram instead of a 64-bit `bincount`.
@@ -291,7 +291,12 @@ class RandomCrop(A.DualTransform):
 
 
 class RandomResizeCrop(A.DualTransform):
-    """`RandomResize` then `RandomCrop` in one step, with the same result: what `build_pipeline` makes of the two.
+    """`RandomResize` then `RandomCrop` in one step, with the same result, named in a config in their place:
+
+        - _target_: src.data.transforms.RandomResizeCrop
+          resize: {_target_: src.data.transforms.RandomResize, scale: [2048, 1024], ratio_range: [0.5, 2.0]}
+          crop: {_target_: src.data.transforms.RandomCrop, crop_size: [512, 1024], cat_max_ratio: 0.75}
+
 
     The ratio, then the crop (and its `cat_max_ratio` re-draws, on the resized mask) are drawn from this
     transform's generator in the same order as the two transforms draw them from `Compose`'s shared one; then
@@ -447,12 +452,10 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
 
 
-def build_pipeline(spec: Any, fuse: bool = True) -> Callable[..., dict] | None:
-    """An `A.Compose` from a config's list of transforms (already instantiated), or the pipeline as given.
+def build_pipeline(spec: Any) -> Callable[..., dict] | None:
+    """An `A.Compose` of a config's list of transforms (already instantiated), as listed, or the pipeline as given.
 
-    Accepts None / an empty list (no transforms), a list of transforms, or any callable pipeline. With `fuse`,
-    a `RandomResize` directly followed by a `RandomCrop` becomes one `RandomResizeCrop` (same output, faster).
-    """
+    Accepts None / an empty list (no transforms), a list of transforms, or any callable pipeline."""
     if spec is None:
         return None
     if isinstance(spec, A.BaseCompose):
@@ -465,22 +468,10 @@ def build_pipeline(spec: Any, fuse: bool = True) -> Callable[..., dict] | None:
                     f"pipeline item {i} is {t!r}; expected a transform (a config with `_target_:`, "
                     "e.g. `_target_: albumentations.HorizontalFlip`)"
                 )
-        return A.Compose(fuse_transforms(items) if fuse else items) if items else None
+        return A.Compose(items) if items else None
     if callable(spec):
         return spec
     raise TypeError(f"pipeline is {spec!r}; expected a list of transforms or a callable")
-
-
-def fuse_transforms(items: Sequence[Any]) -> list[Any]:
-    """The list with each `RandomResize` + `RandomCrop` pair (both always applied) as one `RandomResizeCrop`."""
-    out: list[Any] = []
-    for t in items:
-        prev = out[-1] if out else None
-        if type(t) is RandomCrop and type(prev) is RandomResize and prev.p == 1.0 and t.p == 1.0:
-            out[-1] = RandomResizeCrop(prev, t)
-        else:
-            out.append(t)
-    return out
 
 
 def seed_pipeline(pipeline: Any, seed: int | None = None) -> None:

@@ -187,7 +187,7 @@ def _schedule_fields(schedule: Mapping[str, Any]) -> dict[str, Any]:
 def _steps(pipeline: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """Our transforms as MMSegmentation steps with their arguments as they act; others by their class name."""
     out = []
-    for step in pipeline:
+    for step in _unfused(pipeline):
         target = step["_target_"]
         kind = STEP_OF.get(target)
         setting = {**_signature_defaults(target), **{k: v for k, v in step.items() if k != "_target_"}}
@@ -210,6 +210,17 @@ def _steps(pipeline: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, A
         else:
             kind, args = _class_name(target), {}
         out.append((kind, args))
+    return out
+
+
+def _unfused(pipeline: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`RandomResizeCrop(resize, crop)` as the two steps it is."""
+    out: list[Mapping[str, Any]] = []
+    for step in pipeline:
+        if step.get("_target_") == "src.data.transforms.RandomResizeCrop":
+            out += [step["resize"], step["crop"]]
+        else:
+            out.append(step)
     return out
 
 

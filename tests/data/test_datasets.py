@@ -16,7 +16,7 @@ from src.data import io as data_io
 from src.data.datamodule import SegDataModule
 from src.data.datasets import BaseSegDataset, ShapesDataset
 from src.data.datasets.base import seg_collate
-from src.data.transforms import RandomCrop, RandomResize, seed_pipeline
+from src.data.transforms import RandomCrop, RandomResize, RandomResizeCrop, seed_pipeline
 from src.models.data_preprocessor import SegDataPreProcessor
 
 CLASSES = ["a", "b", "c"]
@@ -275,7 +275,13 @@ def test_decoding_only_the_rows_the_crop_needs_gives_the_same_samples(tmp_path, 
     whole image decoded first; and fewer rows are decoded for most samples."""
     from src.data import io
     from src.data.datasets import base
-    from src.data.transforms import PhotoMetricDistortion, RandomCrop, RandomResize, seed_pipeline
+    from src.data.transforms import (
+        PhotoMetricDistortion,
+        RandomCrop,
+        RandomResize,
+        RandomResizeCrop,
+        seed_pipeline,
+    )
 
     if io.pyspng is None:
         pytest.skip("pyspng is not installed")
@@ -294,15 +300,17 @@ def test_decoding_only_the_rows_the_crop_needs_gives_the_same_samples(tmp_path, 
 
     def make() -> BaseSegDataset:
         pipeline = [
-            RandomResize(scale=(192, 96), ratio_range=(0.5, 2.0)),
-            RandomCrop(crop_size=(48, 96), cat_max_ratio=0.75),
+            RandomResizeCrop(
+                RandomResize(scale=(192, 96), ratio_range=(0.5, 2.0)),
+                RandomCrop(crop_size=(48, 96), cat_max_ratio=0.75),
+            ),
             A.HorizontalFlip(p=0.5),
             PhotoMetricDistortion(),
             A.PadIfNeeded(
                 48, 96, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=255
             ),
         ]
-        ds = dataset(tmp_path, img_suffix=".png", pipeline=pipeline)
+        ds = dataset(tmp_path, img_suffix=".png", pipeline=pipeline, decoder="png_top_rows")
         seed_pipeline(ds.pipeline, 11)
         return ds
 
@@ -324,12 +332,12 @@ def test_decoding_only_the_rows_the_crop_needs_gives_the_same_samples(tmp_path, 
         assert a["metas"] == b["metas"]
     assert len(readers) == 60
     assert sum(r.rows_decoded < 96 for r in readers) > 30
+    # the plain decoder reads whole files; png_top_rows needs the fused step first, and says so
     assert (
-        dataset(tmp_path, img_suffix=".png", pipeline=[A.HorizontalFlip(p=1.0)]).image_rows(
-            lazy.samples[0][0]
-        )
-        is None
+        dataset(tmp_path, img_suffix=".png", pipeline=make().pipeline).image_rows(lazy.samples[0][0]) is None
     )
+    with pytest.raises(ValueError, match="decoder=png_top_rows .* starts with HorizontalFlip"):
+        dataset(tmp_path, img_suffix=".png", pipeline=[A.HorizontalFlip(p=1.0)], decoder="png_top_rows")
 
 
 needs_spng = pytest.mark.skipif(data_io.pyspng is None, reason="pyspng is not installed")
@@ -343,11 +351,13 @@ def _mask_rows_pair(tmp_path: Path, masks: list[np.ndarray], ratio_range, cat_ma
 
     def make() -> BaseSegDataset:
         pipeline = [
-            RandomResize(scale=(192, 96), ratio_range=ratio_range),
-            RandomCrop(crop_size=(48, 96), cat_max_ratio=cat_max_ratio),
+            RandomResizeCrop(
+                RandomResize(scale=(192, 96), ratio_range=ratio_range),
+                RandomCrop(crop_size=(48, 96), cat_max_ratio=cat_max_ratio),
+            ),
             A.HorizontalFlip(p=0.5),
         ]
-        return dataset(tmp_path, pipeline=pipeline, **kw)
+        return dataset(tmp_path, pipeline=pipeline, decoder="png_top_rows", **kw)
 
     lazy, eager = make(), make()
     eager.mask_rows = lambda path, image_hw: None

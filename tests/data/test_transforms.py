@@ -304,17 +304,23 @@ def test_fused_resize_crop_equals_the_two_transforms_drawing_the_same_numbers():
         assert (a["image"] == b["image"]).all() and (a["mask"] == b["mask"]).all(), i
 
 
-def test_build_pipeline_fuses_resize_then_crop_only_when_adjacent_and_always_applied():
+def test_build_pipeline_keeps_the_list_as_given_and_the_fused_step_is_named_in_a_config():
     resize, crop = RandomResize(scale=(64, 32)), RandomCrop(crop_size=(16, 16))
-    fused = build_pipeline([resize, crop, A.HorizontalFlip()])
-    assert [type(t).__name__ for t in fused.transforms] == ["RandomResizeCrop", "HorizontalFlip"]
-    assert fused.transforms[0].scale == resize.scale and fused.transforms[0].crop_size == (16, 16)
-    plain = build_pipeline([resize, crop], fuse=False)
-    assert [type(t).__name__ for t in plain.transforms] == ["RandomResize", "RandomCrop"]
-    apart = build_pipeline([resize, A.HorizontalFlip(), crop])
-    assert [type(t).__name__ for t in apart.transforms] == ["RandomResize", "HorizontalFlip", "RandomCrop"]
-    maybe = build_pipeline([resize, RandomCrop(crop_size=(16, 16), p=0.5)])
-    assert [type(t).__name__ for t in maybe.transforms] == ["RandomResize", "RandomCrop"]
+    plain = build_pipeline([resize, crop, A.HorizontalFlip()])  # no silent rewrite of the list
+    assert [type(t).__name__ for t in plain.transforms] == ["RandomResize", "RandomCrop", "HorizontalFlip"]
+    named = build_pipeline(
+        instantiate(
+            [
+                {
+                    "_target_": "src.data.transforms.RandomResizeCrop",
+                    "resize": {"_target_": "src.data.transforms.RandomResize", "scale": [64, 32]},
+                    "crop": {"_target_": "src.data.transforms.RandomCrop", "crop_size": [16, 16]},
+                }
+            ]
+        )
+    )
+    step = named.transforms[0]
+    assert type(step).__name__ == "RandomResizeCrop" and step.scale == (64, 32) and step.crop_size == (16, 16)
 
 
 def test_nearest_source_rows_is_what_the_mask_crop_reads():

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from src.data.io import PngTopRows, label_counts, load_image, load_mask, open_top_rows
 from src.data.transforms import build_pipeline, seed_pipeline
+from src.utils.errors import ConfigError
 
 
 class BaseSegDataset(Dataset):
@@ -42,7 +43,12 @@ class BaseSegDataset(Dataset):
     ignore_index: label that is ignored in losses and metrics.
     with_masks: False lists the images alone (`samples` pair them with None), for a test set without labels
         (`src.eval format_only=true`); such a dataset cannot be indexed.
+    decoder: how a training sample's files are read: "plain" (whole image and mask) or "png_top_rows" (PNGs
+        decoded only as far down as the first crop reads: the pipeline must start with a transform that reads
+        rows, `RandomResizeCrop`; the samples are the same, `tests/data/test_datasets.py`).
     """
+
+    DECODERS: ClassVar[tuple[str, ...]] = ("plain", "png_top_rows")
 
     METAINFO: ClassVar[dict[str, Any]] = {"classes": None, "palette": None}
     HOW_TO_CREATE: ClassVar[str] = (
@@ -66,6 +72,7 @@ class BaseSegDataset(Dataset):
         test_mode: bool = False,
         ignore_index: int = 255,
         with_masks: bool = True,
+        decoder: str = "plain",
     ) -> None:
         self.data_root = Path(data_root)
         self.with_masks = with_masks
@@ -78,6 +85,7 @@ class BaseSegDataset(Dataset):
         self.pipeline = build_pipeline(pipeline)
         seed_pipeline(self.pipeline)
         self.test_mode = test_mode
+        self.decoder = self._check_decoder(decoder)
         self.ignore_index = ignore_index
         self.metainfo = self.resolve_metainfo(classes, palette)
         self.num_classes = len(self.metainfo["classes"])
@@ -253,13 +261,32 @@ class BaseSegDataset(Dataset):
             return False
         return self.num_classes < 255 and [int(v) for v in values] == [0, 255]
 
+    def _check_decoder(self, decoder: str) -> str:
+        """`decoder`, refused (a config error naming what to change) where the pipeline cannot take it."""
+        if decoder not in self.DECODERS:
+            raise ConfigError(f"dataset decoder='{decoder}': expected one of {list(self.DECODERS)}")
+        if decoder == "png_top_rows" and not self.test_mode:
+            first = (
+                self.pipeline.transforms[0]
+                if isinstance(self.pipeline, A.Compose) and self.pipeline.transforms
+                else None
+            )
+            if not (getattr(first, "reads_image_rows", False) and first.p >= 1 and self.pipeline.p >= 1):
+                raise ConfigError(
+                    f"dataset decoder=png_top_rows decodes the rows the first crop reads, but the training pipeline "
+                    f"starts with {type(first).__name__ if first is not None else 'nothing'}",
+                    hint="start the pipeline with src.data.transforms.RandomResizeCrop (always applied), or set "
+                    "decoder: plain",
+                )
+        return decoder
+
     def _first_reads_rows(self, flag: str) -> bool:
-        """Whether the training pipeline's first step (always applied) decodes only what its crop needs."""
-        pipeline = self.pipeline
-        if self.test_mode or not isinstance(pipeline, A.Compose) or pipeline.p < 1 or not pipeline.transforms:
-            return False
-        first = pipeline.transforms[0]
-        return bool(getattr(first, flag, False)) and first.p >= 1
+        """Whether this training dataset decodes only what the first crop needs (`decoder: png_top_rows`)."""
+        return (
+            self.decoder == "png_top_rows"
+            and not self.test_mode
+            and bool(getattr(self.pipeline.transforms[0], flag, False))
+        )
 
     def image_rows(self, path: Path) -> PngTopRows | None:
         """A reader of the image's top rows when the training pipeline's first step decodes only what its crop
