@@ -22,8 +22,8 @@ from hydra.utils import instantiate
 from PIL import Image
 from rich.console import Console
 
-from src.data.browse import photo_wall, pipeline_grid
 from src.data.statistics import format_class_weights, format_report, scan_split
+from src.serve.browse import photo_wall, pipeline_grid
 from src.utils import resolvers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 python scripts/collect_results.py logs/train/multiruns/<time>            # -> <dir>/results.md, <dir>/results.csv
 python scripts/collect_results.py logs/train/runs --split val --out-md table.md --out-csv table.csv
 
-Reads the `results.json` every `python -m src.train` run writes into its run folder (src/results.py) and prints
+Reads the `results.json` every `python -m src.train` run writes into its run folder (src/engine/results.py) and prints
 one row per run: method, backbone, crop size, iterations, training memory, inference fps on the test split,
 mIoU and mDice in percent, and the config overrides that reproduce the run.
 """
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.results import collect, common_overrides, markdown_table, table_rows, write_csv
+from src.engine.results import collect, common_overrides, markdown_table, table_rows, write_csv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -375,7 +375,7 @@ def predict_case(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from src.inference import Segmenter
+    from src.serve.segmenter import Segmenter
 
     out = Path(args.out) / f"predict_{args.config_name}"
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ python -m src.eval ckpt_path=pspnet_r18-d8.ckpt                  # then nothing 
 dataset); further `key=value` overrides compose as they do for `src.eval` (`model.test_cfg.mode=slide`). A
 checkpoint whose `meta` carries its MMSegmentation config keeps that config's test mode (whole or slide, crop,
 stride), said in one line where the named model differs, unless `model.test_cfg...` is given here. Every
-tensor of the file must find its place in the model, with its shape (`src.weights.mmseg`); the output holds the
+tensor of the file must find its place in the model, with its shape (`src.weights.mmseg`, `src.loading.mmseg`); the output holds the
 weights under the LightningModule's `segmentor.` prefix and the `segkit` metadata (resolved model and dataset
 configs, classes, palette, the source file), written atomically (a temporary file, then a rename).
 """
@@ -17,13 +17,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from src.callbacks.checkpoint_io import AtomicCheckpointIO
-from src.checkpoint import load_segmentor
-from src.weights.mmseg import (
-    compose_model_dataset,
-    load_mmseg_segmentor,
-    segkit_checkpoint,
-)
+from src.engine.callbacks.checkpoint_io import AtomicCheckpointIO
+from src.loading.checkpoint import load_segmentor
+from src.loading.mmseg import compose_model_dataset, load_mmseg_segmentor, segkit_checkpoint
 
 USAGE = "usage: convert_mmseg_checkpoint.py <in.pth> <out.ckpt> model=<name> dataset=<name> [key=value ...]"
 

@@ -9,7 +9,7 @@ python -m src.eval ckpt_path=model.pt2        # evaluate the exported model (bac
 Every format takes float32 RGB images [N, 3, H, W] with values 0..255 (normalisation is inside) and returns
 logits [N, C, H, W]; batch, height and width are dynamic for onnx and torch_export, and the height and width are
 the traced ones for torchscript. The file's metadata holds the checkpoint's config, classes and palette (see
-src/export.py). The parity check runs PyTorch and the exported model on a real image (the first test image of
+src/serve/export.py). The parity check runs PyTorch and the exported model on a real image (the first test image of
 the checkpoint's dataset, or `image=`) at a size other than the traced one (TorchScript: the traced one), prints
 the largest logit difference and the share of pixels with the same class, writes them to `parity.json` in the
 run directory and exits with 1 when they are beyond `atol` / `min_equal`. `scripts/export_onnx.py` is this
@@ -29,12 +29,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import load_segmentor
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.eval import build_datamodule
-from src.export import FORMATS, export_model, load_exported, parity_check
-from src.inference import resolve_device
+from src.loading.checkpoint import load_segmentor
+from src.serve.export import FORMATS, export_model, load_exported, parity_check
+from src.serve.segmenter import resolve_device
 from src.utils import resolvers  # noqa: F401
 from src.utils.errors import report_errors
 from src.utils.task import extras

@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from src.checkpoint import build_segmentor
+from src.loading.checkpoint import build_segmentor
 from src.tools.flops import human, segmentor_complexity
 from src.utils import resolvers  # noqa: F401
 from src.utils.errors import report_errors

@@ -26,12 +26,13 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from src.components import ComponentStats
 from src.data.datasets.base import seg_collate
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
-from src.inference import Segmenter, load_model, resolve_backend, resolve_device, test_cfg_source
 from src.metrics import SegMetrics
+from src.serve.connected_components import ComponentStats
+from src.serve.segmenter import Segmenter, load_model, resolve_backend, resolve_device, test_cfg_source
+from src.serve.writers import PredictionWriter, save_confusion_matrix, save_metrics, write_csv
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import EVAL_RULES, check_config
 from src.utils.errors import report_errors
@@ -39,7 +40,6 @@ from src.utils.logging import get_logger
 from src.utils.rich_utils import print_metrics_table
 from src.utils.task import extras
 from src.weights.zoo import apply_zoo_weights, zoo_command_line
-from src.writers import PredictionWriter, save_confusion_matrix, save_metrics, write_csv
 
 log = get_logger(__name__)
 
@@ -58,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     apply_zoo_weights(cfg)  # weights=<zoo name>: ckpt_path = its verified file in $SEGKIT_CACHE/zoo
     device = resolve_device(cfg.device)
     # backend=onnxruntime | torch_export | torchscript (or a .onnx / .pt2 / .torchscript ckpt_path): the exported
-    # model through this same loop (src.export)
+    # model through this same loop (src.serve.export)
     # model=<name> dataset=<name>: an MMSegmentation checkpoint's (or replacing a checkpoint's own)
     segmentor, meta = load_model(
         cfg.ckpt_path,

@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from src.inference import VIDEO_SUFFIXES, Segmenter, is_video, resolve_device, test_cfg_source
+from src.serve.segmenter import VIDEO_SUFFIXES, Segmenter, is_video, resolve_device, test_cfg_source
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import INFER_RULES, check_config
 from src.utils.errors import report_errors

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["PER_CLASS_KEYS", "SCALAR_KEYS", "SegMetrics", "percent"]
+__all__ = ["PER_CLASS_KEYS", "SCALAR_KEYS", "SegMetrics"]
 
 #: Keys of ``SegMetrics.compute()`` holding one value per class (shape ``[C]``).
 PER_CLASS_KEYS: tuple[str, ...] = ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall")
@@ -41,12 +41,6 @@ PER_CLASS_KEYS: tuple[str, ...] = ("IoU", "Acc", "Dice", "Fscore", "Precision", 
 SCALAR_KEYS: tuple[str, ...] = ("aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall")
 
 _MAX_REPORTED_VALUES = 20
-
-
-def percent(value: float | None) -> str:
-    """A metric (a fraction) in percent with two decimals, as every table shows it; NaN (a class absent from
-    labels and predictions) and None as '-'."""
-    return "-" if value is None or value != value else f"{100 * value:.2f}"
 
 
 def _format_values(values: Tensor) -> str:

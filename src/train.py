@@ -12,7 +12,7 @@ building, it decides where training starts (see "Training recipe" in the README)
   differs (the classifier of another class count) keep their new initialisation.
 
 A run stopped by SIGTERM or SIGUSR1 writes `checkpoints/preempted.ckpt` and exits with code 143
-(`src/callbacks/preemption.py`).
+(`src/engine/callbacks/preemption.py`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from src.callbacks.checkpoint_io import AtomicCheckpointIO, remove_stale_tmp
-from src.callbacks.preemption import PREEMPTED_EXIT_CODE
-from src.callbacks.run_stats import RunStats
-from src.checkpoint import (
+from src.data.datamodule import SegDataModule
+from src.engine.callbacks.checkpoint_io import AtomicCheckpointIO, remove_stale_tmp
+from src.engine.callbacks.preemption import PREEMPTED_EXIT_CODE
+from src.engine.callbacks.run_stats import RunStats
+from src.engine.loggers import log_config
+from src.engine.module import SegmentationModule, TimmSyncBatchNorm, quiet_epoch_sync_advice
+from src.engine.results import RECORD_NAME, build_run_record, write_run_record
+from src.loading.checkpoint import (
     build_segmentor,
     check_same_model,
     last_checkpoint,
@@ -42,10 +46,6 @@ from src.checkpoint import (
     newest_loadable_checkpoint,
     read_checkpoint,
 )
-from src.data.datamodule import SegDataModule
-from src.loggers import log_config
-from src.module import SegmentationModule, TimmSyncBatchNorm, quiet_epoch_sync_advice
-from src.results import RECORD_NAME, build_run_record, write_run_record
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
 from src.utils.config_check import check_config
 from src.utils.errors import CheckpointError, ConfigError, report_errors
@@ -270,7 +270,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.runtime.trainer,
         callbacks=callbacks,
         logger=loggers,
-        # sync_batchnorm: timm's conversion, which keeps the heads' norm + ReLU layers whole (src/module.py)
+        # sync_batchnorm: timm's conversion, which keeps the heads' norm + ReLU layers whole (src/engine/module.py)
         plugins=[AtomicCheckpointIO()]
         + ([TimmSyncBatchNorm()] if cfg.runtime.trainer.get("sync_batchnorm") else []),
         **_trainer_overrides(cfg),

@@ -94,7 +94,7 @@ FAMILIES = [
 # ------------------------------------------------------------------------------------------- parity
 def assert_parity(ref: torch.Tensor, out: torch.Tensor, rtol: float = 1e-4, min_equal: float = 0.999) -> None:
     """An exported model's logits equal PyTorch's (relative to the largest logit) and so do the classes."""
-    from src.export import compare_logits
+    from src.serve.export import compare_logits
 
     c = compare_logits(ref, out)
     assert c["max_abs_diff"] <= rtol * max(1.0, c["max_abs_logit"]), c
@@ -105,8 +105,8 @@ def assert_family_exports(name: str, tmp_path: Path, export: Any, runner_cls: An
     """A named model (random weights) exported at 64x64 by `export(model, path, sample_shape=...)` and run by
     `runner_cls(path)` gives PyTorch's logits at untraced sizes: multiples of 16 (UNet-S5-D16's need); 80 and 112
     are not multiples of 32, so smp's padding runs too."""
-    from src.checkpoint import build_segmentor
-    from src.export import InferenceNet
+    from src.loading.checkpoint import build_segmentor
+    from src.serve.export import InferenceNet
 
     cfg = compose_cfg("train", [f"model={name}", f"paths.data_dir={tmp_path}"], tmp_path / "run")
     GlobalHydra.instance().clear()

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from src.callbacks.progress import LossProgressBar
+from src.engine.callbacks.progress import LossProgressBar
 from src.models.losses import CrossEntropyLoss, DiceLoss, FocalLoss
 from src.models.samplers import OHEMPixelSampler
 from src.tools import benchmark as bench
@@ -133,10 +133,10 @@ def test_benchmark_script_reports_overhead_metric_syncs_and_inference(tmp_path):
 
 def test_bare_loop_uses_the_configured_optimiser_and_schedule():
     """The bare loop steps the optimiser and LR scheduler of `configure_optimizers` once per batch."""
+    from src.engine.module import SegmentationModule
+    from src.engine.schedulers import PolyLR
     from src.models import EncoderDecoder
     from src.models.heads import FCNHead
-    from src.module import SegmentationModule
-    from src.schedulers import PolyLR
     from tests.helpers import AsList
 
     head = FCNHead(in_channels=3, channels=4, num_classes=3, num_convs=1, concat_input=False, in_index=0)

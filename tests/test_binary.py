@@ -256,7 +256,7 @@ def test_sigmoid_model_trains_and_reports_two_classes(tmp_path):
     header = next(csv.reader(open(out / "csv" / "metrics.csv")))
     assert "val/IoU/foreground" in header
     # the checkpoint predicts class indices 0/1 through the inference API
-    from src.inference import Segmenter
+    from src.serve.segmenter import Segmenter
 
     seg = Segmenter.from_checkpoint(metrics["ckpt_path"])
     image = np.asarray(Image.open(root / "images" / "val" / "000.png"))

@@ -22,9 +22,9 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from src.callbacks.checkpoint_io import remove_stale_tmp
-from src.checkpoint import newest_checkpoint, read_checkpoint
+from src.engine.callbacks.checkpoint_io import remove_stale_tmp
 from src.eval import main as eval_main
+from src.loading.checkpoint import newest_checkpoint, read_checkpoint
 from src.train import main as train_main
 from src.train import train
 from src.utils.errors import CheckpointError
@@ -171,7 +171,7 @@ def test_save_under_a_file_size_limit_reports_and_keeps_the_previous_checkpoint(
         f"""
         import resource, sys, torch
         from pathlib import Path
-        from src.callbacks.checkpoint_io import AtomicCheckpointIO
+        from src.engine.callbacks.checkpoint_io import AtomicCheckpointIO
         from src.utils.errors import run_script
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
         save = lambda: AtomicCheckpointIO().save_checkpoint({{"w": torch.zeros(1_000_000)}}, Path({str(last)!r}))
@@ -227,3 +227,31 @@ def test_stale_tmp_files_are_removed_but_not_those_of_a_live_save(tmp_path):
         path.write_bytes(b"x")
     assert sorted(remove_stale_tmp([tmp_path])) == [dead, legacy]
     assert live.exists()
+
+
+def test_checkpoints_naming_moved_classes_still_rebuild():
+    """A checkpoint written before UNet and the smp head moved (src.models.unet, src.models.smp_head) names them
+    by their old paths: rebuilding and resuming rename them (`MOVED_TARGETS`), interpolations untouched."""
+    from omegaconf import OmegaConf
+
+    from src.loading.build import MOVED_TARGETS, upgrade_targets
+
+    old = {
+        "backbone": {"_target_": "src.models.unet.UNet"},
+        "parts": [{"_target_": "src.models.smp_head.SMPHead"}],
+    }
+    new = upgrade_targets(old)
+    assert (
+        new["backbone"]["_target_"]
+        == MOVED_TARGETS["src.models.unet.UNet"]
+        == "src.models.backbones.unet.UNet"
+    )
+    assert new["parts"][0]["_target_"] == "src.models.heads.smp.SMPHead"
+    root = OmegaConf.create(
+        {"n": 3, "model": {"backbone": {"_target_": "src.models.unet.UNet"}, "k": "${n}"}}
+    )
+    upgraded = upgrade_targets(root.model)
+    assert upgraded.backbone._target_ == "src.models.backbones.unet.UNet" and upgraded.k == 3
+    assert (
+        root.model.backbone._target_ == "src.models.unet.UNet"
+    )  # a copy: the given config is left as it was

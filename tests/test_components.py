@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from src.components import ComponentStats, component_areas
+from src.serve.connected_components import ComponentStats, component_areas
 
 
 def _mask() -> np.ndarray:

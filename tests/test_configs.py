@@ -47,6 +47,12 @@ def test_run_name_follows_mmsegmentation_convention(tmp_path):
     assert cfg.run_name == "fcn_r18-d8_1xb8-40k_shapes-96x96"
 
 
+def test_run_name_says_which_model_parts_the_command_line_swapped(tmp_path):
+    overrides = ["model=upernet_r18", "model/backbone=swin_tiny", f"paths.data_dir={tmp_path}"]
+    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    assert cfg.run_name.startswith("upernet_r18+swin_tiny_1xb8-") and cfg.resume_dir.endswith(cfg.run_name)
+
+
 @pytest.mark.parametrize(
     ("experiment", "run_name"),
     [

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from src.checkpoint import read_checkpoint
+from src.loading.checkpoint import read_checkpoint
 from src.train import train
 from tests.helpers import CONF_DIR
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import EarlyStopping
 
-from src.checkpoint import read_checkpoint
+from src.loading.checkpoint import read_checkpoint
 from src.train import train
 from src.utils.instantiators import instantiate_callbacks
 

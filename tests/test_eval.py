@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.components import component_areas
 from src.data.io import load_image, load_mask
-from src.inference import Segmenter
-from src.writers import to_label_ids
+from src.serve.connected_components import component_areas
+from src.serve.segmenter import Segmenter
+from src.serve.writers import to_label_ids
 from tests.helpers import TinyRun, run_eval, write_checkpoint
 
 PER_CLASS = ["IoU", "Acc", "Dice", "Fscore", "Precision", "Recall"]

@@ -1,4 +1,4 @@
-"""torch.export (`.pt2`) and TorchScript exports (`src/export.py`, `scripts/export.py format=...`), checked against
+"""torch.export (`.pt2`) and TorchScript exports (`src/serve/export.py`, `scripts/export.py format=...`), checked against
 PyTorch as the ONNX export is (tests/test_onnx.py): tiny models of each head in the default suite, every model
 family of conf/model/ in the slow suite; `src.eval ckpt_path=model.pt2` gives the checkpoint's metrics.
 
@@ -17,11 +17,11 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from src.export import InferenceNet, TorchExportedSegmentor, export_torch_program, export_torchscript
-from src.inference import Segmenter, load_model, resolve_backend
 from src.models import EncoderDecoder
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss
+from src.serve.export import InferenceNet, TorchExportedSegmentor, export_torch_program, export_torchscript
+from src.serve.segmenter import Segmenter, load_model, resolve_backend
 from tests.export_helpers import (
     FAMILIES,
     HEADS,

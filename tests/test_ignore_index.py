@@ -56,7 +56,9 @@ def test_ignore_index_254_from_dataset_to_loss_metrics_and_eval(tmp_path: Path) 
     instantiate(cfg.dataset).prepare_data()  # generated once (meta.json); the relabelled masks are kept
     _relabel_ignore(data_root)
     assert cfg.model.data_preprocessor.seg_pad_val == IGNORE
-    assert all(loss.ignore_index == IGNORE for loss in cfg.model.decode_head.losses)
+    assert cfg.model.decode_head.ignore_index == IGNORE  # the head gives it to its losses
+    head = instantiate(cfg.model.decode_head)(in_channels=8)
+    assert all(loss.ignore_index == IGNORE for loss in head.losses)
 
     # with the default ignore label, 254 is a label outside the 6 classes: refused, not silently counted
     default_cfg = compose_cfg("train", [*overrides[:-4], "dataset.ignore_index=255"], tmp_path / "run255")

@@ -12,10 +12,10 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from src.checkpoint import load_segmentor
 from src.data.io import load_image, load_mask
 from src.infer import infer
-from src.inference import Segmenter
+from src.loading.checkpoint import load_segmentor
+from src.serve.segmenter import Segmenter
 from tests.helpers import TinyRun, compose_cfg
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)

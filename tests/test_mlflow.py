@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src.loggers import mlflow_logger
+from src.engine.loggers import mlflow_logger
 from src.train import train
 from src.utils.instantiators import instantiate_loggers
 

@@ -1,4 +1,4 @@
-"""ONNX export (`src/export.py`, `scripts/export_onnx.py`) and ONNX Runtime evaluation (`backend=onnxruntime`).
+"""ONNX export (`src/serve/export.py`, `scripts/export_onnx.py`) and ONNX Runtime evaluation (`backend=onnxruntime`).
 
 Every exported model is checked against PyTorch at sizes other than the traced one (the dynamic height and width
 must hold), for tiny models of each head in the default suite and for every model family of `conf/model/`
@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from src.checkpoint import load_segmentor
-from src.export import (
+from src.loading.checkpoint import load_segmentor
+from src.models import SegDataPreProcessor
+from src.serve.export import (
     InferenceNet,
     OnnxSegmentor,
     adaptive_avg_pool2d_exportable,
@@ -32,8 +33,7 @@ from src.export import (
     exportable_pooling,
     read_onnx_meta,
 )
-from src.inference import Segmenter, load_model
-from src.models import SegDataPreProcessor
+from src.serve.segmenter import Segmenter, load_model
 from tests.export_helpers import (
     FAMILIES,
     HEADS,

@@ -11,9 +11,9 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from src.module import SegmentationModule
-from src.optim import build_param_groups
-from src.schedulers import PolyLR, build_lr_scheduler
+from src.engine.module import SegmentationModule
+from src.engine.optim import build_param_groups
+from src.engine.schedulers import PolyLR, build_lr_scheduler
 from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

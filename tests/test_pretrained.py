@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.inference import Segmenter, load_model
-from src.pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, HubError
+from src.loading.pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, HubError
+from src.serve.segmenter import Segmenter, load_model
 from src.utils.errors import CheckpointError, MissingFileError
 from tests.helpers import TrainedRun, run_eval
 

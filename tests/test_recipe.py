@@ -21,9 +21,9 @@ from lightning import Callback
 from omegaconf import open_dict
 from torch.utils.data import DataLoader, Subset
 
-from src.callbacks import PREEMPTED_EXIT_CODE
-from src.checkpoint import load_segmentor
 from src.data.datasets.base import seg_collate
+from src.engine.callbacks import PREEMPTED_EXIT_CODE
+from src.loading.checkpoint import load_segmentor
 from src.train import build_datamodule, build_module, resolve_start, train
 from tests.helpers import TINY_TRAIN, RecordSteps, compose_cfg, with_callbacks
 

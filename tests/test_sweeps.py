@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import open_dict, read_write
 
 from src.data.io import load_mask
-from src.results import collect, split_model_name
+from src.engine.results import collect, split_model_name
 from src.utils import hydra_ddp
 from tests.helpers import compose_cfg
 

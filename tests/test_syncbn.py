@@ -21,9 +21,9 @@ from timm.layers import BatchNormAct2d, SyncBatchNormAct
 from torch import nn
 
 from src.data.io import load_image
-from src.inference import Segmenter
+from src.engine.module import TimmSyncBatchNorm
 from src.models.layers import conv_module, convert_sync_batchnorm, revert_sync_batchnorm
-from src.module import TimmSyncBatchNorm
+from src.serve.segmenter import Segmenter
 from src.train import build_datamodule, build_module, train
 from tests.helpers import SMALL_MODEL, TINY_TRAIN, compose_cfg
 

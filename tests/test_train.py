@@ -10,10 +10,10 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from src.checkpoint import read_checkpoint
 from src.data.io import load_mask
 from src.eval import evaluate
-from src.inference import Segmenter
+from src.loading.checkpoint import read_checkpoint
+from src.serve.segmenter import Segmenter
 from src.train import train
 from tests.helpers import RecordSteps, compose_cfg
 
@@ -100,7 +100,7 @@ def test_checkpoint_from_elsewhere_is_a_clear_error(tmp_path):
 def test_checkpoint_of_another_model_is_a_clear_error(make_train_cfg, tmp_path):
     from omegaconf import OmegaConf
 
-    from src.checkpoint import load_segmentor
+    from src.loading.checkpoint import load_segmentor
 
     cfg = make_train_cfg()
     ckpt_path = tmp_path / "other.ckpt"
@@ -114,7 +114,7 @@ def test_checkpoint_of_another_model_is_a_clear_error(make_train_cfg, tmp_path):
 def test_rebuilding_from_a_checkpoint_config_never_loads_pretrained_weights(tmp_path):
     from omegaconf import OmegaConf
 
-    from src.checkpoint import build_segmentor
+    from src.loading.checkpoint import build_segmentor
 
     # a config that would download (pretrained) or need a file that is gone (pretrained_path)
     cfg = OmegaConf.create(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from src.data.io import load_image
-from src.visualization import (
+from src.serve.visualization import (
     colorize,
     legend,
     normalized_confusion,

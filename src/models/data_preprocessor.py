@@ -35,7 +35,7 @@ class SegDataPreProcessor(nn.Module):
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """A float batch `[N, 3, H, W]` (0..255) padded at the bottom and right to a multiple of `size_divisor`,
         channels flipped when `bgr_to_rgb`, normalised. It is also the first step of the exported network
-        (`src.export.InferenceNet`): it always pads (by 0 when the size divides), since a branch on the size
+        (`src.serve.export.InferenceNet`): it always pads (by 0 when the size divides), since a branch on the size
         would fix the size in the traced graph."""
         d = int(self.size_divisor or 1)
         if d > 1:

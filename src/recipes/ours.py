@@ -174,7 +174,7 @@ def _schedule_fields(schedule: Mapping[str, Any]) -> dict[str, Any]:
         if kind == "PolyLR":
             out["schedule.main.power"] = setting.get("power")
         out["schedule.main.eta_min"] = setting.get("eta_min")
-        out["schedule.main.begin"] = warmup  # src.schedulers.build_lr_scheduler: after the warm-up ...
+        out["schedule.main.begin"] = warmup  # src.engine.schedulers.build_lr_scheduler: after the warm-up ...
         out["schedule.main.end"] = int(
             setting.get("total_iters", setting.get("T_max", max_iters))
         )  # ... to here

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.optim import build_param_groups
+from src.engine.optim import build_param_groups
 
 Multipliers = tuple[float, float]  # (lr multiplier, weight-decay multiplier)
 
 
 def our_multipliers(model: nn.Module, paramwise: Mapping[str, Any] | None) -> dict[str, Multipliers]:
-    """Each trainable parameter's multipliers as `src.optim.build_param_groups` sets them (base LR and weight
+    """Each trainable parameter's multipliers as `src.engine.optim.build_param_groups` sets them (base LR and weight
     decay 1)."""
     out = {}
     for group in build_param_groups(model, 1.0, 1.0, paramwise):

@@ -43,9 +43,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.callbacks.run_stats import peak_rss_bytes, reset_peak_rss
-from src.inference import resolve_device  # noqa: F401  (the library's, also scripts/benchmark.py's)
+from src.engine.callbacks.run_stats import peak_rss_bytes, reset_peak_rss
 from src.metrics import SegMetrics
+from src.serve.segmenter import resolve_device  # noqa: F401  (the library's, also scripts/benchmark.py's)
 
 MIB = 1024**2
 # the precisions the bare loop reproduces (Lightning's plugins for the others differ in more than autocast)

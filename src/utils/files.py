@@ -20,7 +20,7 @@ def atomic_file(path: str | Path, fsync: bool = False) -> Iterator[BinaryIO]:
     """A binary file to write `path` through: the block writes `<path>.<pid>.tmp` beside it, which then replaces
     `path` (atomic on one file system; `fsync`: on disk first); if the block or the rename fails, the temporary
     file is removed and `path` is left as it was. The parent folders are created. The pid tells a cleanup which
-    temporary files a live process still owns (`src.callbacks.checkpoint_io.remove_stale_tmp`); the `.tmp`
+    temporary files a live process still owns (`src.engine.callbacks.checkpoint_io.remove_stale_tmp`); the `.tmp`
     suffix keeps a leftover out of every `*.png` / `*.json` glob."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
             lg_cfg = _wandb_offline_unless_logged_in(lg_cfg)
         log.info(f"Logger <{name}>: {lg_cfg._target_}")
         logger = instantiate(lg_cfg)
-        # None: an optional logger whose package is not installed (src.loggers.mlflow_logger)
+        # None: an optional logger whose package is not installed (src.engine.loggers.mlflow_logger)
         if logger is not None:
             loggers.append(logger)
     return loggers

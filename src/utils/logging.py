@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 # lightning_utilities' object, the one Lightning sets the rank on: no need to import Lightning itself, so that
-# inference (src.inference, src.checkpoint) runs without it
+# inference (src.serve.segmenter, src.loading.checkpoint) runs without it
 from lightning_utilities.core.rank_zero import rank_zero_only
 
 

@@ -4,6 +4,8 @@
   the directory a command is started from.
 - `${iters:40000}` -> "40k": iteration counts as MMSegmentation writes them in run names.
 - `${metric_name:val/mDice}` -> "mDice": a metric key's last part, for file names (`best_mDice_iter_...`).
+- `${composed_name:${model.name}}` -> "upernet_r18+swin_tiny" for `model/backbone=swin_tiny` on the command line:
+  the run name says which parts were swapped.
 - `${coalesce:${a},${b}}`: the first argument that is not null (or empty), e.g. the experiment's name or else
   the dataset's for the wandb group.
 - `${unique_dir:<path>}`: `<path>`, or `<path>_1`, `<path>_2`, ... whichever this process creates first
@@ -35,6 +37,22 @@ def iters(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
+def composed_name(name: str) -> str:
+    """A model's config name with the parts the command line swapped: `model=upernet_r18 model/backbone=swin_tiny`
+    -> "upernet_r18+swin_tiny", so that the run name (and `resume_dir`) says what was composed. Outside a Hydra
+    run (compose API) the name as it is."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return str(name)
+    swapped = [
+        o.split("=", 1)[1]
+        for o in HydraConfig.get().overrides.task
+        if "=" in o and o.lstrip("+~").split("=", 1)[0].startswith("model/") and o.split("=", 1)[1]
+    ]
+    return "+".join([str(name), *swapped])
+
+
 def metric_name(key: str) -> str:
     return str(key).rsplit("/", 1)[-1]
 
@@ -59,6 +77,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("iters", iters, replace=True)
     OmegaConf.register_new_resolver("metric_name", metric_name, replace=True)
+    OmegaConf.register_new_resolver("composed_name", composed_name, replace=True)
     OmegaConf.register_new_resolver("coalesce", coalesce, replace=True)
     OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True, use_cache=True)
 

@@ -12,7 +12,7 @@ import rich.tree
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from src.metrics import percent
+from src.utils.formatting import percent
 
 CONFIG_ORDER = ("model", "dataset", "schedule", "runtime", "logger", "paths")
 

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.callbacks.log_predictions import LogValPredictions
 from src.data.io import load_image
+from src.engine.callbacks.log_predictions import LogValPredictions
 from src.train import train
 from tests.helpers import tiny_model_cfg
 
@@ -23,7 +23,7 @@ def test_tiny_run_logs_prediction_panels_to_tensorboard_and_png(make_train_cfg):
     with open_dict(cfg):
         cfg.model = OmegaConf.create(tiny_model_cfg())
         cfg.runtime.callbacks.log_predictions = {
-            "_target_": "src.callbacks.log_predictions.LogValPredictions",
+            "_target_": "src.engine.callbacks.log_predictions.LogValPredictions",
             "every_n_val": 1,
             "num_samples": 2,
         }

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from src.callbacks.progress import LossProgressBar, _short_exp
+from src.engine.callbacks.progress import LossProgressBar, _short_exp
 
 
 class CountingLoss:
@@ -73,7 +73,7 @@ def test_a_fit_by_max_steps_logs_iteration_lines(tmp_path, caplog):
         max_steps=6, callbacks=[bar], logger=False, enable_checkpointing=False, enable_model_summary=False,
         limit_val_batches=0, default_root_dir=tmp_path, accelerator="cpu",
     )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="src.callbacks.progress"):
+    with caplog.at_level(logging.INFO, logger="src.engine.callbacks.progress"):
         trainer.fit(BoringModel())
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Iter ")]
     assert [line.split(" | ")[0] for line in lines] == ["Iter 2/6", "Iter 4/6", "Iter 6/6"]

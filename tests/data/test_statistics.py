@@ -15,7 +15,6 @@ from hydra.core.global_hydra import GlobalHydra
 from rich.console import Console
 from torch.utils.data import ConcatDataset
 
-from src.data.browse import photo_wall, pipeline_grid
 from src.data.datamodule import SegDataModule
 from src.data.datasets import BaseSegDataset
 from src.data.statistics import (
@@ -26,6 +25,7 @@ from src.data.statistics import (
     scan_dataset,
     scan_split,
 )
+from src.serve.browse import photo_wall, pipeline_grid
 from src.utils import resolvers  # noqa: F401
 
 CLASSES = ["a", "b", "c", "d"]

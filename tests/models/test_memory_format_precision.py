@@ -12,8 +12,8 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
+from src.engine.module import SegmentationModule
 from src.models.utils import like_memory_format
-from src.module import SegmentationModule
 from tests.helpers import compose_cfg
 
 CL = torch.channels_last

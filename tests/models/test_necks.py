@@ -108,7 +108,7 @@ def test_neck_and_uper_head_export_to_onnx_with_dynamic_size(tmp_path):
     """The neck resizes by scale factors (an ONNX Resize by scales), so the exported graph follows any input
     size: ONNX Runtime equals PyTorch at sizes other than the traced one (~15 s, the exporter)."""
     ort = pytest.importorskip("onnxruntime")
-    from src.export import exportable_pooling
+    from src.serve.export import exportable_pooling
 
     class Net(nn.Module):  # a stride-16 "ViT" stem, the neck, the head
         def __init__(self) -> None:

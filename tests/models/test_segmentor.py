@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.engine.schedulers import PolyLR
 from src.models import EncoderDecoder, SegDataPreProcessor, TimmBackbone
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss
-from src.schedulers import PolyLR
 from tests.helpers import AsList
 
 
@@ -192,7 +192,7 @@ def test_backbone_norm_is_selectable():
 
 def test_model_trained_with_syncbn_runs_on_cpu(tmp_path):
     """SyncBatchNorm keeps BatchNorm's state keys: its weights load into the BN model the config builds."""
-    from src.checkpoint import load_segmentor
+    from src.loading.checkpoint import load_segmentor
 
     torch.manual_seed(0)
     model = _tiny_segmentor()
@@ -336,7 +336,7 @@ def test_validation_predicts_without_tta(monkeypatch):
     from functools import partial
 
     import src.models.segmentor as segmentor_module
-    from src.module import SegmentationModule
+    from src.engine.module import SegmentationModule
 
     model = EncoderDecoder(AsList(), PerPixel(), test_cfg={"mode": "whole", "tta": {"scales": [0.5, 1.0]}})
     module = SegmentationModule(model, optimizer=partial(torch.optim.SGD, lr=0.1))

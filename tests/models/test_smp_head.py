@@ -9,9 +9,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.checkpoint import build_segmentor
+from src.loading.checkpoint import build_segmentor
 from src.models import EncoderDecoder
-from src.models.smp_head import ImageAsFeatures, SMPHead
+from src.models.backbones import ImageAsFeatures
+from src.models.heads import SMPHead
 from tests.export_helpers import SMP_CONFIGS
 from tests.helpers import compose_cfg
 

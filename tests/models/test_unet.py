@@ -10,7 +10,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from src.models.unet import UNet, UpConvBlock
+from src.models.backbones.unet import UNet, UpConvBlock
 from tests.helpers import compose_cfg
 
 

@@ -143,7 +143,7 @@ KEY_FILES = {  # experiment with a paramwise rule -> MMSegmentation's key list o
 def test_each_parameter_gets_mmsegmentations_lr_and_weight_decay(experiment: str):
     """Paramwise rules match parameter names, and ours are not always MMSegmentation's: the multipliers each
     parameter gets are compared, the parameters paired by the checkpoint converter."""
-    from src.checkpoint import build_segmentor
+    from src.loading.checkpoint import build_segmentor
     from src.recipes.params import mmseg_multipliers, mmseg_names, our_multipliers
 
     key_file = REF / "keys" / f"{KEY_FILES[experiment]}.json"

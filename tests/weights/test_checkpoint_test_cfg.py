@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.checkpoint import build_segmentor, load_segmentor, read_checkpoint
-from src.inference import Segmenter
-from src.weights.mmseg import compose_model_dataset
+from src.loading.checkpoint import build_segmentor, load_segmentor, read_checkpoint
+from src.loading.mmseg import compose_model_dataset
+from src.serve.segmenter import Segmenter
 from tests.helpers import to_mmseg_names
 
 ROOT = Path(__file__).resolve().parents[2]

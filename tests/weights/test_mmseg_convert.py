@@ -23,14 +23,14 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from src.checkpoint import build_segmentor, load_matching_weights
 from src.eval import evaluate
-from src.inference import Segmenter
+from src.loading.checkpoint import build_segmentor, load_matching_weights
+from src.loading.mmseg import compose_model_dataset
 from src.models.backbones import TimmBackbone
-from src.models.unet import UNet
+from src.models.backbones.unet import UNet
+from src.serve.segmenter import Segmenter
 from src.weights.mmseg import (
     MMSegCheckpointError,
-    compose_model_dataset,
     convert_mmseg_state_dict,
     load_mmseg_state_dict,
     load_mmseg_weights,

@@ -122,7 +122,7 @@ def test_cached_weights_load_without_network(hf_cache, network, request):
 
 
 def test_smp_encoder_weights_offline(hf_cache, hub_offline):
-    from src.models.smp_head import SMPHead
+    from src.models.heads.smp import SMPHead
 
     with pytest.raises(PretrainedWeightsError) as err:
         SMPHead(arch="Unet", encoder_name="resnet34", num_classes=2, encoder_weights="imagenet")

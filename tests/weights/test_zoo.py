@@ -292,7 +292,7 @@ def fake_cityscapes(tmp_path: Path) -> Path:
 def test_segmenter_from_zoo_downloads_converts_and_predicts(mmseg_zoo: str, server: _Server, cache: Path):
     import numpy as np
 
-    from src.inference import Segmenter
+    from src.serve.segmenter import Segmenter
     from src.weights.mmseg import load_mmseg_state_dict
 
     seg = Segmenter.from_zoo("shared")

@@ -1,4 +1,4 @@
-"""Decode heads: one concept per file over a shared `BaseDecodeHead`."""
+"""Decode heads: one concept per file over a shared `BaseDecodeHead` (smp's architectures as one, `SMPHead`)."""
 
 from src.models.heads.aspp import ASPPHead
 from src.models.heads.base import BaseDecodeHead
@@ -6,6 +6,7 @@ from src.models.heads.fcn import FCNHead
 from src.models.heads.psp import PSPHead
 from src.models.heads.segformer import SegformerHead
 from src.models.heads.sep_aspp import DepthwiseSeparableASPPHead
+from src.models.heads.smp import SMPHead
 from src.models.heads.uper import UPerHead
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "DepthwiseSeparableASPPHead",
     "FCNHead",
     "PSPHead",
+    "SMPHead",
     "SegformerHead",
     "UPerHead",
 ]

@@ -1,4 +1,4 @@
-"""MMSegmentation's UNet backbone -> `src.models.unet.UNet`, which mirrors its module tree (`encoder.i`,
+"""MMSegmentation's UNet backbone -> `src.models.backbones.unet.UNet`, which mirrors its module tree (`encoder.i`,
 `decoder.i.conv_block` / `.upsample`), so the names are the same but for the norm: mmcv's `ConvModule` names
 its norm by type (`bn` for BN and SyncBN, `gn` for GroupNorm), timm's `ConvNormAct` always `bn`.
 """

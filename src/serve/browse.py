@@ -16,7 +16,7 @@ import numpy as np
 
 from src.data.io import load_image
 from src.data.statistics import leaf_datasets
-from src.visualization import caption, grid, hatch, overlay, with_legend
+from src.serve.visualization import caption, grid, hatch, overlay, with_legend
 
 IGNORE_COLOR = (255, 255, 255)
 

@@ -7,7 +7,7 @@ metric; this callback adds what a scalar cannot hold, each logger through its ow
   image (`test/confusion_matrix`) and as wandb's interactive confusion-matrix chart (`test/confusion_matrix_chart`);
 - TensorBoard: the per-class table as Markdown text and the confusion matrix as an image, under the same keys;
 - always (what a CSV run has), files in `<run dir>/test/`: `metrics.json`, `per_class.csv`, `per_class.md`,
-  `confusion_matrix.json`, `confusion_matrix.png`, written by `src.writers` (the same files
+  `confusion_matrix.json`, `confusion_matrix.png`, written by `src.serve.writers` (the same files
   `python -m src.eval` writes for a checkpoint).
 
 The results are the module's test metric (`pl_module.test_metrics`, a `SegMetrics`), which keeps its counts
@@ -24,10 +24,10 @@ import numpy as np
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from src.checkpoint import last_checkpoint
+from src.loading.checkpoint import last_checkpoint
 from src.metrics import PER_CLASS_KEYS, SegMetrics
+from src.serve.writers import markdown_table, save_confusion_matrix, save_metrics
 from src.utils.logging import get_logger
-from src.writers import markdown_table, save_confusion_matrix, save_metrics
 
 log = get_logger(__name__)
 
@@ -139,6 +139,6 @@ def _finite(value: float) -> float | None:
 
 
 def _confusion_picture(confmat: np.ndarray, classes: list[str]) -> np.ndarray:
-    from src.visualization import plot_confusion_matrix
+    from src.serve.visualization import plot_confusion_matrix
 
     return plot_confusion_matrix(confmat, classes)

@@ -51,15 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.loading.build import CHECKPOINT_META_KEY  # one key for a checkpoint and an export
 from src.models.data_preprocessor import SegDataPreProcessor
 from src.models.segmentor import EncoderDecoder
 from src.models.tta import TTAConfig
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-META_KEY = "segkit"
 INPUT_LAYOUT = "float32 [N, 3, H, W], RGB, values 0..255 (normalisation is inside the model)"
-#: format -> file suffix (`scripts/export.py format=...`; `src.inference.resolve_backend` reads the suffix)
+#: format -> file suffix (`scripts/export.py format=...`; `src.serve.segmenter.resolve_backend` reads the suffix)
 FORMATS = {"onnx": ".onnx", "torch_export": ".pt2", "torchscript": ".torchscript"}
 EXTRA_FILE = "segkit.json"  # the metadata inside a .pt2 / TorchScript file
 
@@ -169,7 +169,7 @@ def export_onnx(
     )
     payload = dict(meta or {})
     payload["onnx"] = info
-    program.model.metadata_props[META_KEY] = json.dumps(payload)
+    program.model.metadata_props[CHECKPOINT_META_KEY] = json.dumps(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     n_bytes = sum(p.numel() * p.element_size() for p in segmentor.parameters())
     program.save(path, external_data=n_bytes > 1_800_000_000)  # protobuf's 2 GB limit
@@ -308,12 +308,12 @@ def read_onnx_meta(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"ckpt_path: no such ONNX file '{path}'")
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
-    if META_KEY not in props:
+    if CHECKPOINT_META_KEY not in props:
         raise ValueError(
-            f"'{path}' has no '{META_KEY}' metadata: it was not written by scripts/export_onnx.py, so its "
+            f"'{path}' has no '{CHECKPOINT_META_KEY}' metadata: it was not written by scripts/export_onnx.py, so its "
             "input convention, classes and test mode are unknown"
         )
-    return json.loads(props[META_KEY])
+    return json.loads(props[CHECKPOINT_META_KEY])
 
 
 class ExportedSegmentor:

@@ -3,7 +3,7 @@
 Every training run writes a record, `results.json`, into its run folder (`build_run_record` +
 `write_run_record`, called by `src.train` on rank zero): what the run was (method, backbone, crop, iterations,
 batch, devices, the Hydra config name and overrides) and what it measured (the final metrics, the training
-memory and the test speed of `src.callbacks.run_stats.RunStats`). `collect` reads every record under a folder
+memory and the test speed of `src.engine.callbacks.run_stats.RunStats`). `collect` reads every record under a folder
 (a Hydra sweep folder, or all of `logs/train/runs`) and `markdown_table` / `write_csv` lay them out:
 
 | Method | Backbone | Crop Size | Lr schd | Mem (GB) | Inf time (fps) | mIoU | mDice | config |
@@ -249,8 +249,8 @@ def markdown_table(rows: list[dict[str, Any]], split: str = "test", common: Sequ
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """The table's rows as CSV (`src.writers.write_csv`, the one CSV writer)."""
-    from src.writers import write_csv as _write_csv  # lazily: it brings OpenCV and the plotting along
+    """The table's rows as CSV (`src.serve.writers.write_csv`, the one CSV writer)."""
+    from src.serve.writers import write_csv as _write_csv  # lazily: it brings OpenCV and the plotting along
 
     _write_csv(path, rows)
 

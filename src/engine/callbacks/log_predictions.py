@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from src.data.datasets.base import default_palette
 from src.data.io import load_image
-from src.visualization import grid, prediction_panel
+from src.serve.visualization import grid, prediction_panel
 
 
 class LogValPredictions(Callback):

@@ -23,11 +23,11 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from src.checkpoint import load_segmentor
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
-from src.visualization import overlay, prediction_panel, with_legend
-from src.writers import write_mask, write_rgb
+from src.loading.checkpoint import load_segmentor
+from src.serve.visualization import overlay, prediction_panel, with_legend
+from src.serve.writers import write_mask, write_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -40,7 +40,7 @@ def is_video(path: str | Path) -> bool:
 
 
 BACKENDS = ("auto", "torch", "onnxruntime", "torch_export", "torchscript")
-# an exported file's backend by its suffix (scripts/export.py writes them, src/export.py runs them)
+# an exported file's backend by its suffix (scripts/export.py writes them, src/serve/export.py runs them)
 EXPORTED_SUFFIXES = {".onnx": "onnxruntime", ".pt2": "torch_export", ".torchscript": "torchscript"}
 
 
@@ -76,13 +76,13 @@ def load_model(
     test_cfg_from: str = "checkpoint",
 ) -> tuple[Any, dict[str, Any]]:
     """The model of a checkpoint (`backend=torch`) or of an exported `.onnx` file (`backend=onnxruntime`, run by
-    ONNX Runtime through the same prediction code, see `src.export`), and its metadata (config, classes,
+    ONNX Runtime through the same prediction code, see `src.serve.export`), and its metadata (config, classes,
     palette). `auto`: onnxruntime for a `.onnx` file, torch otherwise. `model_cfg`/`dataset_cfg`: an
     MMSegmentation checkpoint's model and dataset, or replacements for a checkpoint's own (`load_segmentor`);
     `test_cfg_from`: an MMSegmentation checkpoint's test mode from its own config ("checkpoint") or from
     `model_cfg` ("config", when the user set it: `test_cfg_source`)."""
     if is_pretrained_source(path):  # a folder of save_pretrained, or a Hugging Face Hub id
-        from src.pretrained import load_pretrained
+        from src.loading.pretrained import load_pretrained
 
         return load_pretrained(path, device)
     backend = resolve_backend(path, backend)
@@ -93,7 +93,7 @@ def load_model(
                 f"backend=onnxruntime needs an .onnx file, got ckpt_path='{path}': export it first with "
                 f"`python scripts/export_onnx.py ckpt_path={path}`"
             )
-        from src.export import load_onnx_segmentor
+        from src.serve.export import load_onnx_segmentor
 
         return load_onnx_segmentor(path, device)
     if is_onnx:
@@ -110,7 +110,7 @@ def load_model(
                 f"backend={backend} needs a {want} file, got ckpt_path='{path}': export one with "
                 f"`python scripts/export.py ckpt_path=<checkpoint> format={backend}`"
             )
-        from src.export import load_exported
+        from src.serve.export import load_exported
 
         return load_exported(path, device)
     return load_segmentor(path, device, model_cfg, dataset_cfg, test_cfg_from)
@@ -133,7 +133,7 @@ def _run_record_beside(path: str | Path) -> dict[str, Any] | None:
 
 def is_pretrained_source(path: str | Path) -> bool:
     """A folder written by `Segmenter.save_pretrained`, or a Hub id (`user/name`, no file suffix, no such path)."""
-    from src.pretrained import REPO_ID, is_pretrained_folder
+    from src.loading.pretrained import REPO_ID, is_pretrained_folder
 
     path_ = Path(path)
     if is_pretrained_folder(path_):
@@ -224,7 +224,7 @@ class Segmenter:
         `meta` carries its config is tested as that config says (`test_cfg_from="config"`: as `model` says)."""
         model_cfg, dataset_cfg = model, dataset
         if isinstance(model, str) or isinstance(dataset, str):
-            from src.weights.mmseg import compose_model_dataset
+            from src.loading.mmseg import compose_model_dataset
 
             composed = compose_model_dataset(
                 model if isinstance(model, str) else None, dataset if isinstance(dataset, str) else None
@@ -246,8 +246,8 @@ class Segmenter:
         cls, source: str | Path, device: str | torch.device = "cpu", batch_size: int = 4, tta: Any = False
     ) -> Segmenter:
         """A model shared as `save_pretrained` writes it: a local folder, or a Hugging Face Hub id (`user/name`,
-        downloaded once into huggingface_hub's cache and used from there without network; `src.pretrained`)."""
-        from src.pretrained import load_pretrained
+        downloaded once into huggingface_hub's cache and used from there without network; `src.loading.pretrained`)."""
+        from src.loading.pretrained import load_pretrained
 
         segmentor, meta = load_pretrained(source, device)
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
@@ -260,7 +260,7 @@ class Segmenter:
         """Write `model.safetensors`, `config.json` (the composed model and dataset configs, classes, palette) and a
         `README.md` model card (the run's metrics and training command when its record was found) into `folder`:
         what `from_pretrained`, `src.eval ckpt_path=<folder>` and the Hugging Face Hub take."""
-        from src.pretrained import write_pretrained
+        from src.loading.pretrained import write_pretrained
 
         if self.meta is None:
             raise ValueError("save_pretrained needs the model's config: make the Segmenter from a checkpoint")
@@ -271,7 +271,7 @@ class Segmenter:
         needed; a token from `huggingface-cli login` or `token=`). Returns the repository's URL."""
         import tempfile
 
-        from src.pretrained import push_pretrained
+        from src.loading.pretrained import push_pretrained
 
         with tempfile.TemporaryDirectory() as tmp:
             return push_pretrained(self.save_pretrained(tmp), repo_id, private=private, token=token)
@@ -283,7 +283,7 @@ class Segmenter:
         """A checkpoint of MMSegmentation's model zoo by name (`conf/zoo.yaml`, e.g.
         "pspnet_r50-d8_4xb2-40k_cityscapes-512x1024"): downloaded once into `$SEGKIT_CACHE/zoo` and verified
         (`src.weights.zoo`), converted, built with the model and dataset configs of its entry."""
-        from src.weights.mmseg import compose_model_dataset
+        from src.loading.mmseg import compose_model_dataset
         from src.weights.zoo import fetch, zoo_entry
 
         entry = zoo_entry(name)

@@ -1,5 +1,5 @@
 """How training writes its checkpoints: atomically (`AtomicCheckpointIO`, a Lightning plugin), and the cleanup of
-what an interrupted save left behind. The engine's side of checkpoints; reading them is `src.checkpoint`'s, which
+what an interrupted save left behind. The engine's side of checkpoints; reading them is `src.loading.checkpoint`'s, which
 needs no Lightning."""
 
 from __future__ import annotations

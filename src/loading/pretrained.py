@@ -104,7 +104,7 @@ def model_card(config: Mapping[str, Any], record: Mapping[str, Any] | None) -> s
     ]
     if config.get("mmseg_config"):
         lines.append(f"The recipe is MMSegmentation's `{config['mmseg_config']}`.")
-    lines += ["", "## Use", "", "```python", "from src.inference import Segmenter", ""]
+    lines += ["", "## Use", "", "```python", "from src.serve.segmenter import Segmenter", ""]
     lines += [
         'seg = Segmenter.from_pretrained("<this folder or user/repo>")',
         'masks = seg("image.jpg").masks',
@@ -152,7 +152,7 @@ def load_pretrained(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from src.checkpoint import build_segmentor
+    from src.loading.checkpoint import build_segmentor
 
     folder = resolve_pretrained(source)
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME

@@ -1,5 +1,5 @@
 """Result files, written the same way by `src.eval`, the test report after training
-(`src.callbacks.test_report`) and the inference API (`src.inference`):
+(`src.engine.callbacks.test_outputs`) and the inference API (`src.serve.segmenter`):
 
 - metrics: `metrics.json` (the caller's `info`, the means and the per-class rows), `per_class.csv`,
   `per_class.md` (one Markdown table, also what TensorBoard shows);
@@ -21,10 +21,11 @@ import cv2
 import numpy as np
 
 from src.data.io import load_image
-from src.metrics import PER_CLASS_KEYS, percent
+from src.metrics import PER_CLASS_KEYS
+from src.serve.visualization import normalized_confusion, overlay, plot_confusion_matrix, prediction_panel
 from src.utils.files import atomic_write_text
+from src.utils.formatting import percent
 from src.utils.logging import get_logger
-from src.visualization import normalized_confusion, overlay, plot_confusion_matrix, prediction_panel
 
 log = get_logger(__name__)
 

@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.loading.build import CHECKPOINT_META_KEY, build_segmentor, upgrade_targets
 from src.utils.errors import (
     CheckpointError,
     MissingFileError,
 )
-
-#: the key of a checkpoint's metadata (resolved config, classes, palette), written by the LightningModule;
-#: defined here, with the loader, so that loading a model for inference does not import the LightningModule
-CHECKPOINT_META_KEY = "segkit"
 
 
 def _load_tensors(path: Path, key: str, unreadable: str) -> Any:
@@ -131,7 +127,7 @@ def check_same_model(ckpt: dict[str, Any], model_cfg: DictConfig | dict, path: s
     current = (
         OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else model_cfg
     )
-    diff = model_difference(ckpt[CHECKPOINT_META_KEY]["config"].get("model"), current)
+    diff = model_difference(upgrade_targets(ckpt[CHECKPOINT_META_KEY]["config"].get("model")), current)
     if diff:
         # the telling differences first: another class (`_target_`), then other values, then missing keys
         diff.sort(key=lambda line: 0 if "._target_:" in line else 2 if line.endswith(" only") else 1)
@@ -145,33 +141,6 @@ def check_same_model(ckpt: dict[str, Any], model_cfg: DictConfig | dict, path: s
 
 def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(ckpt[CHECKPOINT_META_KEY]["config"])
-
-
-NO_DOWNLOAD = {"pretrained": False, "pretrained_path": None, "encoder_weights": None}
-
-
-def build_segmentor(model_cfg: DictConfig) -> nn.Module:
-    """Instantiate a model config without loading pretrained weights (they come from the checkpoint).
-
-    Every `pretrained`, `pretrained_path` and `encoder_weights` key, wherever it sits (timm backbone, smp head),
-    is switched off: rebuilding must neither download nor need the original weights file.
-    """
-    model_cfg = model_cfg.copy()
-    with open_dict(model_cfg):
-        _disable_pretrained(model_cfg)
-    return instantiate(model_cfg)
-
-
-def _disable_pretrained(node: Any) -> None:
-    if isinstance(node, DictConfig):
-        for key in list(node.keys()):
-            if key in NO_DOWNLOAD:
-                node[key] = NO_DOWNLOAD[key]
-            else:
-                _disable_pretrained(node[key])
-    elif isinstance(node, ListConfig):
-        for item in node:
-            _disable_pretrained(item)
 
 
 def segmentor_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -196,7 +165,8 @@ def load_segmentor(
     other file is read as an MMSegmentation checkpoint of that model (`src.weights.mmseg`), both being required;
     it is tested as the config in its `meta` says unless `test_cfg_from="config"` (`load_mmseg_segmentor`).
     """
-    from src.weights.mmseg import is_mmseg_checkpoint, load_mmseg_segmentor
+    from src.loading.mmseg import load_mmseg_segmentor
+    from src.weights.mmseg import is_mmseg_checkpoint
 
     ckpt = _load_foreign(Path(path), "ckpt_path")
     ours = isinstance(ckpt, dict) and CHECKPOINT_META_KEY in ckpt
@@ -208,7 +178,7 @@ def load_segmentor(
     ckpt = read_checkpoint(path, ckpt=ckpt)
     meta = dict(ckpt[CHECKPOINT_META_KEY])
     if model_cfg is not None or dataset_cfg is not None:
-        from src.weights.mmseg import replace_configs
+        from src.loading.mmseg import replace_configs
 
         meta = replace_configs(meta, model_cfg, dataset_cfg)
     segmentor = build_segmentor(OmegaConf.create(meta["config"]).model)

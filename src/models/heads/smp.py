@@ -2,8 +2,8 @@
 
 An smp model (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3, DeepLabV3Plus, UPerNet, Segformer, ...) owns its
 encoder, so it cannot be split into our backbone + head without reaching into its internals. Instead the whole
-smp model is the decode head and the backbone is `ImageAsFeatures`, a pass-through that hands the normalised
-image on as the one "feature map":
+smp model is the decode head and the backbone is `ImageAsFeatures` (`src.models.backbones.image`), a
+pass-through that hands the normalised image on as the one "feature map":
 
     EncoderDecoder(backbone=ImageAsFeatures(), decode_head=SMPHead(arch="Unet", encoder_name="tu-resnet18"))
 
@@ -25,18 +25,6 @@ from torch import nn
 from src.models.backbones import load_pretrained_weights
 from src.models.heads.base import BaseDecodeHead
 from src.weights.offline import smp_pretrained
-
-
-class ImageAsFeatures(nn.Module):
-    """The 'backbone' of an `SMPHead` segmentor: returns the image itself as a one-level feature list."""
-
-    def __init__(self, in_chans: int = 3) -> None:
-        super().__init__()
-        self.out_channels: list[int] = [in_chans]
-        self.reductions: list[int] = [1]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [x]
 
 
 class SMPHead(BaseDecodeHead):

@@ -8,7 +8,7 @@
   batch (model, resizing to the original size, metric update; data loading excluded), the first batch left out
   as warm-up when there are more. Under DDP it is rank zero's speed, one device's as MMSegmentation's fps.
 
-`src.train` writes `stats` into the run record (`results.json`, see `src/results.py`).
+`src.train` writes `stats` into the run record (`results.json`, see `src/engine/results.py`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The `LightningModule`: training, validation and test steps around an `EncoderDecoder`.
 
 It owns what Lightning needs and the model should not: the optimiser (with per-module parameter groups,
-`src/optim.py`) and per-iteration LR schedule (with warm-up, `src/schedulers.py`), the metric objects and their
+`src/engine/optim.py`) and per-iteration LR schedule (with warm-up, `src/engine/schedulers.py`), the metric objects and their
 logging (`train/loss`, `val/mIoU`, `val/IoU/<class>`), and the metadata written into every checkpoint so that it
 is self-describing (resolved config, classes, palette). Precision, gradient clipping and accumulation, DDP and
 checkpointing are the Trainer's (`conf/runtime/`).
@@ -21,11 +21,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
-from src.checkpoint import CHECKPOINT_META_KEY
+from src.engine.optim import build_param_groups
+from src.engine.schedulers import build_lr_scheduler
+from src.loading.checkpoint import CHECKPOINT_META_KEY
 from src.metrics import SegMetrics
 from src.models.layers import convert_sync_batchnorm, revert_sync_batchnorm
-from src.optim import build_param_groups
-from src.schedulers import build_lr_scheduler
 from src.utils.logging import get_logger
 from src.utils.rich_utils import print_metrics_table
 
@@ -84,7 +84,7 @@ class SegmentationModule(LightningModule):
     scheduler: partial LR scheduler, called with the optimiser; stepped every iteration.
     class_names: for per-class metric keys; taken from the datamodule when not given.
     ignore_index: label ignored by the metrics.
-    paramwise: per-module LR / weight-decay rules (`schedule.paramwise`, see `src/optim.py`); None: one group.
+    paramwise: per-module LR / weight-decay rules (`schedule.paramwise`, see `src/engine/optim.py`); None: one group.
     warmup_iters, warmup_ratio: linear warm-up from `warmup_ratio` x each group's LR before `scheduler`.
     clip_grad: gradient clipping by norm, MMSegmentation's `clip_grad` (`schedule.clip_grad`):
         `{max_norm, norm_type (default 2)}`, or None for none. Done here and only here, after the mixed-precision
@@ -165,7 +165,7 @@ class SegmentationModule(LightningModule):
         # averaged over DDP ranks, as MMSegmentation's logged losses (a no-op on one device). Lightning reads the
         # values back to the host only at the logging interval (`runtime.log_interval`); not `prog_bar=True`,
         # which converts them to Python numbers after every step (a host-device sync per step on a GPU): the
-        # progress bar reads train/loss itself when it refreshes (`src.callbacks.progress.LossProgressBar`)
+        # progress bar reads train/loss itself when it refreshes (`src.engine.callbacks.progress.LossProgressBar`)
         self.log("train/loss", loss, batch_size=bs, sync_dist=True)
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=bs, sync_dist=True)
@@ -217,7 +217,7 @@ class SegmentationModule(LightningModule):
         self.test_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
-        # the test metric keeps its counts until the next test: the test report (src/callbacks/test_report.py)
+        # the test metric keeps its counts until the next test: the test report (src/engine/callbacks/test_outputs.py)
         # reads them from `test_metrics` when the test ends
         _print_table(self._log_metrics(self.test_metrics, "test"), "test")
 
