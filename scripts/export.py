@@ -33,7 +33,8 @@ from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.eval import build_datamodule
 from src.loading.checkpoint import load_segmentor
-from src.serve.export import FORMATS, export_model, load_exported, parity_check
+from src.loading.exported import load_exported
+from src.serve.export import FORMATS, export_model, parity_check
 from src.serve.segmenter import resolve_device
 from src.utils import resolvers  # noqa: F401
 from src.utils.errors import report_errors

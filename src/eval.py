@@ -29,9 +29,10 @@ from tqdm import tqdm
 from src.data.datasets.base import seg_collate
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
+from src.loading.sources import load_model, resolve_backend
 from src.metrics import SegMetrics
 from src.serve.connected_components import ComponentStats
-from src.serve.segmenter import Segmenter, load_model, resolve_backend, resolve_device, test_cfg_source
+from src.serve.segmenter import Segmenter, resolve_device, test_cfg_source
 from src.serve.writers import PredictionWriter, save_confusion_matrix, save_metrics, write_csv
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import EVAL_RULES, check_config

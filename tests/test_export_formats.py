@@ -17,11 +17,13 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from src.loading.exported import TorchExportedSegmentor
+from src.loading.sources import load_model, resolve_backend
 from src.models import EncoderDecoder
 from src.models.heads import FCNHead
 from src.models.losses import CrossEntropyLoss
-from src.serve.export import InferenceNet, TorchExportedSegmentor, export_torch_program, export_torchscript
-from src.serve.segmenter import Segmenter, load_model, resolve_backend
+from src.serve.export import InferenceNet, export_torch_program, export_torchscript
+from src.serve.segmenter import Segmenter
 from tests.export_helpers import (
     FAMILIES,
     HEADS,

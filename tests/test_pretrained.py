@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from src.loading.pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, HubError
-from src.serve.segmenter import Segmenter, load_model
+from src.loading.sources import load_model
+from src.serve.segmenter import Segmenter
 from src.utils.errors import CheckpointError, MissingFileError
 from tests.helpers import TrainedRun, run_eval
 

@@ -22,7 +22,7 @@ of them to the sample's size. A symbolic size in the file does not prove that ev
 is what the parity check at another size (`parity_check`, `scripts/export_onnx.py`, `tests/test_onnx.py`) shows.
 
 Sliding-window inference and test-time augmentation are not in the graph (their number of windows depends on the
-image size): `OnnxSegmentor` runs them around the ONNX network with `EncoderDecoder`'s own methods (`predict`,
+image size): `OnnxSegmentor` (`src.loading.exported`) runs them around the ONNX network with `EncoderDecoder`'s own methods (`predict`,
 `slide_inference`, `predict_images`, `postprocess`; TTA through `tta_probabilities`), so `src.eval`,
 `src.infer` and `Segmenter` evaluate an `.onnx` file exactly as they evaluate a checkpoint.
 
@@ -46,25 +46,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from src.loading.build import CHECKPOINT_META_KEY  # one key for a checkpoint and an export
-from src.models.data_preprocessor import SegDataPreProcessor
-from src.models.segmentor import EncoderDecoder
-from src.models.tta import TTAConfig
+from src.loading.exported import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, ExportedSegmentor
+from src.loading.sources import EXPORT_SUFFIXES
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 INPUT_LAYOUT = "float32 [N, 3, H, W], RGB, values 0..255 (normalisation is inside the model)"
-#: format -> file suffix (`scripts/export.py format=...`; `src.serve.segmenter.resolve_backend` reads the suffix)
-FORMATS = {"onnx": ".onnx", "torch_export": ".pt2", "torchscript": ".torchscript"}
-EXTRA_FILE = "segkit.json"  # the metadata inside a .pt2 / TorchScript file
+FORMATS = EXPORT_SUFFIXES  # format -> file suffix, from the one table of formats (src.loading.sources)
 
 
-# --------------------------------------------------------------------------------------------- pooling
 def _adaptive_avg_pool_dim(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     """Adaptive average pooling along one dimension: bin i averages [floor(i L / s), ceil((i + 1) L / s))."""
     length = x.shape[dim]
@@ -297,170 +290,6 @@ def _check_dynamic(model_proto: Any, path: Path) -> None:
             f"ONNX export to '{path}': the output's {', '.join(differ)} does not follow the input's size: some "
             "code of the model turned a size into a constant at the traced value (e.g. int() of a tensor size)"
         )
-
-
-# ------------------------------------------------------------------------------------ onnxruntime backend
-def read_onnx_meta(path: str | Path) -> dict[str, Any]:
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no such ONNX file '{path}'")
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    if CHECKPOINT_META_KEY not in props:
-        raise ValueError(
-            f"'{path}' has no '{CHECKPOINT_META_KEY}' metadata: it was not written by scripts/export_onnx.py, so its "
-            "input convention, classes and test mode are unknown"
-        )
-    return json.loads(props[CHECKPOINT_META_KEY])
-
-
-class ExportedSegmentor:
-    """An exported network with the prediction interface of `EncoderDecoder`, whatever runs it.
-
-    `data_preprocessor` only pads (its mean is 0 and std 1: the network normalises), `encode_decode` runs the
-    network, and `predict` / `slide_inference` / `predict_images` / `postprocess` are `EncoderDecoder`'s own
-    functions, so whole and slide modes, the crop and resize to the original size and TTA are the same code.
-    Subclasses say how the network runs (`_run`).
-    """
-
-    predict = EncoderDecoder.predict
-    slide_inference = EncoderDecoder.slide_inference
-    predict_images = EncoderDecoder.predict_images
-    resolve_tta = EncoderDecoder.resolve_tta
-    postprocess = EncoderDecoder.postprocess
-
-    def __init__(self, path: str | Path, meta: dict[str, Any], info: dict[str, Any], device: Any) -> None:
-        self.path = Path(path)
-        self.meta = meta
-        self.device = torch.device(device)
-        self.num_classes = int(info["num_classes"])
-        self.align_corners = bool(info["align_corners"])
-        self.test_cfg = dict(info["test_cfg"])
-        self.tta_cfg = TTAConfig.from_cfg(info["tta"]) if info.get("tta") else None
-        self.fixed_shape = tuple(info["fixed_shape"]) if info.get("fixed_shape") else None
-        self.data_preprocessor = SegDataPreProcessor(
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
-            size_divisor=info["size_divisor"] or None,
-            pad_val=info["pad_val"],
-        ).to(self.device)
-
-    def encode_decode(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw-pixel images `[N, 3, H, W]` (padded) -> logits `[N, C, H, W]`, by the exported network."""
-        if self.fixed_shape is not None and tuple(images.shape[-2:]) != self.fixed_shape:
-            h, w = self.fixed_shape
-            raise ValueError(
-                f"'{self.path}' was traced at {h}x{w} (TorchScript: sizes are fixed in the trace) and takes only "
-                f"that size, got {images.shape[-2]}x{images.shape[-1]}: predict on {h}x{w} images or windows "
-                "(test_cfg mode slide with that crop_size), or export with format=torch_export or onnx"
-            )
-        return self._run(images)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encode_decode(images)
-
-    def _run(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def to(self, device: str | torch.device) -> ExportedSegmentor:
-        """Where the outputs go."""
-        self.device = torch.device(device)
-        self.data_preprocessor.to(self.device)
-        return self
-
-    def eval(self) -> ExportedSegmentor:
-        return self
-
-
-class OnnxSegmentor(ExportedSegmentor):
-    """An exported `.onnx` model run by ONNX Runtime (CUDA provider on a CUDA device when installed)."""
-
-    def __init__(
-        self, path: str | Path, device: str | torch.device = "cpu", providers: Sequence[str] | None = None
-    ) -> None:
-        import onnxruntime as ort
-
-        meta = read_onnx_meta(path)
-        super().__init__(path, meta, meta["onnx"], device)
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = ["CPUExecutionProvider"]
-            if self.device.type == "cuda" and "CUDAExecutionProvider" in available:
-                providers = ["CUDAExecutionProvider", *providers]
-        self.session = ort.InferenceSession(str(self.path), providers=list(providers))
-
-    def _run(self, images: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(images.detach().float().cpu().numpy())
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
-        return torch.from_numpy(logits).to(self.device)
-
-    def to(self, device: str | torch.device) -> OnnxSegmentor:
-        """Where the outputs go (the session keeps its providers)."""
-        super().to(device)
-        return self
-
-
-class TorchExportedSegmentor(ExportedSegmentor):
-    """A `.pt2` (torch.export) or `.torchscript` (TorchScript) file run by PyTorch, without the project's model
-    code: the network is the file's graph."""
-
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path: no such exported model file '{path}'")
-        extra = {EXTRA_FILE: ""}
-        device = torch.device(device)
-        if path.suffix.lower() == FORMATS["torchscript"]:
-            self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
-        else:
-            # no input guards: see the module doc (`torch_export`); the parity check at another size stands for them
-            self.module = torch.export.load(path, extra_files=extra).module(check_guards=False).to(device)
-        if not extra[EXTRA_FILE]:
-            raise ValueError(
-                f"'{path}' has no '{EXTRA_FILE}' metadata: it was not written by scripts/export.py, so its input "
-                "convention, classes and test mode are unknown"
-            )
-        meta = json.loads(extra[EXTRA_FILE])
-        super().__init__(path, meta, meta["export"], device)
-
-    @torch.no_grad()
-    def _run(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images.float().to(self.device))
-
-    def to(self, device: str | torch.device) -> TorchExportedSegmentor:
-        super().to(device)
-        self.module = self.module.to(self.device)
-        return self
-
-
-def load_exported(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[ExportedSegmentor, dict[str, Any]]:
-    """The `load_segmentor` of an exported file (`.onnx`, `.pt2`, `.torchscript`): the runner and the metadata
-    (config, classes, palette, export info)."""
-    suffix = Path(path).suffix.lower()
-    seg = OnnxSegmentor(path, device) if suffix == FORMATS["onnx"] else TorchExportedSegmentor(path, device)
-    return seg, _checked_meta(seg, path)
-
-
-def load_onnx_segmentor(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[OnnxSegmentor, dict[str, Any]]:
-    """The `load_segmentor` of an `.onnx` file: the runner and the metadata (config, classes, palette, onnx)."""
-    seg = OnnxSegmentor(path, device)
-    return seg, _checked_meta(seg, path)
-
-
-def _checked_meta(seg: ExportedSegmentor, path: str | Path) -> dict[str, Any]:
-    for key in ("config", "classes", "palette"):
-        if key not in seg.meta:
-            raise ValueError(
-                f"'{path}' holds no '{key}' in its metadata: export it from a checkpoint "
-                "(scripts/export.py ckpt_path=...) to evaluate or predict with it"
-            )
-    return seg.meta
 
 
 # ------------------------------------------------------------------------------------------------ parity

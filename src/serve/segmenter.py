@@ -25,7 +25,7 @@ from torch import nn
 
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
-from src.loading.checkpoint import load_segmentor
+from src.loading.sources import load_model
 from src.serve.visualization import overlay, prediction_panel, with_legend
 from src.serve.writers import write_mask, write_rgb
 
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 
 def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-BACKENDS = ("auto", "torch", "onnxruntime", "torch_export", "torchscript")
-# an exported file's backend by its suffix (scripts/export.py writes them, src/serve/export.py runs them)
-EXPORTED_SUFFIXES = {".onnx": "onnxruntime", ".pt2": "torch_export", ".torchscript": "torchscript"}
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -57,65 +52,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def resolve_backend(path: str | Path, backend: str = "auto") -> str:
-    """`torch` (a checkpoint), or the runner of an exported file: `onnxruntime` (`.onnx`), `torch_export`
-    (`.pt2`), `torchscript` (`.torchscript`); `auto` picks by the file's suffix."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend='{backend}': expected one of {BACKENDS}")
-    if backend == "auto":
-        return EXPORTED_SUFFIXES.get(Path(path).suffix.lower(), "torch")
-    return backend
-
-
-def load_model(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    backend: str = "auto",
-    model_cfg: Any = None,
-    dataset_cfg: Any = None,
-    test_cfg_from: str = "checkpoint",
-) -> tuple[Any, dict[str, Any]]:
-    """The model of a checkpoint (`backend=torch`) or of an exported `.onnx` file (`backend=onnxruntime`, run by
-    ONNX Runtime through the same prediction code, see `src.serve.export`), and its metadata (config, classes,
-    palette). `auto`: onnxruntime for a `.onnx` file, torch otherwise. `model_cfg`/`dataset_cfg`: an
-    MMSegmentation checkpoint's model and dataset, or replacements for a checkpoint's own (`load_segmentor`);
-    `test_cfg_from`: an MMSegmentation checkpoint's test mode from its own config ("checkpoint") or from
-    `model_cfg` ("config", when the user set it: `test_cfg_source`)."""
-    if is_pretrained_source(path):  # a folder of save_pretrained, or a Hugging Face Hub id
-        from src.loading.pretrained import load_pretrained
-
-        return load_pretrained(path, device)
-    backend = resolve_backend(path, backend)
-    is_onnx = Path(path).suffix.lower() == ".onnx"
-    if backend == "onnxruntime":
-        if not is_onnx:
-            raise ValueError(
-                f"backend=onnxruntime needs an .onnx file, got ckpt_path='{path}': export it first with "
-                f"`python scripts/export_onnx.py ckpt_path={path}`"
-            )
-        from src.serve.export import load_onnx_segmentor
-
-        return load_onnx_segmentor(path, device)
-    if is_onnx:
-        raise ValueError(f"ckpt_path='{path}' is an ONNX file: evaluate it with backend=onnxruntime")
-    suffix_backend = EXPORTED_SUFFIXES.get(Path(path).suffix.lower())
-    if backend in ("torch_export", "torchscript") or suffix_backend is not None:
-        if backend == "torch":
-            raise ValueError(
-                f"ckpt_path='{path}' is an exported file: evaluate it with backend={suffix_backend}"
-            )
-        if suffix_backend != backend:
-            want = ".pt2" if backend == "torch_export" else ".torchscript"
-            raise ValueError(
-                f"backend={backend} needs a {want} file, got ckpt_path='{path}': export one with "
-                f"`python scripts/export.py ckpt_path=<checkpoint> format={backend}`"
-            )
-        from src.serve.export import load_exported
-
-        return load_exported(path, device)
-    return load_segmentor(path, device, model_cfg, dataset_cfg, test_cfg_from)
-
-
 def _run_record_beside(path: str | Path) -> dict[str, Any] | None:
     """The run record (`results.json`) of the run a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if any."""
     import json
@@ -129,16 +65,6 @@ def _run_record_beside(path: str | Path) -> dict[str, Any] | None:
             except (OSError, ValueError):
                 return None
     return None
-
-
-def is_pretrained_source(path: str | Path) -> bool:
-    """A folder written by `Segmenter.save_pretrained`, or a Hub id (`user/name`, no file suffix, no such path)."""
-    from src.loading.pretrained import REPO_ID, is_pretrained_folder
-
-    path_ = Path(path)
-    if is_pretrained_folder(path_):
-        return True
-    return not path_.exists() and not path_.suffix and bool(REPO_ID.match(str(path)))
 
 
 def test_cfg_source(cfg: Any = None) -> str:
@@ -283,14 +209,9 @@ class Segmenter:
         """A checkpoint of MMSegmentation's model zoo by name (`conf/zoo.yaml`, e.g.
         "pspnet_r50-d8_4xb2-40k_cityscapes-512x1024"): downloaded once into `$SEGKIT_CACHE/zoo` and verified
         (`src.weights.zoo`), converted, built with the model and dataset configs of its entry."""
-        from src.loading.mmseg import compose_model_dataset
-        from src.weights.zoo import fetch, zoo_entry
+        from src.weights.zoo import ZOO_PREFIX
 
-        entry = zoo_entry(name)
-        composed = compose_model_dataset(entry.model, entry.dataset, entry.eval_overrides()[2:])
-        return cls.from_checkpoint(
-            fetch(entry), device, batch_size, tta, model=composed.model, dataset=composed.dataset
-        )
+        return cls.from_checkpoint(ZOO_PREFIX + name.removeprefix(ZOO_PREFIX), device, batch_size, tta)
 
     # ------------------------------------------------------------------ inputs
     @staticmethod

@@ -42,7 +42,7 @@ def onnx_cuda(
     report["export_rc"] = subprocess.run(cmd, cwd=ROOT, check=False).returncode
     import torch
 
-    from src.serve.export import OnnxSegmentor
+    from src.loading.exported import OnnxSegmentor
 
     seg = OnnxSegmentor(onnx_path, device="cuda")
     report["providers"] = seg.session.get_providers()
