@@ -315,11 +315,16 @@ def summarise(case: Case, results: dict, iters: int, recipe_diff: list[str], out
     return summary
 
 
-def plot_losses(case: Case, results: dict, path: Path) -> None:
+def plot_losses(case: Case, results: dict, path: Path, window: int = 5) -> None:
+    """Both sides' training loss per seed, each as the mean of `window` consecutive logged values (every 10
+    iterations: a 50-iteration mean). This project logs the loss of the logged iteration, MMSegmentation the
+    mean of its last `log_processor.window_size` iterations (10 in its configs, 1 in runs of
+    `scripts/tools/mmseg_side.py` since 2026-12-07): the running mean puts the two on one footing."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for side, colour, label in (
@@ -327,12 +332,20 @@ def plot_losses(case: Case, results: dict, path: Path) -> None:
         ("ours", "tab:orange", "this project"),
     ):
         for i, (_, r) in enumerate(sorted(results[side].items())):
-            if r["loss"]:
-                steps, values = zip(*r["loss"])
-                ax.plot(steps, values, color=colour, alpha=0.7, lw=1, label=label if i == 0 else None)
+            if len(r["loss"]) >= window:
+                steps, values = (np.asarray(v, dtype=float) for v in zip(*r["loss"]))
+                smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+                ax.plot(
+                    steps[window - 1 :],
+                    smooth,
+                    color=colour,
+                    alpha=0.8,
+                    lw=1.2,
+                    label=label if i == 0 else None,
+                )
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss (decode + auxiliary)")
-    ax.set_title(f"{case.name}: training loss per seed, logged every 10 iterations")
+    ax.set_title(f"{case.name}: training loss per seed, mean over {10 * window} iterations")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

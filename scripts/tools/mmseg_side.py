@@ -130,6 +130,10 @@ def train(spec: dict) -> int:
             scheduler["end"] = iters
     cfg.default_hooks.checkpoint.interval = iters
     cfg.default_hooks.logger.interval = int(spec.get("log_interval", 10))
+    cfg.log_processor = {
+        **cfg.get("log_processor", {}),
+        "window_size": 1,
+    }  # the logged iteration's loss, as ours
     cfg.default_hooks.visualization = {"type": "SegVisualizationHook", "draw": False}
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         cfg[loader].num_workers = int(spec.get("num_workers", 1))
