@@ -31,6 +31,7 @@ from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.loading.sources import load_model, resolve_backend
 from src.metrics import SegMetrics
+from src.models.compile import compile_segmentor
 from src.serve.connected_components import ComponentStats
 from src.serve.segmenter import Segmenter, resolve_device, test_cfg_source
 from src.serve.writers import PredictionWriter, save_confusion_matrix, save_metrics, write_csv
@@ -69,6 +70,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.get("dataset"),
         test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
     )
+    if cfg.get("compile") and isinstance(segmentor, torch.nn.Module):  # not an exported file's runner
+        compile_segmentor(segmentor)
     dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset
     datamodule = build_datamodule(dataset_cfg, cfg.batch_size, cfg.num_workers)
     if len(datamodule.classes) != segmentor.num_classes:

@@ -37,6 +37,7 @@ def infer(cfg: DictConfig) -> Any:
         dataset=cfg.get("dataset"),
         test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
         backend=cfg.get("backend", "auto"),  # the runner of an exported file; auto: by its suffix
+        compile=cfg.get("compile", False),
     )
     source, output = Path(str(cfg.input)), Path(str(cfg.output))
     if is_video(source):

@@ -46,6 +46,7 @@ from src.loading.checkpoint import (
     newest_loadable_checkpoint,
     read_checkpoint,
 )
+from src.models.compile import compile_segmentor
 from src.utils import resolvers  # noqa: F401  (registers ${project_root:} and ${iters:})
 from src.utils.config_check import check_config
 from src.utils.errors import CheckpointError, ConfigError, report_errors
@@ -76,6 +77,8 @@ def build_module(cfg: DictConfig, datamodule: Any, pretrained: bool = True) -> S
     """The LightningModule of a config. `pretrained=False` builds the model without fetching pretrained weights
     (resuming and `load_from` overwrite them with the checkpoint's: no download, no hub needed)."""
     segmentor = instantiate(cfg.model) if pretrained else build_segmentor(cfg.model)
+    if cfg.runtime.get("compile"):
+        compile_segmentor(segmentor)  # lazy: the first step compiles (eager after one warning where it fails)
     schedule = cfg.schedule
     module = SegmentationModule(
         segmentor,

@@ -26,6 +26,7 @@ from torch import nn
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.loading.sources import load_model
+from src.models.compile import compile_segmentor
 from src.serve.visualization import overlay, prediction_panel, with_legend
 from src.serve.writers import write_mask, write_rgb
 
@@ -103,6 +104,7 @@ class Segmenter:
         device: where the model runs.
         batch_size: images (or video frames) per forward pass.
         tta: test-time augmentation: False, True (the model's `test_cfg.tta`), or `{scales: [...], flip: bool}`.
+        compile: `torch.compile` the model (`src.models.compile`: eager after one warning where it fails).
     """
 
     def __init__(
@@ -114,11 +116,14 @@ class Segmenter:
         device: str | torch.device = "cpu",
         batch_size: int = 4,
         tta: Any = False,
+        compile: bool = False,
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size}: expected at least 1")
         self.device = torch.device(device)
         self.segmentor = segmentor.to(self.device).eval()
+        if compile and isinstance(self.segmentor, nn.Module):  # an exported file's runner is compiled already
+            compile_segmentor(self.segmentor)
         self.classes = list(classes)
         self.palette = [list(c) for c in palette]
         self.pipeline = pipeline
@@ -140,6 +145,7 @@ class Segmenter:
         dataset: Any = None,
         test_cfg_from: str = "checkpoint",
         backend: str = "auto",
+        compile: bool = False,
     ) -> Segmenter:
         """Model, test pipeline, classes and palette from a checkpoint written by `src.train`, or from an `.onnx`
         file written by `scripts/export_onnx.py` (run by ONNX Runtime).
@@ -162,7 +168,7 @@ class Segmenter:
         )
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
-        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
+        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta, compile)
         seg.meta = meta
         seg.record = _run_record_beside(path)
         return seg
