@@ -175,5 +175,5 @@ def test_export_script_refuses_an_output_of_another_format(tiny_run, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_model_family_exports_to_pt2_and_matches_pytorch_at_other_sizes(name, tmp_path):
-    """The ONNX family list (upernet_swin-t is left out there: why is said beside it)."""
+    """The ONNX family list."""
     assert_family_exports(name, tmp_path, export_torch_program, TorchExportedSegmentor, "model.pt2")

@@ -54,6 +54,8 @@ from src.loading.build import CHECKPOINT_META_KEY  # one key for a checkpoint an
 from src.loading.exported import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, ExportedSegmentor
 from src.loading.sources import EXPORT_SUFFIXES
 
+log = logging.getLogger(__name__)
+
 INPUT_LAYOUT = "float32 [N, 3, H, W], RGB, values 0..255 (normalisation is inside the model)"
 FORMATS = EXPORT_SUFFIXES  # format -> file suffix, from the one table of formats (src.loading.sources)
 
@@ -124,6 +126,24 @@ class InferenceNet(nn.Module):
         return self.segmentor.encode_decode(x)[..., :h, :w]
 
 
+def dynamic_sample_shape(segmentor: nn.Module, sample_shape: Sequence[int]) -> tuple[int, int]:
+    """`sample_shape` raised to the backbone's `min_dynamic_trace_size` where it has one (Swin: at smaller sizes a
+    stage has a single window and the exporter specialises on it); a dynamic export holds for any size, so only
+    the traced one changes, and the log says so."""
+    h, w = (int(s) for s in sample_shape)
+    least = int(getattr(getattr(segmentor, "backbone", None), "min_dynamic_trace_size", 0))
+    if least > min(h, w):
+        log.info(
+            "tracing at %dx%d instead of %dx%d: the backbone needs sides of %d or more",
+            max(h, least),
+            max(w, least),
+            h,
+            w,
+            least,
+        )
+    return max(h, least), max(w, least)
+
+
 def export_onnx(
     segmentor: nn.Module,
     path: str | Path,
@@ -139,7 +159,7 @@ def export_onnx(
     path = Path(path)
     segmentor = segmentor.eval()
     net = InferenceNet(segmentor).eval()
-    h, w = (int(s) for s in sample_shape)
+    h, w = dynamic_sample_shape(segmentor, sample_shape)
     sample = torch.rand(2, 3, h, w, device=next(segmentor.parameters()).device) * 255
     dyn = torch.export.Dim.DYNAMIC
     for name in ("onnxscript", "onnx_ir"):  # their INFO lines (every optimisation pass) drown the output
@@ -204,7 +224,7 @@ def export_torch_program(
     path = Path(path)
     segmentor = segmentor.eval()
     net = InferenceNet(segmentor).eval()
-    h, w = (int(s) for s in sample_shape)
+    h, w = dynamic_sample_shape(segmentor, sample_shape)
     sample = torch.rand(2, 3, h, w, device=next(segmentor.parameters()).device) * 255
     dyn = torch.export.Dim.DYNAMIC
     with exportable_pooling(), torch.no_grad():

@@ -8,6 +8,11 @@ windows in every other block, also at stage 4. timm builds the same parameters (
 MMSegmentation (and the original Swin segmentation code) pads first, then rolls: the attention masks then cover
 different tokens whenever a side is not a multiple of the window. `_PadThenShiftBlock` keeps timm's block,
 attention and mask code and only swaps those two steps. Swin-T: 27,520,698 parameters, as MMSegmentation's.
+
+The size arithmetic (each stage's size from the input's, padding to whole windows, window partition, shift
+mask, PatchMerging's padding) is written here rather than taken from timm: with a symbolic height and width,
+timm's nested `Mod`/`-1`-view expressions kept `torch.export` simplifying for over 15 minutes; these export in
+seconds and give bit-identical outputs (docs/export_onnx.md).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import PatchEmbed
-from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
+from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 from torch import nn
 
 from src.models.backbones.common import (
@@ -32,24 +37,94 @@ from src.models.backbones.common import (
 from src.models.backbones.timm_backbone import check_timm_name, load_pretrained_weights
 
 
+def _ceil_div(n: int, d: int) -> int:
+    """`ceil(n / d)` as one floor division: a symbolic size stays a short expression under `torch.export`."""
+    return (n + d - 1) // d
+
+
+def _ceil_to(n: int, multiple: int) -> int:
+    """`n` rounded up to a multiple of `multiple`."""
+    return _ceil_div(n, multiple) * multiple
+
+
+def _band_ids(n: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Which of the three shift bands (0: `[0, n - window)`, 1: `[n - window, n - shift)`, 2: `[n - shift, n)`)
+    each row holds: timm's `get_attn_mask` slices, computed by comparison so that a symbolic `n` needs no guard."""
+    i = torch.arange(n, device=device)
+    return (i >= n - window).long() + (i >= n - shift).long()
+
+
+def _partition(x: torch.Tensor, win_h: int, win_w: int) -> torch.Tensor:
+    """`(B, H, W, C)` -> `(B * H/win_h * W/win_w, win_h * win_w, C)` windows: timm's `window_partition` with every
+    size spelled out (a `-1` in a view makes the exporter divide symbolic products, slow to simplify) and an
+    explicit copy where timm reshapes (traced with one window per side, a reshape records a view that is wrong
+    at sizes with more windows)."""
+    B, H, W, C = x.shape
+    rows, cols = H // win_h, W // win_w
+    x = (
+        x.view(B, rows, win_h, cols, win_w, C)
+        .permute(0, 1, 3, 2, 4, 5)
+        .clone(memory_format=torch.contiguous_format)
+    )
+    return x.view(B * rows * cols, win_h * win_w, C)
+
+
+def _unpartition(windows: torch.Tensor, B: int, H: int, W: int, win_h: int, win_w: int) -> torch.Tensor:
+    """The inverse of `_partition` (timm's `window_reverse`), sizes spelled out for the same reason."""
+    rows, cols, C = H // win_h, W // win_w, windows.shape[-1]
+    x = windows.view(B, rows, cols, win_h, win_w, C).permute(0, 1, 3, 2, 4, 5)
+    return x.clone(memory_format=torch.contiguous_format).view(B, H, W, C)
+
+
 class _PadThenShiftBlock(SwinTransformerBlock):
-    """timm's Swin block with MMSegmentation's order: pad to whole windows, then cyclic shift (see module doc)."""
+    """timm's Swin block with MMSegmentation's order: pad to whole windows, then cyclic shift (see module doc).
+
+    Same parameters and math as timm's; the window and mask code is written here so that `torch.export` with a
+    symbolic height and width finishes in seconds (see `_ceil_to`, `_partition`).
+    """
+
+    def _shift_mask(self, Hp: int, Wp: int, x: torch.Tensor) -> torch.Tensor:
+        """timm's `get_attn_mask` over the padded map (same regions, same -100 / 0 values), export-friendly."""
+        (win_h, win_w), (shift_h, shift_w) = self.window_size, self.shift_size
+        regions = 3 * _band_ids(Hp, win_h, shift_h, x.device)[:, None] + _band_ids(
+            Wp, win_w, shift_w, x.device
+        )
+        windows = _partition(regions[None, :, :, None], win_h, win_w)[..., 0]
+        differ = windows.unsqueeze(1) != windows.unsqueeze(2)
+        return torch.zeros(differ.shape, dtype=x.dtype, device=x.device).masked_fill(differ, -100.0)
 
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
-        _, H, W, C = x.shape
+        B, H, W, C = x.shape
         win_h, win_w = self.window_size
-        x = F.pad(x, (0, 0, 0, (win_w - W % win_w) % win_w, 0, (win_h - H % win_h) % win_h))
-        _, Hp, Wp, _ = x.shape
+        Hp, Wp = _ceil_to(H, win_h), _ceil_to(W, win_w)
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
         shifted = any(self.shift_size)
         if shifted:
             x = torch.roll(x, shifts=(-self.shift_size[0], -self.shift_size[1]), dims=(1, 2))
-        mask = self.get_attn_mask(x) if shifted else None  # over the padded, shifted map, as MMSegmentation's
-        windows = window_partition(x, self.window_size).view(-1, self.window_area, C)
-        windows = self.attn(windows, mask=mask).view(-1, win_h, win_w, C)
-        x = window_reverse(windows, self.window_size, Hp, Wp)
+        mask = (
+            self._shift_mask(Hp, Wp, x) if shifted else None
+        )  # over the padded, shifted map, as MMSegmentation's
+        windows = self.attn(_partition(x, win_h, win_w), mask=mask)
+        x = _unpartition(windows, B, Hp, Wp, win_h, win_w)
         if shifted:
             x = torch.roll(x, shifts=self.shift_size, dims=(1, 2))
-        return x[:, :H, :W, :].contiguous()
+        return x[:, :H, :W, :]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self._attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))  # timm flattens to (B, HW, C) first: same math
+
+
+class _SizedPatchMerging(PatchMerging):
+    """timm's PatchMerging (pad odd sides by one, 2x2 tokens -> one) to an output size given by the caller."""
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        B, H, W, C = x.shape
+        h, w = size or (_ceil_div(H, 2), _ceil_div(W, 2))
+        x = F.pad(x, (0, 0, 0, 2 * w - W, 0, 2 * h - H))
+        x = x.reshape(B, h, 2, w, 2, C).permute(0, 1, 3, 4, 2, 5)
+        x = x.clone(memory_format=torch.contiguous_format).view(B, h, w, 4 * C)  # see _partition on the copy
+        return self.reduction(self.norm(x))
 
 
 class SwinBackbone(nn.Module):
@@ -102,6 +177,8 @@ class SwinBackbone(nn.Module):
         for block in model.modules():
             if type(block) is SwinTransformerBlock:
                 block.__class__ = _PadThenShiftBlock  # same module, MMSegmentation's pad/shift order
+            elif type(block) is PatchMerging:
+                block.__class__ = _SizedPatchMerging  # same module and math, sizes from the input's
         self.patch_embed, self.layers = model.patch_embed, model.layers
         self.out_indices = list(out_indices)
         info = model.feature_info
@@ -113,11 +190,34 @@ class SwinBackbone(nn.Module):
         self.out_channels = [info[i]["num_chs"] for i in self.out_indices]
         self.reductions = [info[i]["reduction"] for i in self.out_indices]
 
+    @property
+    def min_dynamic_trace_size(self) -> int:
+        """The smallest input side at which every stage has two windows or more per side.
+
+        Traced where a stage has one window per side, `torch.export` turns the contiguity checks on that size-1
+        window grid into guards (`rows == 1`), and the program (loaded without guards, see `src.serve.export`)
+        computes wrong shapes at larger sizes; a dynamic export therefore traces at this size or larger.
+        """
+        patch = max(self.patch_embed.patch_size)
+        return max(patch * 2**i * max(stage.blocks[0].window_size) + 1 for i, stage in enumerate(self.layers))
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.patch_embed(x)  # (B, H/4, W/4, C)
+        _, _, H, W = x.shape
+        patch_h, patch_w = self.patch_embed.patch_size
         outs = []
         for i, stage in enumerate(self.layers):
-            x = stage(x)
+            # Stage i's token map: ceil(H / (patch * 2^i)), which is what padding by one at every merge gives,
+            # but computed from the input's size: under torch.export each stage's size is then one short
+            # expression of H instead of a nest of paddings (see the module doc).
+            h, w = _ceil_div(H, patch_h * 2**i), _ceil_div(W, patch_w * 2**i)
+            x = self._embed(x, h, w) if i == 0 else stage.downsample(x, (h, w))
+            x = stage.blocks(x)
             if i in self.out_indices:
                 outs.append(nhwc_to_nchw(getattr(self, f"norm{i}")(x)))
         return outs
+
+    def _embed(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """timm's PatchEmbed with `dynamic_img_pad` (zero-pad to whole patches, as MMSegmentation) -> NHWC."""
+        patch_h, patch_w = self.patch_embed.patch_size
+        x = F.pad(x, (0, patch_w * w - x.shape[3], 0, patch_h * h - x.shape[2]))
+        return self.patch_embed.norm(self.patch_embed.proj(x).permute(0, 2, 3, 1))
