@@ -8,7 +8,7 @@
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        # default logs/gpu_check/<date>; figures in OUT_DIR/figures.md
 #
-# On a machine without CUDA it prints "no CUDA device: skipped" and exits 0 (tests/test_gpu_check.py). Each step has
+# On a machine without CUDA it prints "no CUDA device: skipped" and exits 0 (tests/tools/test_gpu_check.py). Each step has
 # its own time limit and is skipped when the 8-minute budget (GPU_CHECK_BUDGET_S, default 470 s) cannot fit it; a
 # failed step is reported in figures.md and the script goes on. GPU_CHECK_DRY_RUN=1 prints the commands only.
 set -uo pipefail

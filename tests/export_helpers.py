@@ -1,4 +1,4 @@
-"""Helpers of the export tests (`tests/test_onnx.py`, `tests/test_export_formats.py`; not a test module): tiny
+"""Helpers of the export tests (`tests/serve/test_onnx.py`, `tests/serve/test_export_formats.py`; not a test module): tiny
 models of each head, the model families of `conf/model/` every exporter is checked on, and the parity checks."""
 
 from __future__ import annotations

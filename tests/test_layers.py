@@ -139,3 +139,10 @@ def test_no_module_imports_a_layer_above_its_own_and_there_is_no_cycle() -> None
     # the house shows its architecture: packages, and at most six modules beside them
     modules = sorted(p.stem for p in (ROOT / "src").glob("*.py") if p.stem != "__init__")
     assert len(modules) <= 6, modules
+
+
+def test_the_tests_mirror_src() -> None:
+    """Every folder of tests holds the tests of the `src/` package of the same path (docs/development.md)."""
+    folders = {p.parent.relative_to(ROOT / "tests") for p in (ROOT / "tests").rglob("test_*.py")} - {Path(".")}
+    unmatched = sorted(str(f) for f in folders if not (ROOT / "src" / f / "__init__.py").is_file())
+    assert not unmatched, f"tests/ folders with no src/ package of that path: {unmatched}"

@@ -19,7 +19,7 @@ the caller) -> logits `[N, num_classes, H, W]`. The graph holds the data preproc
 network (`EncoderDecoder.encode_decode`) and the crop back to the input size. Batch, height and width are
 dynamic (`torch.onnx.export(dynamo=True)` with `Dim.DYNAMIC` shapes); the export fails if the exporter fixed any
 of them to the sample's size. A symbolic size in the file does not prove that every op follows it, though: that
-is what the parity check at another size (`parity_check`, `scripts/export_onnx.py`, `tests/test_onnx.py`) shows.
+is what the parity check at another size (`parity_check`, `scripts/export_onnx.py`, `tests/serve/test_onnx.py`) shows.
 
 Sliding-window inference and test-time augmentation are not in the graph (their number of windows depends on the
 image size): `OnnxSegmentor` (`src.loading.exported`) runs them around the ONNX network with `EncoderDecoder`'s own methods (`predict`,

@@ -221,7 +221,7 @@ def test_a_failing_run_still_closes_wandb_with_its_exit_code(tmp_path, monkeypat
     cfg = compose_cfg(
         "train",
         [*overrides, f"paths.data_dir={tmp_path / 'data'}", "logger=wandb",
-         "+runtime.callbacks.boom={_target_: tests.test_tracking.Boom}"],
+         "+runtime.callbacks.boom={_target_: tests.engine.test_results.Boom}"],
         tmp_path / "run",
     )  # fmt: skip
     try:
@@ -255,7 +255,7 @@ def test_analyze_logs_draws_the_runs_curves_from_csv_and_tensorboard(tracked_run
         assert [s for s, _ in from_tb[key]] == [s for s, _ in from_csv[key]], key
         assert [v for _, v in from_tb[key]] == pytest.approx([v for _, v in from_csv[key]], rel=1e-6), key
     assert len(from_csv["train/loss"]) == 4 and len(from_csv["val/mIoU"]) == 2  # 4 steps, validation every 2
-    script = Path(__file__).resolve().parents[1] / "scripts" / "analyze_logs.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "analyze_logs.py"
     for source in ("csv", "tensorboard"):
         png = tmp_path / f"{source}.png"
         cmd = [sys.executable, str(script), str(out), "--source", source, "--out", str(png)]

@@ -39,7 +39,7 @@ from tests.export_helpers import (
 )
 from tests.helpers import TinyRun, compose_cfg, run_eval
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------- pooling

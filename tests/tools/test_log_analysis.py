@@ -1,5 +1,5 @@
 """`scripts/analyze_logs.py`: curves of runs from their CSV or TensorBoard logs, as a PNG; errors name the path or
-key. The logs are written here the way Lightning's loggers write them (a real run's are read in test_tracking)."""
+key. The logs are written here the way Lightning's loggers write them (a real run's are read in tests/engine/test_results.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from src.tools.log_analysis import find_log, load_scalars, select
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "analyze_logs.py"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from src.tools.gpu_check import summary
 from tests.helpers import compose_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
 

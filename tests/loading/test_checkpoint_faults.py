@@ -1,7 +1,7 @@
 """Bad checkpoints and faults while saving: one loader names the file, resume=true falls back, a failed save keeps
 the previous files, two launches of one run name never share a folder.
 
-Like `tests/test_errors.py`, entry points run in this process; two launches at once fork it (everything is
+Like `tests/utils/test_errors.py`, entry points run in this process; two launches at once fork it (everything is
 imported already); the file size limit runs in a subprocess.
 """
 
@@ -38,7 +38,7 @@ from tests.helpers import (
     with_callbacks,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ def test_build_module_reads_channels_last_auto_as_the_precision_says(make_train_
 
 def test_benchmark_precision_sweep_times_fp32_and_bf16(tmp_path):
     """`scripts/benchmark.py --precision-sweep` on a tiny model: every variant timed, speeds against 32-true."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(root / "scripts"))
     try:
         import benchmark as script

@@ -16,7 +16,7 @@ from src.engine.optim import build_param_groups
 from src.engine.schedulers import PolyLR, build_lr_scheduler
 from tests.helpers import compose_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Tiny(nn.Module):

@@ -1,5 +1,5 @@
 """torch.export (`.pt2`) and TorchScript exports (`src/serve/export.py`, `scripts/export.py format=...`), checked against
-PyTorch as the ONNX export is (tests/test_onnx.py): tiny models of each head in the default suite, every model
+PyTorch as the ONNX export is (tests/serve/test_onnx.py): tiny models of each head in the default suite, every model
 family of conf/model/ in the slow suite; `src.eval ckpt_path=model.pt2` gives the checkpoint's metrics.
 
 TorchScript traces the models at one size only (sizes become Python ints in the trace): its files take that size,
@@ -35,7 +35,7 @@ from tests.export_helpers import (
 )
 from tests.helpers import TinyRun, compose_cfg, run_eval
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = [(1, 3, 32, 32), (2, 3, 48, 40), (1, 3, 37, 53)]
 
 

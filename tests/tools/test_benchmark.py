@@ -17,7 +17,7 @@ from src.models.losses import CrossEntropyLoss, DiceLoss, FocalLoss
 from src.models.samplers import OHEMPixelSampler
 from src.tools import benchmark as bench
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model=fcn_r18-d8", "dataset.batch_size=2", "dataset.crop_size=[32,32]", "runtime.log_interval=2"]
 
 

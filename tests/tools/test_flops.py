@@ -14,7 +14,7 @@ from torch import nn
 from src.tools.flops import count_flops, human, segmentor_complexity
 from tests.helpers import compose_cfg, tiny_model_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _conv_flops(out_hw: tuple[int, int], c_in: int, c_out: int, k: int, groups: int = 1, n: int = 1) -> int:

@@ -36,7 +36,7 @@ from src.utils.errors import (
 from src.utils.resolvers import iters, unique_dir
 from tests.helpers import assert_short_error, run_entry, train_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_log(root: Path, task: str = "train") -> str:
