@@ -143,6 +143,8 @@ def test_no_module_imports_a_layer_above_its_own_and_there_is_no_cycle() -> None
 
 def test_the_tests_mirror_src() -> None:
     """Every folder of tests holds the tests of the `src/` package of the same path (docs/development.md)."""
-    folders = {p.parent.relative_to(ROOT / "tests") for p in (ROOT / "tests").rglob("test_*.py")} - {Path(".")}
+    folders = {p.parent.relative_to(ROOT / "tests") for p in (ROOT / "tests").rglob("test_*.py")} - {
+        Path(".")
+    }
     unmatched = sorted(str(f) for f in folders if not (ROOT / "src" / f / "__init__.py").is_file())
     assert not unmatched, f"tests/ folders with no src/ package of that path: {unmatched}"
