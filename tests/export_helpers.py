@@ -119,3 +119,17 @@ def assert_family_exports(name: str, tmp_path: Path, export: Any, runner_cls: An
         with torch.no_grad():
             ref = InferenceNet(model)(images)
         assert_parity(ref, runner.encode_decode(images))
+
+
+def assert_runner_matches(model: Any, runner: Any, shapes: list[tuple[int, int, int, int]]) -> None:
+    """`runner.encode_decode` (an exported file's) gives `InferenceNet(model)`'s logits at each input shape."""
+    from src.serve.export import InferenceNet
+
+    torch.manual_seed(1)
+    for shape in shapes:
+        images = torch.rand(shape) * 255
+        with torch.no_grad():
+            ref = InferenceNet(model)(images)
+        out = runner.encode_decode(images)
+        assert out.shape == (shape[0], model.num_classes, *shape[2:])
+        assert_parity(ref, out)

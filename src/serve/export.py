@@ -144,6 +144,13 @@ def dynamic_sample_shape(segmentor: nn.Module, sample_shape: Sequence[int]) -> t
     return max(h, least), max(w, least)
 
 
+def _dynamic_trace_input(segmentor: nn.Module, sample_shape: Sequence[int]) -> tuple[nn.Module, torch.Tensor]:
+    """The network to export (eval mode) and a batch of two random images at the traced size."""
+    net = InferenceNet(segmentor.eval()).eval()
+    h, w = dynamic_sample_shape(segmentor, sample_shape)
+    return net, torch.rand(2, 3, h, w, device=next(segmentor.parameters()).device) * 255
+
+
 def export_onnx(
     segmentor: nn.Module,
     path: str | Path,
@@ -157,10 +164,8 @@ def export_onnx(
     `[H, W]` of the example input the exporter traces (any size the model accepts).
     """
     path = Path(path)
-    segmentor = segmentor.eval()
-    net = InferenceNet(segmentor).eval()
-    h, w = dynamic_sample_shape(segmentor, sample_shape)
-    sample = torch.rand(2, 3, h, w, device=next(segmentor.parameters()).device) * 255
+    net, sample = _dynamic_trace_input(segmentor, sample_shape)
+    h, w = sample.shape[-2:]
     dyn = torch.export.Dim.DYNAMIC
     for name in ("onnxscript", "onnx_ir"):  # their INFO lines (every optimisation pass) drown the output
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -222,10 +227,8 @@ def export_torch_program(
     """`torch.export` of `InferenceNet(segmentor)` to a `.pt2` file with dynamic batch, height and width (adaptive
     pooling in its exportable form, as for ONNX); the metadata goes in the file as `segkit.json`."""
     path = Path(path)
-    segmentor = segmentor.eval()
-    net = InferenceNet(segmentor).eval()
-    h, w = dynamic_sample_shape(segmentor, sample_shape)
-    sample = torch.rand(2, 3, h, w, device=next(segmentor.parameters()).device) * 255
+    net, sample = _dynamic_trace_input(segmentor, sample_shape)
+    h, w = sample.shape[-2:]
     dyn = torch.export.Dim.DYNAMIC
     with exportable_pooling(), torch.no_grad():
         program = torch.export.export(net, (sample,), dynamic_shapes={"images": {0: dyn, 2: dyn, 3: dyn}})
