@@ -70,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.get("dataset"),
         test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
     )
-    if cfg.get("compile") and isinstance(segmentor, torch.nn.Module):  # not an exported file's runner
+    if cfg.get("compile"):
         compile_segmentor(segmentor)
     dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset
     datamodule = build_datamodule(dataset_cfg, cfg.batch_size, cfg.num_workers)

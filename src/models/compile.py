@@ -28,8 +28,14 @@ def segmentor_parts(segmentor: nn.Module) -> list[nn.Module]:
 
 def compile_segmentor(segmentor: nn.Module, **options: Any) -> nn.Module:
     """Compile the segmentor's parts in place (`torch.compile` options, e.g. `mode="max-autotune"`), and wrap its
-    entry points (`loss`, `encode_decode`) so that a compiler failure falls back to eager mode. Returns it."""
-    for part in segmentor_parts(segmentor):
+    entry points (`loss`, `encode_decode`) so that a compiler failure falls back to eager mode. Returns it.
+
+    A model without such parts (an exported file's runner, compiled by its exporter already) is returned as it is.
+    """
+    parts = segmentor_parts(segmentor)
+    if not parts:
+        return segmentor
+    for part in parts:
         part.compile(**options)
     for name in ("loss", "encode_decode"):
         method = getattr(segmentor, name, None)

@@ -122,7 +122,7 @@ class Segmenter:
             raise ValueError(f"batch_size={batch_size}: expected at least 1")
         self.device = torch.device(device)
         self.segmentor = segmentor.to(self.device).eval()
-        if compile and isinstance(self.segmentor, nn.Module):  # an exported file's runner is compiled already
+        if compile:
             compile_segmentor(self.segmentor)
         self.classes = list(classes)
         self.palette = [list(c) for c in palette]
@@ -166,10 +166,7 @@ class Segmenter:
         segmentor, meta = load_model(
             path, device, backend, model_cfg=model_cfg, dataset_cfg=dataset_cfg, test_cfg_from=test_cfg_from
         )
-        pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
-        pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
-        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta, compile)
-        seg.meta = meta
+        seg = cls._from_loaded(segmentor, meta, device, batch_size, tta, compile)
         seg.record = _run_record_beside(path)
         return seg
 
@@ -182,9 +179,22 @@ class Segmenter:
         from src.loading.pretrained import load_pretrained
 
         segmentor, meta = load_pretrained(source, device)
+        return cls._from_loaded(segmentor, meta, device, batch_size, tta)
+
+    @classmethod
+    def _from_loaded(
+        cls,
+        segmentor: Any,
+        meta: dict[str, Any],
+        device: str | torch.device,
+        batch_size: int,
+        tta: Any,
+        compile: bool = False,
+    ) -> Segmenter:
+        """A loaded model with the test pipeline, classes and palette of its metadata."""
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
-        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta)
+        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta, compile)
         seg.meta = meta
         return seg
 
