@@ -169,14 +169,6 @@ def load_exported(
     return seg, _checked_meta(seg, path)
 
 
-def load_onnx_segmentor(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[OnnxSegmentor, dict[str, Any]]:
-    """The `load_segmentor` of an `.onnx` file: the runner and the metadata (config, classes, palette, onnx)."""
-    seg = OnnxSegmentor(path, device)
-    return seg, _checked_meta(seg, path)
-
-
 def _checked_meta(seg: ExportedSegmentor, path: str | Path) -> dict[str, Any]:
     for key in ("config", "classes", "palette"):
         if key not in seg.meta:

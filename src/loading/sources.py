@@ -81,11 +81,7 @@ def load_model(
 
         return load_pretrained(source, device)
     backend = resolve_backend(source, backend)
-    if backend == "onnxruntime":
-        from src.loading.exported import load_onnx_segmentor
-
-        return load_onnx_segmentor(source, device)
-    if backend in ("torch_export", "torchscript"):
+    if backend != "torch":  # an exported file whose suffix resolve_backend checked against the backend
         from src.loading.exported import load_exported
 
         return load_exported(source, device)
