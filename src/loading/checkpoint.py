@@ -162,7 +162,7 @@ def load_segmentor(
 
     `model_cfg` / `dataset_cfg` (`model=<name> dataset=<name>` of `src.eval` and `src.infer`): a checkpoint of
     this project is rebuilt with them instead of its own config (the dataset gives classes and palette); any
-    other file is read as an MMSegmentation checkpoint of that model (`src.weights.mmseg`), both being required;
+    other file is read as an MMSegmentation checkpoint of that model (`src.loading.mmseg`), both being required;
     it is tested as the config in its `meta` says unless `test_cfg_from="config"` (`load_mmseg_segmentor`).
     """
     from src.loading.mmseg import load_mmseg_segmentor
