@@ -11,7 +11,9 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 
 class _RankZeroFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return rank_zero_only.rank == 0
+        # Lightning sets the rank when it is imported; without it (the inference API in a plain script) the
+        # process is the only one: rank 0
+        return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def get_logger(name: str = __name__) -> logging.Logger:
