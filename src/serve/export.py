@@ -53,8 +53,9 @@ from torch import nn
 from src.loading.build import CHECKPOINT_META_KEY  # one key for a checkpoint and an export
 from src.loading.exported import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, ExportedSegmentor
 from src.loading.sources import EXPORT_SUFFIXES
+from src.utils.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 INPUT_LAYOUT = "float32 [N, 3, H, W], RGB, values 0..255 (normalisation is inside the model)"
 FORMATS = EXPORT_SUFFIXES  # format -> file suffix, from the one table of formats (src.loading.sources)
