@@ -3,6 +3,7 @@ finished tiny training run. The helpers they use are in `tests/helpers.py`."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,29 @@ from tests.helpers import (
     tiny_config,
     write_checkpoint,
 )
+
+
+def _file_handlers() -> set[tuple[logging.Logger, logging.FileHandler]]:
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return {
+        (lg, h)
+        for lg in loggers
+        if isinstance(lg, logging.Logger)
+        for h in lg.handlers
+        if isinstance(h, logging.FileHandler)
+    }
+
+
+@pytest.fixture(autouse=True)
+def _close_run_log_files():
+    """Entry points run in-process through `hydra.main` leave Hydra's file handler (the run's `<task>.log`) on
+    the root logger, as a CLI leaves it until the process exits. Closed and removed after each test: the folders
+    of passed tests are deleted (`tmp_path_retention_policy`), and a later test must not log into one."""
+    before = _file_handlers()
+    yield
+    for logger, handler in _file_handlers() - before:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from src.data.datasets.base import seg_collate
 from src.engine.callbacks import PREEMPTED_EXIT_CODE
 from src.loading.checkpoint import load_segmentor
 from src.train import build_datamodule, build_module, resolve_start, train
-from tests.helpers import TINY_TRAIN, RecordSteps, compose_cfg, with_callbacks
+from tests.helpers import SMALL_MODEL, TINY_TRAIN, RecordSteps, compose_cfg, with_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,6 +138,7 @@ def resume_runs(tmp_path_factory):
             "train",
             [
                 *TINY_TRAIN,
+                *SMALL_MODEL,
                 f"paths.data_dir={root / 'data'}",
                 f"paths.log_dir={root / 'logs'}",
                 "run_name=recipe",
