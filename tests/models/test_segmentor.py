@@ -351,3 +351,18 @@ def test_validation_predicts_without_tta(monkeypatch):
     torch.testing.assert_close(pred, model.predict_images([image])[0].argmax(0))
     with pytest.raises(AssertionError, match="must not use TTA"):
         model.predict_images([image], tta=True)
+
+
+def test_slide_windows_in_batches_give_the_logits_of_one_window_at_a_time(monkeypatch):
+    """Batching the windows (up to SLIDE_BATCH_PIXELS per forward) changes no window's logits: 2 images, 12
+    windows each, in batches of 5 windows (the last one shorter) vs one window per forward."""
+    from src.models import segmentor as module
+
+    torch.manual_seed(0)
+    model = _tiny_segmentor().eval()
+    model.test_cfg.update(mode="slide", crop_size=[32, 32], stride=[20, 20])
+    x = torch.randn(2, 3, 84, 64)
+    monkeypatch.setitem(module.SLIDE_BATCH_PIXELS, "cpu", 5 * 2 * 32 * 32)
+    batched = model.predict(x)
+    monkeypatch.setitem(module.SLIDE_BATCH_PIXELS, "cpu", 1)
+    torch.testing.assert_close(batched, model.predict(x), rtol=1e-5, atol=1e-5)
