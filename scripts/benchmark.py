@@ -5,6 +5,7 @@ python scripts/benchmark.py [model=pspnet_r50-d8] [dataset.batch_size=2] [datase
     [--steps 10] [--warmup 3] [--repeats 5] [--only overhead metric sync infer] [--threads N]
     [--device auto|cpu|cuda] [--compile] [--infer-size 512 1024] [--infer-modes whole slide]
     [--slide-crop H W] [--slide-stride H W] [--out FILE.json] [--precision-sweep]
+python scripts/benchmark.py --families [NAME ...] [--mmseg PYTHON] [--variants fp32 auto compile onnx]
 
 `key=value` arguments are Hydra overrides of conf/train.yaml, as for training: the model, the schedule
 (optimiser, LR schedule), the runtime (precision, channels_last, the Trainer's clipping and logging interval) and
@@ -22,6 +23,14 @@ batches are synthetic and in memory, so data loading is not measured. `--flags` 
 bf16-mixed + channels_last (and 16-mixed + channels_last on CUDA), alternated `--repeats` times: what
 `runtime.precision=auto` should pick on this machine, measured (docs/benchmarks.md).
 `runtime.precision` / `runtime.channels_last` `auto` resolve as in training (src/utils/precision.py).
+
+`--families` times every model family instead (src/tools/families.py): PSPNet-R50-D8, DeepLabV3+-R50-D8, UPerNet-R50,
+UPerNet-Swin-T, UPerNet-ConvNeXt-T, SegFormer-B0, ViT-B/16 UPerNet at their datasets' crops (training step and whole
+inference) and UNet-S5-D16 slide inference on a DRIVE-sized image; in fp32, `auto`, compiled and ONNX Runtime, and
+with `--mmseg PYTHON` (an interpreter with MMSegmentation 1.x; `$MMSEG_PYTHON`) MMSegmentation's own model
+alternated with ours; `--mmseg-configs` is the folder of its resolved configs (default ../shared/mmseg/configs).
+Defaults there: `--steps 1 --repeats 2 --infer-steps 2` (a step of these models takes 5-60 s on a 2-core CPU).
+`--families --profile` prints instead where each family's fp32 training step spends its time, by operator kind.
 
 It prints a table and writes everything as JSON (`--out`, default logs/benchmark/<model>_<settings>.json).
 Timings are medians; on a shared machine compare ratios measured in one run rather than absolute figures.
@@ -46,6 +55,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.tools import benchmark as bench
 from src.utils import resolvers  # noqa: F401
+from src.utils.files import atomic_write_text
 from src.utils.precision import apply_precision, cpu_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]  # conf/ and the default logs/ folder
@@ -61,9 +71,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per run")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps per run (10)")
     parser.add_argument("--warmup", type=int, default=3, help="training steps left out at the start of a run")
-    parser.add_argument("--repeats", type=int, default=5, help="alternated bare / Lightning runs")
+    parser.add_argument("--repeats", type=int, default=None, help="alternated bare / Lightning runs (5)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
@@ -71,7 +81,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--infer-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
     parser.add_argument("--infer-batch", type=int, default=1)
-    parser.add_argument("--infer-steps", type=int, default=5, help="timed calls per inference mode")
+    parser.add_argument("--infer-steps", type=int, default=None, help="timed calls per inference mode (5)")
     parser.add_argument("--infer-modes", nargs="+", choices=("whole", "slide"), default=["whole", "slide"])
     parser.add_argument("--slide-crop", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument("--slide-stride", type=int, nargs=2, default=None, metavar=("H", "W"))
@@ -87,7 +97,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         action="store_true",
         help="time the training step in fp32 / bf16 (/ fp16 on CUDA)",
     )
-    return parser.parse_args(rest), overrides
+    parser.add_argument("--families", nargs="*", default=None, help="the family table (all, or these names)")
+    parser.add_argument("--mmseg", default=os.environ.get("MMSEG_PYTHON"), help="MMSegmentation's python")
+    parser.add_argument(
+        "--profile", action="store_true", help="with --families: each family's fp32 step by operator kind"
+    )
+    parser.add_argument("--mmseg-configs", type=Path, default=ROOT.parent / "shared" / "mmseg" / "configs")
+    parser.add_argument(
+        "--variants", nargs="*", choices=("auto", "compile", "onnx"), default=["auto", "compile", "onnx"]
+    )
+    args = parser.parse_args(rest)
+    table = args.families is not None
+    for key, single, family in (("steps", 10, 1), ("repeats", 5, 2), ("infer_steps", 5, 2)):
+        if getattr(args, key) is None:
+            setattr(args, key, family if table else single)
+    return args, overrides
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -119,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.families is not None:
+        return family_table(args, overrides, argv)
     device = bench.resolve_device(args.device)
     cfg = compose_config(overrides, ROOT / "logs" / "benchmark" / "run")
     choice = apply_precision(cfg)
@@ -202,6 +228,77 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_path.write_text(json.dumps(report, indent=2))
     print(f"written: {out_path}")
     return report
+
+
+def family_table(args: argparse.Namespace, overrides: list[str], argv: list[str] | None) -> dict[str, Any]:
+    """`--families`: every family's sides alternated, printed as docs/benchmarks.md's tables and written as JSON."""
+    from src.tools import families
+
+    chosen = [f for f in families.FAMILIES if not args.families or f.name in args.families]
+    unknown = set(args.families or ()) - {f.name for f in families.FAMILIES}
+    if unknown:
+        raise SystemExit(
+            f"--families {sorted(unknown)}: expected names of {[f.name for f in families.FAMILIES]}"
+        )
+    if args.mmseg and not args.mmseg_configs.is_dir():
+        raise SystemExit(
+            f"--mmseg-configs {args.mmseg_configs}: no such folder of resolved MMSegmentation configs"
+        )
+    args.device = bench.resolve_device(args.device)
+    if args.mmseg and args.device.type != "cpu":
+        raise SystemExit(
+            "--mmseg: MMSegmentation's side runs on the CPU only; leave --mmseg out with --device cuda"
+        )
+    args.threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    peak = families.matmul_peak(args.device)
+    env = bench.environment(args.device)
+    print(
+        f"family table: {len(chosen)} families, {args.threads} threads, fp32 matmul peak {peak:.0f} GFLOP/s"
+    )
+    out_dir = ROOT / "logs" / "benchmark" / "run"
+    out = args.out or ROOT / "logs" / "benchmark" / "families.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "environment": env,
+        "matmul_peak_gflops": peak,
+        "families": [],
+    }
+
+    def compose(family_overrides: list[str]) -> DictConfig:
+        return compose_config([*family_overrides, *overrides], out_dir)
+
+    if args.profile:
+        return profile_families(chosen, compose, args, out.with_name(out.stem + "_profile.json"))
+    # the JSON is rewritten after each family: a long run that stops keeps what it measured
+    for family in chosen:
+        report["families"].append(families.measure_family(family, compose, args, peak))
+        atomic_write_text(out, json.dumps(report, indent=2))
+    if hasattr(os, "getloadavg"):
+        env["load_average_end"] = list(os.getloadavg())
+    report["markdown"] = families.markdown(report["families"])
+    print(f"\n{env['cpu']}, {args.threads} threads, torch {env['torch']}, peak {peak:.0f} GFLOP/s\n")
+    print(report["markdown"])
+    atomic_write_text(out, json.dumps(report, indent=2))
+    print(f"written: {out}")
+    return report
+
+
+def profile_families(chosen: list[Any], compose: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """`--families --profile`: the share of each operator kind in one fp32 training step, family by family."""
+    from src.tools import families
+
+    rows = []
+    for family in chosen:
+        if family.slide:
+            continue
+        rows.append(families.kernel_shares(family, compose, args))
+        shares = ", ".join(f"{k} {100 * v:.0f} %" for k, v in rows[-1]["shares"].items())
+        print(f"  {family.name}: {shares}", flush=True)
+    atomic_write_text(out, json.dumps(rows, indent=2))
+    print(f"written: {out}")
+    return {"profile": rows}
 
 
 def sweep_variants(device: torch.device) -> list[tuple[str, bool]]:

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# The GPU-only paths, run once on one CUDA GPU in at most 8 minutes, their figures written to one folder:
+# The GPU-only paths, run once on one CUDA GPU in at most 9 minutes, their figures written to one folder:
 #   1. training step in 32-true, 16-mixed and bf16-mixed with channels_last (pspnet_r50-d8, Cityscapes crop)
-#   2. torch.compile'd training step (fcn_r18-d8)
-#   3. the benchmark table (train step, overhead, syncs, whole + slide inference) of fcn_r18-d8 and pspnet_r50-d8
-#   4. a 1-GPU DDP training run with SyncBN (runtime=ddp, the shapes experiment, a few dozen iterations)
-#   5. ONNX Runtime on CUDA (the DDP run's checkpoint exported), when onnxruntime has the CUDA provider
+#   2. the family table of docs/benchmarks.md (7 families: training step and whole inference at each dataset's
+#      crop in fp32, `auto` (bf16/fp16 + channels_last) and compiled; UNet slide on a DRIVE image)
+#   3. torch.compile'd training step (fcn_r18-d8)
+#   4. the benchmark table (train step, overhead, syncs, whole + slide inference) of fcn_r18-d8 and pspnet_r50-d8
+#   5. a 1-GPU DDP training run with SyncBN (runtime=ddp, the shapes experiment, a few dozen iterations)
+#   6. ONNX Runtime on CUDA (the DDP run's checkpoint exported), when onnxruntime has the CUDA provider
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        # default logs/gpu_check/<date>; figures in OUT_DIR/figures.md
 #
 # On a machine without CUDA it prints "no CUDA device: skipped" and exits 0 (tests/tools/test_gpu_check.py). Each step has
-# its own time limit and is skipped when the 8-minute budget (GPU_CHECK_BUDGET_S, default 470 s) cannot fit it; a
+# its own time limit and is skipped when the 9-minute budget (GPU_CHECK_BUDGET_S, default 540 s) cannot fit it; a
 # failed step is reported in figures.md and the script goes on. GPU_CHECK_DRY_RUN=1 prints the commands only.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python
-BUDGET="${GPU_CHECK_BUDGET_S:-470}"
+BUDGET="${GPU_CHECK_BUDGET_S:-540}"
 DRY="${GPU_CHECK_DRY_RUN:-0}"
 
 if [ "$DRY" != "1" ] && ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
@@ -59,6 +61,8 @@ CITY=(dataset=cityscapes dataset.batch_size=2 "dataset.crop_size=[512,1024]")
 
 step precision_sweep 100 "${BENCH[@]}" model=pspnet_r50-d8 "${CITY[@]}" --precision-sweep \
   --steps 5 --warmup 3 --repeats 2 --out "$OUT/precision_sweep.json"
+step families 240 "${BENCH[@]}" --families --variants auto compile --steps 5 --repeats 2 --infer-steps 5 \
+  --out "$OUT/families.json"
 step compile 120 "${BENCH[@]}" model=fcn_r18-d8 "${CITY[@]}" runtime.precision=bf16-mixed --compile \
   --only overhead --steps 5 --warmup 3 --repeats 1 --out "$OUT/compile_fcn_r18-d8.json"
 for model in fcn_r18-d8 pspnet_r50-d8; do

@@ -74,7 +74,7 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def summary(out_dir: Path) -> str:
-    """The check's figures: step status, precision sweep, compile, benchmark tables, ONNX Runtime."""
+    """The check's figures: step status, precision sweep, family table, compile, benchmark tables, ONNX Runtime."""
     lines = [f"# GPU check ({out_dir.name})", ""]
     env = None
     status = out_dir / "status.tsv"
@@ -99,6 +99,9 @@ def summary(out_dir: Path) -> str:
                 f"{r['images_per_s']:.1f} | {r['speed_vs_fp32']:.2f}x |"
             )
         lines += ["", f"`runtime.precision=auto` chose: {sweep.get('precision_auto')}", ""]
+    families = _load(out_dir / "families.json")
+    if families and families.get("markdown"):
+        lines += ["Every family (scripts/benchmark.py --families):", "", families["markdown"], ""]
     rows = []
     for path in [out_dir / "compile_fcn_r18-d8.json", *sorted(out_dir.glob("bench_*.json"))]:
         report = _load(path)

@@ -41,8 +41,10 @@ def dry_run_steps(tmp_path: Path) -> dict[str, str]:
 def test_every_gpu_only_path_is_a_step(tmp_path):
     steps = dry_run_steps(tmp_path)
     assert set(steps) == {
-        "precision_sweep", "compile", "bench_fcn_r18-d8", "bench_pspnet_r50-d8", "ddp_syncbn", "onnx_cuda",
+        "precision_sweep", "families", "compile", "bench_fcn_r18-d8", "bench_pspnet_r50-d8", "ddp_syncbn",
+        "onnx_cuda",
     }  # fmt: skip
+    assert "--families" in steps["families"] and "--device cuda" in steps["families"]
     assert "--precision-sweep" in steps["precision_sweep"] and "--device cuda" in steps["precision_sweep"]
     assert "--compile" in steps["compile"]
     assert "runtime=ddp" in steps["ddp_syncbn"] and "runtime.trainer.devices=1" in steps["ddp_syncbn"]
@@ -75,7 +77,9 @@ def test_summary_lays_out_the_figures(tmp_path):
     }  # fmt: skip
     (tmp_path / "precision_sweep.json").write_text(json.dumps(sweep))
     (tmp_path / "onnx_cuda.json").write_text(json.dumps({"skipped": "no CUDA provider"}))
+    (tmp_path / "families.json").write_text(json.dumps({"markdown": "| family | batch x size |"}))
     text = summary(tmp_path)
+    assert "Every family (scripts/benchmark.py --families):\n\n| family | batch x size |" in text
     assert "| precision_sweep | 0 | 41 |" in text
     assert "| bf16-mixed | true | 0.1000 | 20.0 | 2.00x |" in text
     assert "ONNX Runtime on CUDA: skipped (no CUDA provider)" in text and "H200" in text

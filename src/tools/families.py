@@ -1,0 +1,397 @@
+"""One speed table for every model family, against MMSegmentation in the same run (`scripts/benchmark.py --families`).
+
+Each family is an experiment of this project and the MMSegmentation config it is named after (a resolved file
+of `../shared/mmseg/configs/`). Per family, at the dataset's crop and the config's batch per GPU:
+
+- the training step (`bare_train`: loss, backward, optimiser and LR step; synthetic in-memory batches) and whole
+  inference, in fp32, in what `runtime.precision=auto` / `channels_last=auto` resolve to here (not timed again
+  where that is fp32) and compiled (`torch.compile`, fp32);
+- whole inference of the ONNX export under ONNX Runtime;
+- MMSegmentation's own model, optimiser and loops in its own Python (`src/tools/mmseg_models.py`), timed between
+  ours: repeat r times ours, then MMSegmentation's, so that both see the same machine;
+- GFLOP per step (`torch.utils.flop_counter`) and GFLOP/s against a large fp32 matmul measured at the start.
+
+`--device cuda` runs our sides on the GPU (ONNX Runtime and MMSegmentation stay CPU-only: not timed there).
+
+A slide-only row times UNet-S5-D16 on a DRIVE-sized image (584x565, 64x64 windows, stride 42: 196 windows).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, open_dict
+from torch.utils.flop_counter import FlopCounterMode
+
+from src.tools import benchmark as bench
+from src.utils.precision import apply_precision
+
+MMSEG_WORKER = Path(__file__).with_name("mmseg_models.py")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    experiment: str
+    mmseg_config: str  # file stem in the resolved-configs folder
+    slide: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None  # size, crop, stride
+
+
+FAMILIES = (
+    Family("PSPNet-R50-D8", "pspnet_cityscapes", "pspnet_r50-d8_4xb2-40k_cityscapes-512x1024"),
+    Family(
+        "DeepLabV3+-R50-D8", "deeplabv3plus_cityscapes", "deeplabv3plus_r50-d8_4xb2-40k_cityscapes-512x1024"
+    ),
+    Family("UPerNet-R50", "upernet_cityscapes", "upernet_r50_4xb2-40k_cityscapes-512x1024"),
+    Family(
+        "UPerNet-Swin-T",
+        "upernet_swin_ade20k",
+        "swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512",
+    ),
+    Family(
+        "UPerNet-ConvNeXt-T", "upernet_convnext_ade20k", "convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512"
+    ),
+    Family("SegFormer-B0", "segformer_ade20k", "segformer_mit-b0_8xb2-160k_ade20k-512x512"),
+    Family("ViT-B/16 UPerNet", "vit_upernet_ade20k", "vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512"),
+    Family(
+        "UNet-S5-D16 slide",
+        "unet_drive",
+        "unet-s5-d16_fcn_4xb4-40k_drive-64x64",
+        ((584, 565), (64, 64), (42, 42)),
+    ),
+)
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n fp32 matmul on `device`: the ceiling the convolutions are measured against."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = min(_time(lambda: a @ b, 1, repeats, device))
+    return 2 * n**3 / best / 1e9
+
+
+class MMSegWorker:
+    """MMSegmentation's model in its own Python, one JSON request per line (`src/tools/mmseg_models.py`)."""
+
+    def __init__(self, python: str, config: Path, threads: int) -> None:
+        self.proc = subprocess.Popen(
+            [python, str(MMSEG_WORKER), str(config), str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info = self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the MMSegmentation worker stopped (exit {self.proc.wait()}); its error is above"
+            )
+        return json.loads(line)
+
+    def __call__(self, **request: Any) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _time(fn: Callable[[], Any], warmup: int, steps: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(steps):
+        bench.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        bench.synchronize(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _settings(cfg: DictConfig, warmup: int, steps: int, compiled: bool = False) -> bench.BenchSettings:
+    return bench.BenchSettings(
+        batch_size=int(cfg.dataset.batch_size),
+        crop_size=tuple(int(c) for c in cfg.dataset.crop_size),
+        num_classes=int(cfg.model.decode_head.num_classes),
+        warmup=warmup,
+        steps=steps,
+        precision=str(cfg.runtime.precision),
+        channels_last=bool(cfg.runtime.get("channels_last", False)),
+        compile=compiled,
+    )
+
+
+def build(cfg: DictConfig, device: torch.device, compiled: bool = False) -> Any:
+    from src.train import build_module
+
+    n = int(cfg.model.decode_head.num_classes)
+    stand_in = SimpleNamespace(classes=[str(i) for i in range(n)], palette=[[0, 0, 0]] * n, ignore_index=255)
+    torch.manual_seed(0)
+    module = build_module(cfg, stand_in)
+    if cfg.runtime.get("channels_last"):
+        module.segmentor.to(memory_format=torch.channels_last)
+    if compiled:
+        bench.apply_compile(module.segmentor)
+    return module.to(device)
+
+
+class Side:
+    """One way of running a family (ours in a precision, compiled, ONNX Runtime, or MMSegmentation's)."""
+
+    def __init__(
+        self, name: str, train: Callable[[int], float] | None, infer: Callable[[int], float]
+    ) -> None:
+        self.name, self.train, self.infer = name, train, infer
+        self.train_s: list[float] = []
+        self.infer_s: list[float] = []
+
+
+def _ours(
+    name: str, cfg: DictConfig, args: Any, size: tuple[int, int], mode: str, compiled: bool = False
+) -> Side:
+    device = args.device
+    module = build(cfg, device, compiled)
+    warm = 2 if compiled else 1
+    n = int(cfg.model.decode_head.num_classes)
+    loader = bench.batch_loader(
+        bench.make_batches(warm + args.steps + 1, int(cfg.dataset.batch_size), cfg.dataset.crop_size, n)
+    )
+    images = torch.randn(1, 3, *size, device=device)
+    if cfg.runtime.get("channels_last"):
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def train(warmup: int) -> float:
+        settings = _settings(cfg, warm if warmup else 0, args.steps, compiled)
+        return bench.bare_train(module, loader, settings, device).seconds_per_step
+
+    def infer(warmup: int) -> float:
+        module.segmentor.eval()
+        with torch.no_grad(), bench.precision_context(str(cfg.runtime.precision), device):
+            s = _time(
+                lambda: module.segmentor.predict(images, mode=mode),
+                warm if warmup else 0,
+                args.infer_steps,
+                device,
+            )
+        return statistics.median(s)
+
+    return Side(name, None if mode == "slide" else train, infer)
+
+
+def _onnx(segmentor: torch.nn.Module, size: tuple[int, int], threads: int, tmp: Path) -> tuple[Side, float]:
+    import onnxruntime as ort
+
+    from src.serve.export import export_onnx
+
+    cpu = torch.device("cpu")
+    t0 = time.perf_counter()
+    export_onnx(copy.deepcopy(segmentor).eval(), tmp / "model.onnx", sample_shape=size)
+    export_s = time.perf_counter() - t0
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(tmp / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: (torch.rand(1, 3, *size) * 255).numpy()}
+    return Side(
+        "ONNX Runtime", None, lambda w: statistics.median(_time(lambda: session.run(None, feed), w, 2, cpu))
+    ), export_s
+
+
+def measure_family(
+    family: Family, compose: Callable[[list[str]], DictConfig], args: Any, peak: float
+) -> dict[str, Any]:
+    """Every side of one family, alternated `args.repeats` times; best times, ratios to MMSegmentation, GFLOP/s."""
+    no_weights = [] if family.slide else ["model.backbone.pretrained=false"]  # UNet has no pretrained weights
+    base = [f"experiment={family.experiment}", *no_weights]
+    fp32 = compose([*base, "runtime.precision=32-true", "runtime.channels_last=false"])
+    auto = compose(base)
+    choice = apply_precision(auto)
+    slide = family.slide
+    size = slide[0] if slide else tuple(int(c) for c in fp32.dataset.crop_size)
+    mode = "slide" if slide else "whole"
+    for cfg in (fp32, auto):
+        with open_dict(cfg):
+            cfg.model.test_cfg = {
+                "mode": mode,
+                **({"crop_size": slide[1], "stride": slide[2]} if slide else {}),
+            }
+    sides = [_ours("fp32", fp32, args, size, mode)]
+    same = (str(auto.runtime.precision), bool(auto.runtime.channels_last)) == ("32-true", False)
+    if "auto" in args.variants and not same:
+        sides.append(_ours("auto", auto, args, size, mode))
+    if "compile" in args.variants and not slide:
+        sides.append(_ours("compiled", fp32, args, size, mode, compiled=True))
+    device = args.device
+    module = build(fp32, device)
+    result: dict[str, Any] = {
+        "family": family.name,
+        "experiment": family.experiment,
+        "mmseg_config": family.mmseg_config,
+        "batch": int(fp32.dataset.batch_size),
+        "crop": list(fp32.dataset.crop_size),
+        "infer_size": list(size),
+        "infer_mode": mode,
+        "auto": choice.as_record() | {"timed": not same},
+    }
+    if not slide:
+        n = int(fp32.model.decode_head.num_classes)
+        batch = bench.make_batches(1, result["batch"], result["crop"], n)[0]
+        result["train_gflop"] = bench.count_train_flops(module, batch, _settings(fp32, 0, 1), device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module.segmentor.eval().predict(torch.randn(1, 3, *size, device=device), mode=mode)
+    result["infer_gflop"] = counter.get_total_flops() / 1e9
+    with tempfile.TemporaryDirectory() as tmp:
+        if (
+            "onnx" in args.variants and not slide and device.type == "cpu"
+        ):  # CUDA: scripts/gpu_check.sh's onnx step
+            side, result["onnx_export_s"] = _onnx(module.segmentor.cpu(), size, args.threads, Path(tmp))
+            sides.append(side)
+        worker = None
+        if args.mmseg:
+            worker = MMSegWorker(
+                args.mmseg, Path(args.mmseg_configs) / f"{family.mmseg_config}.json", args.threads
+            )
+            result["mmseg_versions"] = worker.info
+            req = {"crop": result["crop"], "batch": result["batch"], "steps": args.steps}
+            infer_req = {"size": list(size), "mode": mode, "steps": args.infer_steps}
+            if slide:
+                infer_req.update(crop=list(slide[1]), stride=list(slide[2]))
+            sides.append(
+                Side(
+                    "MMSegmentation",
+                    None if slide else lambda w: statistics.median(worker(op="train", warmup=w, **req)["s"]),
+                    lambda w: statistics.median(worker(op="infer", warmup=w, **infer_req)["s"]),
+                )
+            )
+        try:
+            for r in range(args.repeats):
+                for side in sides:
+                    if side.train is not None:
+                        side.train_s.append(side.train(int(r == 0)))
+                    side.infer_s.append(side.infer(int(r == 0)))
+                    print(f"  {family.name} repeat {r + 1}: {side.name}: {_line(side)}", flush=True)
+        finally:
+            if worker is not None:
+                worker.close()
+    result["sides"] = {s.name: {"train_s": s.train_s, "infer_s": s.infer_s} for s in sides}
+    return _with_ratios(result, peak)
+
+
+def _line(side: Side) -> str:
+    train = f"train {side.train_s[-1]:.2f} s/step, " if side.train_s else ""
+    return f"{train}inference {side.infer_s[-1]:.3f} s"
+
+
+def _with_ratios(result: dict[str, Any], peak: float) -> dict[str, Any]:
+    """Per side the fastest of the repeats (on a shared machine, the least disturbed: the alternated repeats of
+    one side differ by up to 2x there), MMSegmentation's time over each side's (> 1: faster), GFLOP/s."""
+    ref = result["sides"].get("MMSegmentation")
+    for name, side in result["sides"].items():
+        for work in ("train", "infer"):
+            if not side[f"{work}_s"]:
+                continue
+            best = side[f"{work}_best_s"] = min(side[f"{work}_s"])
+            gflop = result.get(f"{work}_gflop")
+            if gflop and name != "MMSegmentation":
+                side[f"{work}_gflops"] = gflop / best
+                side[f"{work}_peak_share"] = gflop / best / peak
+            if ref and ref.get(f"{work}_s"):
+                side[f"{work}_vs_mmseg"] = min(ref[f"{work}_s"]) / best
+    return result
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The two tables of docs/benchmarks.md: training step and inference, seconds and ratio to MMSegmentation."""
+    names = ["fp32", "auto", "compiled", "ONNX Runtime"]
+
+    def cell(side: dict[str, Any] | None, work: str) -> str:
+        if not side or f"{work}_best_s" not in side:
+            return "-"
+        text = f"{side[f'{work}_best_s']:.2f} s"
+        if f"{work}_vs_mmseg" in side:
+            text += f" ({side[f'{work}_vs_mmseg']:.2f}x)"
+        return text
+
+    out = []
+    for work, title in (("train", "training step"), ("infer", "inference")):
+        head = ["family", "batch x size", "MMSegmentation", *names, "GFLOP", "fp32 GFLOP/s (of peak)"]
+        out += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
+        for r in results:
+            sides = r["sides"]
+            if work == "train" and "train_gflop" not in r:
+                continue
+            shape = r["crop"] if work == "train" else r["infer_size"]
+            batch = r["batch"] if work == "train" else 1
+            fp32 = sides["fp32"]
+            auto = "= fp32" if not r["auto"]["timed"] else cell(sides.get("auto"), work)
+            cells = [
+                r["family"]
+                + (f" ({r['infer_mode']})" if work == "infer" and r["infer_mode"] != "whole" else ""),
+                f"{batch} x {shape[0]}x{shape[1]}",
+                cell(sides.get("MMSegmentation"), work),
+                cell(fp32, work),
+                auto,
+                cell(sides.get("compiled"), work),
+                cell(sides.get("ONNX Runtime"), work),
+                f"{r[f'{work}_gflop']:.0f}",
+                f"{fp32.get(f'{work}_gflops', 0):.0f} ({100 * fp32.get(f'{work}_peak_share', 0):.0f} %)",
+            ]
+            out.append(f"| {' | '.join(cells)} |")
+        out.append(
+            f"\n{title}: seconds, the fastest of the repeats (MMSegmentation's time / ours in brackets).\n"
+        )
+    return "\n".join(out)
+
+
+# operator name fragments -> kind; the first match wins
+KINDS = (
+    ("convolution", ("conv", "mkldnn_convolution")),
+    ("matmul", ("mm", "matmul", "linear", "addmm", "baddbmm", "scaled_dot_product")),
+    ("normalisation", ("batch_norm", "layer_norm", "group_norm", "native_norm")),
+    ("resize", ("upsample", "interpolate", "grid_sampler")),
+    ("loss", ("nll_loss", "cross_entropy", "log_softmax")),
+    ("optimiser", ("_foreach", "sgd", "adam")),
+)
+
+
+def kernel_shares(family: Family, compose: Callable[[list[str]], DictConfig], args: Any) -> dict[str, Any]:
+    """Where one fp32 training step of `family` spends its time (torch.profiler, self CPU time per operator
+    kind): the share in convolutions and matmuls is what no framework changes on a CPU, both sides running
+    the same kernels of the same torch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = compose(
+        [f"experiment={family.experiment}", "model.backbone.pretrained=false", "runtime.precision=32-true"]
+    )
+    with open_dict(cfg):
+        cfg.runtime.channels_last = False
+    module = build(cfg, args.device)
+    n = int(cfg.model.decode_head.num_classes)
+    loader = bench.batch_loader(bench.make_batches(3, int(cfg.dataset.batch_size), cfg.dataset.crop_size, n))
+    bench.bare_train(module, loader, _settings(cfg, 1, 1), args.device)  # warm
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        bench.bare_train(module, loader, _settings(cfg, 0, 1), args.device)
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = event.key.lower()
+        kind = next((k for k, parts in KINDS if any(p in name for p in parts)), "other")
+        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {
+        "family": family.name,
+        "shares": {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+    }
