@@ -255,9 +255,8 @@ def measure_family(
         module.segmentor.eval().predict(torch.randn(1, 3, *size, device=device), mode=mode)
     result["infer_gflop"] = counter.get_total_flops() / 1e9
     with tempfile.TemporaryDirectory() as tmp:
-        if (
-            "onnx" in args.variants and not slide and device.type == "cpu"
-        ):  # CUDA: scripts/gpu_check.sh's onnx step
+        # ONNX Runtime on CUDA is scripts/gpu_check.sh's onnx step
+        if "onnx" in args.variants and not slide and device.type == "cpu":
             side, result["onnx_export_s"] = _onnx(module.segmentor.cpu(), size, args.threads, Path(tmp))
             sides.append(side)
         worker = None
