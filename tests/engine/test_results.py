@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,13 @@ def test_wandb_offline_run_holds_config_metrics_tables_and_the_checkpoint(tracke
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     run = runs[0]
+    # wandb's service process appends the last records (the final summary) to the log on its own schedule, which
+    # `wandb.finish()` does not always wait for: read until the summary has the test metrics, for 20 s at most
+    deadline = time.monotonic() + 20
     records = wandb_records(next(run.glob("*.wandb")))
+    while "test/mIoU" not in _items(records, "summary") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = wandb_records(next(run.glob("*.wandb")))
     kinds = [r.WhichOneof("record_type") for r in records]
 
     # identity: MMSegmentation-style name, group = the experiment, tags from the experiment
