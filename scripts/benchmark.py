@@ -44,7 +44,6 @@ import os
 import statistics
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -149,16 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = compose_config(overrides, ROOT / "logs" / "benchmark" / "run")
     choice = apply_precision(cfg)
 
-    from src.train import build_module  # imported here: it pulls in Lightning, which --help does not need
-
-    torch.manual_seed(0)
     num_classes = int(cfg.model.decode_head.num_classes)
-    stand_in = SimpleNamespace(
-        classes=[str(i) for i in range(num_classes)],
-        palette=[[0, 0, 0]] * num_classes,
-        ignore_index=int(cfg.dataset.get("ignore_index", 255)),
-    )
-    module = build_module(cfg, stand_in)
+    module = bench.build_module_for(cfg)
     settings = bench.BenchSettings(
         batch_size=int(cfg.dataset.batch_size),
         crop_size=tuple(int(c) for c in cfg.dataset.crop_size),
@@ -314,14 +305,7 @@ def precision_sweep(
 ) -> dict[str, Any]:
     """Bare-loop training steps per (precision, channels_last), alternated `repeats` times: medians and the
     speed of each against 32-true."""
-    from src.train import build_module
-
     num_classes = settings.num_classes
-    stand_in = SimpleNamespace(
-        classes=[str(i) for i in range(num_classes)],
-        palette=[[0, 0, 0]] * num_classes,
-        ignore_index=int(cfg.dataset.get("ignore_index", 255)),
-    )
     timer_len = settings.warmup + settings.steps + 1
     loader = bench.batch_loader(
         bench.make_batches(timer_len, settings.batch_size, settings.crop_size, num_classes, settings.seed)
@@ -330,8 +314,7 @@ def precision_sweep(
     for precision, channels_last in sweep_variants(device):
         with open_dict(cfg):
             cfg.runtime.precision, cfg.runtime.channels_last = precision, channels_last
-        torch.manual_seed(0)
-        module = build_module(cfg, stand_in)
+        module = bench.build_module_for(cfg)
         if channels_last:
             module.segmentor.to(memory_format=torch.channels_last)
         variant = dict(bench.iter_settings_dict(settings)) | {

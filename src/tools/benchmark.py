@@ -131,6 +131,23 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: [t.to(device, non_blocking=non_blocking) for t in v] for k, v in batch.items()}
 
 
+def build_module_for(cfg: Any) -> Any:
+    """The config's `SegmentationModule`, seeded (0), with a stand-in for the datamodule it normally reads its
+    classes, palette and ignore index from (the benchmark has no data)."""
+    from types import SimpleNamespace
+
+    from src.train import build_module  # imported here: it pulls in Lightning, which --help does not need
+
+    n = int(cfg.model.decode_head.num_classes)
+    stand_in = SimpleNamespace(
+        classes=[str(i) for i in range(n)],
+        palette=[[0, 0, 0]] * n,
+        ignore_index=int(cfg.dataset.get("ignore_index", 255)),
+    )
+    torch.manual_seed(0)
+    return build_module(cfg, stand_in)
+
+
 def apply_compile(segmentor: torch.nn.Module) -> None:
     """`torch.compile` the two entry points the benchmark calls (training loss, whole-image logits)."""
     segmentor.loss = torch.compile(segmentor.loss)

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -137,12 +136,7 @@ def _settings(cfg: DictConfig, warmup: int, steps: int, compiled: bool = False) 
 
 
 def build(cfg: DictConfig, device: torch.device, compiled: bool = False) -> Any:
-    from src.train import build_module
-
-    n = int(cfg.model.decode_head.num_classes)
-    stand_in = SimpleNamespace(classes=[str(i) for i in range(n)], palette=[[0, 0, 0]] * n, ignore_index=255)
-    torch.manual_seed(0)
-    module = build_module(cfg, stand_in)
+    module = bench.build_module_for(cfg)
     if cfg.runtime.get("channels_last"):
         module.segmentor.to(memory_format=torch.channels_last)
     if compiled:
