@@ -4,7 +4,7 @@ python scripts/benchmark.py [model=pspnet_r50-d8] [dataset.batch_size=2] [datase
     [dataset=cityscapes] [runtime.precision=bf16-mixed] [runtime.channels_last=true] [key=value ...]
     [--steps 10] [--warmup 3] [--repeats 5] [--only overhead metric sync infer] [--threads N]
     [--device auto|cpu|cuda] [--compile] [--infer-size 512 1024] [--infer-modes whole slide]
-    [--slide-crop H W] [--slide-stride H W] [--out FILE.json] [--precision-sweep]
+    [--slide-crop H W] [--slide-stride H W] [--out FILE.json]
 python scripts/benchmark.py --families [NAME ...] [--mmseg PYTHON] [--variants fp32 auto compile onnx]
 
 `key=value` arguments are Hydra overrides of conf/train.yaml, as for training: the model, the schedule
@@ -19,9 +19,6 @@ batches are synthetic and in memory, so data loading is not measured. `--flags` 
 - sync: host-device synchronisation points per training step (logging steps apart);
 - infer: `predict` in whole and slide mode on an `--infer-size` image.
 
-`--precision-sweep` times the training step (bare loop) instead in 32-true, 32-true + channels_last and
-bf16-mixed + channels_last (and 16-mixed + channels_last on CUDA), alternated `--repeats` times: what
-`runtime.precision=auto` should pick on this machine, measured (docs/benchmarks.md).
 `runtime.precision` / `runtime.channels_last` `auto` resolve as in training (src/utils/precision.py).
 
 `--families` times every model family instead (src/tools/families.py): PSPNet-R50-D8, DeepLabV3+-R50-D8, UPerNet-R50,
@@ -41,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.tools import benchmark as bench
 from src.utils import resolvers  # noqa: F401
 from src.utils.files import atomic_write_text
-from src.utils.precision import apply_precision, cpu_native_bf16
+from src.utils.precision import apply_precision
 
 ROOT = Path(__file__).resolve().parents[1]  # conf/ and the default logs/ folder
 
@@ -90,11 +86,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--no-logger", action="store_true", help="Lightning runs without the CSV logger")
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: logs/benchmark/<name>.json)"
-    )
-    parser.add_argument(
-        "--precision-sweep",
-        action="store_true",
-        help="time the training step in fp32 / bf16 (/ fp16 on CUDA)",
     )
     parser.add_argument("--families", nargs="*", default=None, help="the family table (all, or these names)")
     parser.add_argument("--mmseg", default=os.environ.get("MMSEG_PYTHON"), help="MMSegmentation's python")
@@ -174,8 +165,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench.apply_compile(module.segmentor)
     module.to(device)
     name = cfg.model.get("name") or "model"
-    if args.precision_sweep:
-        return precision_sweep(cfg, settings, device, name, args, argv)
     tag = f"{name}_{settings.precision}{'_cl' if settings.channels_last else ''}{'_compile' if args.compile else ''}"
     tag += f"_{device.type}_b{settings.batch_size}_{settings.crop_size[0]}x{settings.crop_size[1]}"
     out_path = args.out or ROOT / "logs" / "benchmark" / f"{tag}.json"
@@ -290,107 +279,6 @@ def profile_families(chosen: list[Any], compose: Any, args: argparse.Namespace, 
     atomic_write_text(out, json.dumps(rows, indent=2))
     print(f"written: {out}")
     return {"profile": rows}
-
-
-def sweep_variants(device: torch.device) -> list[tuple[str, bool]]:
-    """(precision, channels_last) pairs that `--precision-sweep` times on `device`."""
-    variants = [("32-true", False), ("32-true", True), ("bf16-mixed", True)]
-    if device.type == "cuda":
-        variants.append(("16-mixed", True))
-    return variants
-
-
-def precision_sweep(
-    cfg: DictConfig, settings: bench.BenchSettings, device: torch.device, name: str, args: Any, argv: Any
-) -> dict[str, Any]:
-    """Bare-loop training steps per (precision, channels_last), alternated `repeats` times: medians and the
-    speed of each against 32-true."""
-    num_classes = settings.num_classes
-    timer_len = settings.warmup + settings.steps + 1
-    loader = bench.batch_loader(
-        bench.make_batches(timer_len, settings.batch_size, settings.crop_size, num_classes, settings.seed)
-    )
-    runs: dict[tuple[str, bool], dict[str, Any]] = {}
-    for precision, channels_last in sweep_variants(device):
-        with open_dict(cfg):
-            cfg.runtime.precision, cfg.runtime.channels_last = precision, channels_last
-        module = bench.build_module_for(cfg)
-        if channels_last:
-            module.segmentor.to(memory_format=torch.channels_last)
-        variant = dict(bench.iter_settings_dict(settings)) | {
-            "precision": precision,
-            "channels_last": channels_last,
-        }
-        runs[(precision, channels_last)] = {
-            "module": module,
-            "settings": bench.BenchSettings(**variant, trainer_kwargs=settings.trainer_kwargs),
-            "s": [],
-            "cpu_s": [],
-        }
-    native, why = cpu_native_bf16()
-    print(f"precision sweep on {device}: {len(runs)} variants x {settings.repeats} repeats ({why})")
-    for r in range(settings.repeats):
-        for key, run in runs.items():
-            timer = bench.bare_train(run["module"], loader, run["settings"], device)
-            run["s"].append(timer.seconds_per_step)
-            run["cpu_s"].append(timer.cpu_seconds_per_step)
-            print(
-                f"  repeat {r + 1}: {key[0]}{' + channels_last' if key[1] else ''}: {timer.seconds_per_step:.3f} s/step"
-            )
-    base = statistics.median(runs[("32-true", False)]["s"])
-    rows = []
-    for (precision, channels_last), run in runs.items():
-        median = statistics.median(run["s"])
-        rows.append(
-            {
-                "precision": precision,
-                "channels_last": channels_last,
-                "s_per_step": median,
-                "s_min": min(run["s"]),
-                "s_max": max(run["s"]),
-                "cpu_s_per_step": statistics.median(run["cpu_s"]),
-                "images_per_s": settings.batch_size / median,
-                "speed_vs_fp32": base / median,
-            }
-        )
-    env = bench.environment(device)
-    report = {
-        "model": name,
-        "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "batch_size": settings.batch_size,
-        "crop_size": list(settings.crop_size),
-        "environment": env,
-        "cpu_native_bf16": native,
-        "cpu_bf16_reason": why,
-        "precision_auto": apply_precision(cfg_with_auto(cfg)).as_record(),
-        "precision_sweep": rows,
-    }
-    print(
-        f"\n{name}: batch {settings.batch_size}, crop {settings.crop_size[0]}x{settings.crop_size[1]}, "
-        f"bare training loop, median of {settings.repeats}; {env.get('gpu') or env['cpu']}, {env['threads']} threads"
-    )
-    print(
-        f"{'precision':<12} {'channels_last':>13} {'s/step':>8} {'CPU s/step':>10} {'img/s':>7} {'vs 32-true':>10}"
-    )
-    for row in rows:
-        print(
-            f"{row['precision']:<12} {str(row['channels_last']).lower():>13} {row['s_per_step']:>8.3f} "
-            f"{row['cpu_s_per_step']:>10.3f} {row['images_per_s']:>7.2f} {row['speed_vs_fp32']:>9.2f}x"
-        )
-    print(f"runtime.precision=auto picks here: {report['precision_auto']}")
-    out = args.out or ROOT / "logs" / "benchmark" / f"{name}_precision_sweep_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"written: {out}")
-    return report
-
-
-def cfg_with_auto(cfg: DictConfig) -> DictConfig:
-    """A copy of `cfg` with precision and channels_last back to `auto` (what training would resolve)."""
-    copy = cfg.copy()
-    with open_dict(copy):
-        copy.runtime.precision, copy.runtime.channels_last = "auto", "auto"
-    return copy
 
 
 def print_table(report: dict[str, Any], settings: bench.BenchSettings) -> None:

@@ -2,7 +2,7 @@
 
 python scripts/benchmark_data.py [dataset=cityscapes] [paths.data_dir=...] [key=value ...]
     [--workers 0 1 2] [--batches 20] [--warmup 2] [--synthetic 24] [--json out.json]
-    [--reference [--mmseg]] [--rounds 3] [--breakdown 12] [--cv2-threads 0]
+    [--mmseg] [--rounds 3] [--breakdown 12] [--cv2-threads 0]
 
 `key=value` arguments are Hydra overrides of conf/train.yaml (default `dataset=cityscapes`); `--flags` are this
 script's. The loader is the one training uses (the datamodule's train DataLoader: shuffling, collate, pinned
@@ -12,17 +12,13 @@ of Cityscapes' size (2048x1024) in the dataset's layout under a temporary data f
 Prints images/s and images/s per worker; whether loading starves training is this figure against the
 training throughput of `scripts/benchmark.py`.
 
-`--reference` also times, in this process and alternated with ours round by round (so that a busy machine
-slows both alike), a plain PIL/OpenCV version of MMSegmentation's pipeline (`src/tools/reference_pipeline.py`)
-on the same files, and prints both images/s, CPU ms per image and their ratio; with `--mmseg`, MMSegmentation's own
-pipeline too (installed outside the project: `src/tools/mmseg_pipeline.py` says how). `--breakdown N` prints where
-a sample's time goes, step by step (decode image, decode mask, RandomResize, RandomCrop, flip,
-PhotoMetricDistortion, pad, to tensor + collate), in thread CPU ms over N samples, ours beside the reference's.
-Every pipeline runs in this process as in a DataLoader worker: PyTorch on one thread (`--torch-threads 1`, what
-the DataLoader sets in each worker) and OpenCV single-threaded (`--cv2-threads 0`, `seed_worker`); the header
-says so. With PyTorch's default two threads here, MMSegmentation's `PackSegInputs` (`.contiguous()` of the
-HWC -> CHW image) ran on two OpenMP threads that then spin-wait: about 10 ms of CPU per image more, part of it
-on the second core while the next sample is decoded (its wall time per image came out below its CPU time).
+`--mmseg` also times MMSegmentation's own pipeline (installed outside the project: `src/tools/mmseg_pipeline.py`
+says how) in this process, alternated with ours round by round (so that a busy machine slows both alike), on the
+same files, and prints both images/s, CPU ms per image and their ratio. `--breakdown N` prints where a sample's
+time goes, step by step (decode image, decode mask, each transform, to tensor + collate), in thread CPU ms over N
+samples. Every pipeline runs in this process as in a DataLoader worker: PyTorch on one thread (`--torch-threads
+1`) and OpenCV single-threaded (`--cv2-threads 0`), as `seed_worker` sets them; the header says so (why it
+matters: docs/benchmarks.md, "Threads").
 """
 
 from __future__ import annotations
@@ -33,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -44,14 +39,7 @@ from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
-from src.tools.pipeline_timing import (
-    breakdown_rows,
-    cycle,
-    step_times,
-    time_batches,
-    write_synthetic_cityscapes,
-)
-from src.tools.reference_pipeline import ReferencePipeline
+from src.tools.pipeline_timing import cycle, step_times, time_batches, write_synthetic_cityscapes
 from src.utils import resolvers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,16 +57,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
-        "--reference", action="store_true", help="also time a plain PIL/OpenCV MMSegmentation-style pipeline"
-    )
-    parser.add_argument(
         "--mmseg",
         action="store_true",
-        help="with --reference, also time MMSegmentation's own pipeline (installed outside the project: "
-        "src/tools/mmseg_pipeline.py)",
+        help="also time MMSegmentation's own pipeline (installed outside the project: src/tools/mmseg_pipeline.py)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternated ours/reference rounds (--reference)"
+        "--rounds", type=int, default=3, help="alternated ours/MMSegmentation rounds (--mmseg)"
     )
     parser.add_argument(
         "--breakdown", type=int, default=12, help="samples timed step by step (0: no per-step table)"
@@ -142,115 +126,62 @@ def time_loader(datamodule, workers: int, batches: int, warmup: int) -> dict:
     }
 
 
-def reference_for(dataset, seed: int = 0) -> ReferencePipeline:
-    """The reference pipeline with the random resize and crop settings of `dataset`'s training pipeline."""
-    found: dict = {}
-    for t in getattr(dataset.pipeline, "transforms", []):
-        for key in ("scale", "ratio_range", "crop_size", "cat_max_ratio"):
-            if hasattr(t, key) and key not in found:
-                found[key] = getattr(t, key)
-    missing = [k for k in ("scale", "ratio_range", "crop_size") if found.get(k) is None]
-    if missing:
-        raise SystemExit(
-            f"--reference reproduces RandomResize(ratio_range) + RandomCrop pipelines (Cityscapes'); this "
-            f"dataset's training pipeline has no {missing}"
-        )
-    return ReferencePipeline(
-        dataset.samples,
-        scale=found["scale"],
-        ratio_range=found["ratio_range"],
-        crop_size=found["crop_size"],
-        cat_max_ratio=found.get("cat_max_ratio", 1.0),
-        ignore_index=getattr(dataset, "ignore_index", 255),
-        seed=seed,
-    )
+def compare_with_mmseg(datamodule, batches: int, rounds: int, warmup: int) -> dict:
+    """Ours (the training DataLoader, in this process) and MMSegmentation's own pipeline with the same settings on
+    the same files, alternated `rounds` times; the ratio of ours to it, round by round."""
+    from src.tools.mmseg_pipeline import MMSegPipeline  # needs MMSegmentation on PYTHONPATH
 
-
-def compare_with_reference(datamodule, batches: int, rounds: int, warmup: int, mmseg: bool = False) -> dict:
-    """Ours (the training DataLoader, in this process), the reference and (`mmseg`) MMSegmentation's own
-    pipeline, alternated `rounds` times; ratios of ours to each, round by round."""
     datamodule.num_workers = 0
     datamodule.persistent_workers = False
     batch_size = datamodule.batch_size
     ours_batches = cycle(datamodule.train_dataloader())
-    reference = reference_for(datamodule.split_dataset("train"))
+    mmseg = MMSegPipeline(datamodule.split_dataset("train"))
     order = np.random.default_rng(1)
-
-    def drawing(pipeline) -> Callable[[], None]:
-        return lambda: pipeline.batch(order.integers(0, len(pipeline.samples), batch_size).tolist())
-
-    others = {"reference": drawing(reference)}
-    versions = None
-    if mmseg:
-        from src.tools.mmseg_pipeline import MMSegPipeline  # needs MMSegmentation on PYTHONPATH
-
-        pipeline = MMSegPipeline(reference)
-        others["mmseg"] = drawing(pipeline)
-        versions = pipeline.versions
+    draws = {
+        "ours": lambda: next(ours_batches),
+        "mmseg": lambda: mmseg.batch(order.integers(0, len(mmseg.samples), batch_size).tolist()),
+    }
     for _ in range(warmup):
-        next(ours_batches)
-        for draw in others.values():
+        for draw in draws.values():
             draw()
-    runs = []
-    for _ in range(rounds):
-        run = {"ours": time_batches(lambda: next(ours_batches), batches, batch_size)}
-        for name, draw in others.items():
-            run[name] = time_batches(draw, batches, batch_size)
-        runs.append(run)
-    result = {"batch_size": batch_size, "rounds": runs, "versions": versions, "pipelines": ["ours", *others]}
-    for name in result["pipelines"]:
+    runs = [
+        {name: time_batches(draw, batches, batch_size) for name, draw in draws.items()} for _ in range(rounds)
+    ]
+    ratios = [r["ours"]["images_per_s"] / r["mmseg"]["images_per_s"] for r in runs]
+    result = {"batch_size": batch_size, "rounds": runs, "versions": mmseg.versions}
+    for name in draws:
         result[f"{name}_images_per_s"] = statistics.median(r[name]["images_per_s"] for r in runs)
         result[f"{name}_cpu_ms_per_image"] = statistics.median(r[name]["cpu_ms_per_image"] for r in runs)
-    for name in others:
-        prefix = "" if name == "reference" else f"{name}_"
-        ratios = [r["ours"]["images_per_s"] / r[name]["images_per_s"] for r in runs]
-        result[f"{prefix}ratio_median"] = statistics.median(ratios)
-        result[f"{prefix}ratio_min"], result[f"{prefix}ratio_max"] = min(ratios), max(ratios)
-        result[f"{prefix}cpu_ratio_median"] = statistics.median(
-            r[name]["cpu_ms_per_image"] / r["ours"]["cpu_ms_per_image"] for r in runs
-        )
+    result.update(ratio_median=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
+    result["cpu_ratio_median"] = statistics.median(
+        r["mmseg"]["cpu_ms_per_image"] / r["ours"]["cpu_ms_per_image"] for r in runs
+    )
     return result
 
 
-def breakdown(datamodule, samples: int, with_reference: bool) -> dict:
-    """Per-step thread CPU seconds per sample, ours and (optionally) the reference's, on the same samples."""
+def breakdown(datamodule, samples: int) -> dict:
+    """Per-step thread CPU seconds per sample of our training pipeline."""
     dataset = datamodule.split_dataset("train")
     indices = [i % len(dataset) for i in range(samples)]
     step_times(dataset, indices[:1])  # warm-up (first calls allocate)
-    ours = step_times(dataset, indices)
-    ref = None
-    if with_reference:
-        reference = reference_for(dataset, seed=2)
-        reference.sample(indices[0])
-        reference.times = dict.fromkeys(reference.times, 0.0)
-        reference.count = 0
-        for i in indices:
-            reference.sample(i)
-        ref = {k: v / reference.count for k, v in reference.times.items()}
-    return {"samples": samples, "ours": ours, "reference": ref}
+    return {"samples": samples, "ours": step_times(dataset, indices)}
 
 
 def print_comparison(result: dict, console: Console) -> None:
-    table = Table(title=f"ours vs reference (one process, batch {result['batch_size']}, rounds alternated)")
+    table = Table(
+        title=f"ours vs MMSegmentation (one process, batch {result['batch_size']}, rounds alternated)"
+    )
     for col in ("pipeline", "images/s", "CPU ms / image"):
         table.add_column(col, justify="right")
-    labels = {
-        "ours": "ours",
-        "reference": "reference (plain PIL/cv2)",
-        "mmseg": f"MMSegmentation ({result['versions']})",
-    }
-    for name in result["pipelines"]:
+    for name, label in (("ours", "ours"), ("mmseg", f"MMSegmentation ({result['versions']})")):
         table.add_row(
-            labels[name], f"{result[f'{name}_images_per_s']:.2f}", f"{result[f'{name}_cpu_ms_per_image']:.1f}"
+            label, f"{result[f'{name}_images_per_s']:.2f}", f"{result[f'{name}_cpu_ms_per_image']:.1f}"
         )
     console.print(table)
-    for name, prefix in (("reference", ""), ("MMSegmentation", "mmseg_")):
-        if f"{prefix}ratio_median" in result:
-            console.print(
-                f"ours / {name}: {result[f'{prefix}ratio_median']:.2f}x images/s (median of "
-                f"{len(result['rounds'])} rounds, {result[f'{prefix}ratio_min']:.2f}-"
-                f"{result[f'{prefix}ratio_max']:.2f}); {result[f'{prefix}cpu_ratio_median']:.2f}x less CPU time"
-            )
+    console.print(
+        f"ours / MMSegmentation: {result['ratio_median']:.2f}x images/s (median of {len(result['rounds'])} rounds, "
+        f"{result['ratio_min']:.2f}-{result['ratio_max']:.2f}); {result['cpu_ratio_median']:.2f}x less CPU time"
+    )
 
 
 def print_breakdown(result: dict, console: Console) -> None:
@@ -259,13 +190,8 @@ def print_breakdown(result: dict, console: Console) -> None:
     )
     table.add_column("step")
     table.add_column("ours", justify="right")
-    if result["reference"] is not None:
-        table.add_column("reference", justify="right")
-    for label, mine, ref in breakdown_rows(result["ours"], result["reference"]):
-        cells = [label, "-" if mine is None else f"{mine:.2f}"]
-        if result["reference"] is not None:
-            cells.append("-" if ref is None else f"{ref:.2f}")
-        table.add_row(*cells)
+    for step, seconds in [*result["ours"].items(), ("total", sum(result["ours"].values()))]:
+        table.add_row(step, f"{1e3 * seconds:.2f}")
     console.print(table)
 
 
@@ -315,13 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     console.print(table)
     report = {"dataset": cfg.dataset.name, "overrides": overrides, "rows": rows}
-    if args.reference:
-        report["reference"] = compare_with_reference(
-            datamodule, args.batches, args.rounds, args.warmup, mmseg=args.mmseg
-        )
-        print_comparison(report["reference"], console)
+    if args.mmseg:
+        report["mmseg"] = compare_with_mmseg(datamodule, args.batches, args.rounds, args.warmup)
+        print_comparison(report["mmseg"], console)
     if args.breakdown:
-        report["breakdown"] = breakdown(datamodule, args.breakdown, args.reference)
+        report["breakdown"] = breakdown(datamodule, args.breakdown)
         print_breakdown(report["breakdown"], console)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

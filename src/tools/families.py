@@ -148,9 +148,13 @@ class Side:
     """One way of running a family (ours in a precision, compiled, ONNX Runtime, or MMSegmentation's)."""
 
     def __init__(
-        self, name: str, train: Callable[[int], float] | None, infer: Callable[[int], float]
+        self,
+        name: str,
+        train: Callable[[int], float] | None,
+        infer: Callable[[int], float],
+        module: Any = None,
     ) -> None:
-        self.name, self.train, self.infer = name, train, infer
+        self.name, self.train, self.infer, self.module = name, train, infer, module
         self.train_s: list[float] = []
         self.infer_s: list[float] = []
 
@@ -184,7 +188,7 @@ def _ours(
             )
         return statistics.median(s)
 
-    return Side(name, None if mode == "slide" else train, infer)
+    return Side(name, None if mode == "slide" else train, infer, module)
 
 
 def _onnx(segmentor: torch.nn.Module, size: tuple[int, int], threads: int, tmp: Path) -> tuple[Side, float]:
@@ -230,7 +234,7 @@ def measure_family(
     if "compile" in args.variants and not slide:
         sides.append(_ours("compiled", fp32, args, size, mode, compiled=True))
     device = args.device
-    module = build(fp32, device)
+    module = sides[0].module  # the fp32 side's: FLOPs and the ONNX export need no model of their own
     result: dict[str, Any] = {
         "family": family.name,
         "experiment": family.experiment,

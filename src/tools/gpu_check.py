@@ -74,7 +74,7 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def summary(out_dir: Path) -> str:
-    """The check's figures: step status, precision sweep, family table, compile, benchmark tables, ONNX Runtime."""
+    """The check's figures: step status, family table (fp32 against `auto`), compile, benchmark tables, ONNX Runtime."""
     lines = [f"# GPU check ({out_dir.name})", ""]
     env = None
     status = out_dir / "status.tsv"
@@ -84,21 +84,6 @@ def summary(out_dir: Path) -> str:
             name, rc, seconds = (row.split("\t") + ["", "", ""])[:3]
             lines.append(f"| {name} | {rc} | {seconds} |")
         lines.append("")
-    sweep = _load(out_dir / "precision_sweep.json")
-    if sweep:
-        env = sweep.get("environment")
-        lines += [
-            f"Training step, {sweep['model']}, batch {sweep['batch_size']}, crop {sweep['crop_size']} (bare loop):",
-            "",
-            "| precision | channels_last | s/step | img/s | vs 32-true |",
-            "|---|---|---|---|---|",
-        ]
-        for r in sweep["precision_sweep"]:
-            lines.append(
-                f"| {r['precision']} | {str(r['channels_last']).lower()} | {r['s_per_step']:.4f} | "
-                f"{r['images_per_s']:.1f} | {r['speed_vs_fp32']:.2f}x |"
-            )
-        lines += ["", f"`runtime.precision=auto` chose: {sweep.get('precision_auto')}", ""]
     families = _load(out_dir / "families.json")
     if families and families.get("markdown"):
         lines += ["Every family (scripts/benchmark.py --families):", "", families["markdown"], ""]

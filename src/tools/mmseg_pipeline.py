@@ -5,7 +5,7 @@ for the measurement only, e.g.
 
     pip install --target /tmp/mmseg_pkgs --no-deps mmsegmentation==1.2.2 mmcv-lite==2.1.0 mmengine==0.10.7 \
         addict yapf termcolor prettytable ftfy regex wcwidth
-    PYTHONPATH=/tmp/mmseg_pkgs python scripts/benchmark_data.py --reference --mmseg ...
+    PYTHONPATH=/tmp/mmseg_pkgs python scripts/benchmark_data.py --mmseg ...
 
 mmcv-lite has no compiled ops; `mmcv.ops` (imported by `mmseg.utils` for its models, not by the transforms) is
 stood in for by an empty module. The transforms are MMSegmentation 1.x's Cityscapes `train_pipeline`
@@ -19,8 +19,6 @@ import sys
 import types
 from collections.abc import Sequence
 from typing import Any
-
-from src.tools.reference_pipeline import ReferencePipeline
 
 
 def _import_mmseg() -> dict[str, Any]:
@@ -58,23 +56,43 @@ def _import_mmseg() -> dict[str, Any]:
     }
 
 
-class MMSegPipeline:
-    """MMSegmentation's own transforms with the settings of `reference` (a `ReferencePipeline`: samples, RandomResize's
-    (w, h) box and ratio range, RandomCrop's (h, w) and cat_max_ratio), so that the two time the same work."""
+def _settings(dataset: Any) -> dict[str, Any]:
+    """RandomResize's (w, h) box and ratio range, RandomCrop's (h, w) and cat_max_ratio, read off the transforms
+    of `dataset`'s training pipeline (separate or fused into `RandomResizeCrop`)."""
+    found: dict[str, Any] = {}
+    for t in getattr(dataset.pipeline, "transforms", []):
+        for key in ("scale", "ratio_range", "crop_size", "cat_max_ratio"):
+            if getattr(t, key, None) is not None:
+                found.setdefault(key, getattr(t, key))
+    missing = [k for k in ("scale", "ratio_range", "crop_size") if k not in found]
+    if missing:
+        raise SystemExit(
+            f"--mmseg times RandomResize(ratio_range) + RandomCrop pipelines (Cityscapes'); this dataset's "
+            f"training pipeline has no {missing}"
+        )
+    return found
 
-    def __init__(self, reference: ReferencePipeline) -> None:
-        samples, scale, ratio_range = reference.samples, reference.scale, reference.ratio_range
-        crop_size, cat_max_ratio = reference.crop_size, reference.cat_max_ratio
+
+class MMSegPipeline:
+    """MMSegmentation's own transforms with the random resize and crop settings of `dataset`'s training pipeline,
+    on its files, so that the two time the same work."""
+
+    def __init__(self, dataset: Any) -> None:
+        found = _settings(dataset)
         mm = _import_mmseg()
         self.versions = mm["versions"]
-        self.samples = list(samples)
+        self.samples = list(dataset.samples)
         self.collate = mm["pseudo_collate"]
         self.pipeline = mm["Compose"](
             [
                 mm["LoadImageFromFile"](),
                 mm["LoadAnnotations"](),
-                mm["RandomResize"](scale=tuple(scale), ratio_range=tuple(ratio_range), keep_ratio=True),
-                mm["RandomCrop"](crop_size=tuple(crop_size), cat_max_ratio=cat_max_ratio),
+                mm["RandomResize"](
+                    scale=tuple(found["scale"]), ratio_range=tuple(found["ratio_range"]), keep_ratio=True
+                ),
+                mm["RandomCrop"](
+                    crop_size=tuple(found["crop_size"]), cat_max_ratio=found.get("cat_max_ratio", 1.0)
+                ),
                 mm["RandomFlip"](prob=0.5),
                 mm["PhotoMetricDistortion"](),
                 mm["PackSegInputs"](),

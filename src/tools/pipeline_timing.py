@@ -4,7 +4,7 @@
 each transform of its pipeline, the tensors and the collate; an image or mask decoded by the first transform,
 top rows only, is counted as decoding) and sums each step's thread CPU time, so that the
 breakdown is the same on a busy machine as on an idle one; `time_batches` times whole batches (wall clock and
-process CPU time). `ROWS` lines our steps up with the reference pipeline's (`reference_pipeline.py`).
+process CPU time).
 """
 
 from __future__ import annotations
@@ -19,19 +19,6 @@ import numpy as np
 
 from src.data.converters.writers import write_mask_png
 from src.data.datasets.base import seg_collate
-
-# table rows: (label, our step names, the reference's step names)
-ROWS = (
-    ("decode image", ("decode image",), ("decode image",)),
-    ("decode mask + label check", ("decode mask",), ("decode mask",)),
-    ("RandomResize", ("RandomResize",), ("RandomResize",)),
-    ("RandomCrop", ("RandomCrop",), ("RandomCrop",)),
-    ("RandomResize + RandomCrop", ("RandomResizeCrop",), ("RandomResize", "RandomCrop")),
-    ("flip", ("HorizontalFlip",), ("flip",)),
-    ("PhotoMetricDistortion", ("PhotoMetricDistortion",), ("PhotoMetricDistortion",)),
-    ("pad", ("PadIfNeeded",), ("pad",)),
-    ("to tensor + collate", ("to tensor + collate",), ("to tensor + collate",)),
-)
 
 
 def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
@@ -107,32 +94,6 @@ def cycle(loader: Any) -> Iterator[Any]:
     """Batches of `loader` without end (a new epoch when one ends)."""
     while True:
         yield from loader
-
-
-def breakdown_rows(
-    ours: dict[str, float], reference: dict[str, float] | None
-) -> list[tuple[str, float | None, float | None]]:
-    """(label, our ms, the reference's ms) per `ROWS` entry that either side has, then the totals."""
-    rows = []
-    for label, our_steps, ref_steps in ROWS:
-        mine = sum(ours[s] for s in our_steps if s in ours) if any(s in ours for s in our_steps) else None
-        ref = None
-        if reference is not None and all(s in reference for s in ref_steps):
-            ref = sum(reference[s] for s in ref_steps)
-            # the reference's resize and crop appear alone only when ours has them alone
-            if len(ref_steps) == 1 and label in ("RandomResize", "RandomCrop") and mine is None:
-                ref = None
-        if mine is None and ref is None:
-            continue
-        rows.append((label, None if mine is None else 1e3 * mine, None if ref is None else 1e3 * ref))
-    known = {s for _, steps, _ in ROWS for s in steps}
-    for step, seconds in ours.items():  # transforms the table does not know: shown under their own name
-        if step not in known:
-            rows.append((step, 1e3 * seconds, None))
-    rows.append(
-        ("total", 1e3 * sum(ours.values()), None if reference is None else 1e3 * sum(reference.values()))
-    )
-    return rows
 
 
 def write_synthetic_cityscapes(data_dir: Path, n: int, seed: int = 0) -> Path:

@@ -41,11 +41,11 @@ def dry_run_steps(tmp_path: Path) -> dict[str, str]:
 def test_every_gpu_only_path_is_a_step(tmp_path):
     steps = dry_run_steps(tmp_path)
     assert set(steps) == {
-        "precision_sweep", "families", "compile", "bench_fcn_r18-d8", "bench_pspnet_r50-d8", "ddp_syncbn",
+        "families", "compile", "bench_fcn_r18-d8", "bench_pspnet_r50-d8", "ddp_syncbn",
         "onnx_cuda",
     }  # fmt: skip
     assert "--families" in steps["families"] and "--device cuda" in steps["families"]
-    assert "--precision-sweep" in steps["precision_sweep"] and "--device cuda" in steps["precision_sweep"]
+    assert "auto" in steps["families"].split("--variants", 1)[1]  # fp32 against what auto picks on the GPU
     assert "--compile" in steps["compile"]
     assert "runtime=ddp" in steps["ddp_syncbn"] and "runtime.trainer.devices=1" in steps["ddp_syncbn"]
     assert "--only" not in steps["bench_pspnet_r50-d8"]  # the whole table, whole and slide inference included
@@ -53,7 +53,7 @@ def test_every_gpu_only_path_is_a_step(tmp_path):
 
 def test_the_steps_hydra_overrides_compose(tmp_path):
     steps = dry_run_steps(tmp_path)
-    for name in ("precision_sweep", "bench_pspnet_r50-d8", "ddp_syncbn"):
+    for name in ("bench_pspnet_r50-d8", "ddp_syncbn"):
         overrides = [a for a in steps[name].split() if "=" in a and not a.startswith(("-", "hydra."))]
         cfg = compose_cfg("train", overrides, tmp_path / name)
         assert cfg.runtime.trainer is not None
@@ -64,22 +64,14 @@ def test_the_steps_hydra_overrides_compose(tmp_path):
 
 
 def test_summary_lays_out_the_figures(tmp_path):
-    (tmp_path / "status.tsv").write_text("precision_sweep\t0\t41\nonnx_cuda\t0\t3\n")
-    sweep = {
-        "model": "pspnet_r50-d8", "batch_size": 2, "crop_size": [512, 1024], "environment": {"gpu": "H200"},
-        "precision_auto": {"precision": "bf16-mixed"},
-        "precision_sweep": [
-            {"precision": "32-true", "channels_last": False, "s_per_step": 0.2, "images_per_s": 10.0,
-             "speed_vs_fp32": 1.0},
-            {"precision": "bf16-mixed", "channels_last": True, "s_per_step": 0.1, "images_per_s": 20.0,
-             "speed_vs_fp32": 2.0},
-        ],
-    }  # fmt: skip
-    (tmp_path / "precision_sweep.json").write_text(json.dumps(sweep))
+    (tmp_path / "status.tsv").write_text("families\t0\t41\nonnx_cuda\t0\t3\n")
+    report = {"environment": {"gpu": "H200"}, "settings": {"precision": "bf16-mixed", "compile": False},
+              "train": {"lightning_s_median": 0.1, "ratio_median": 1.02}}  # fmt: skip
+    (tmp_path / "bench_fcn_r18-d8.json").write_text(json.dumps(report))
     (tmp_path / "onnx_cuda.json").write_text(json.dumps({"skipped": "no CUDA provider"}))
     (tmp_path / "families.json").write_text(json.dumps({"markdown": "| family | batch x size |"}))
     text = summary(tmp_path)
     assert "Every family (scripts/benchmark.py --families):\n\n| family | batch x size |" in text
-    assert "| precision_sweep | 0 | 41 |" in text
-    assert "| bf16-mixed | true | 0.1000 | 20.0 | 2.00x |" in text
+    assert "| families | 0 | 41 |" in text
+    assert "| bench_fcn_r18-d8 | bf16-mixed | false | 0.100 | 1.020 | - | - | - |" in text
     assert "ONNX Runtime on CUDA: skipped (no CUDA provider)" in text and "H200" in text
