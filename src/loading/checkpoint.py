@@ -139,10 +139,6 @@ def check_same_model(ckpt: dict[str, Any], model_cfg: DictConfig | dict, path: s
         )
 
 
-def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
-    return OmegaConf.create(ckpt[CHECKPOINT_META_KEY]["config"])
-
-
 def segmentor_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     prefix = "segmentor."
     return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}

@@ -13,8 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-STAT_KEYS: tuple[str, ...] = ("count", "per_image", "area_min", "area_mean", "area_max")
-
 
 def component_areas(mask: np.ndarray, num_classes: int, connectivity: int = 8) -> dict[int, np.ndarray]:
     """Areas (pixel counts) of the connected components of each class `0..num_classes-1` in an index mask.
