@@ -19,7 +19,7 @@ data loading does not enter the figures):
 
 Timing: every timed window starts and ends with a device synchronisation (a no-op on a CPU); the first `warmup`
 steps of each run are left out. Precision (`runtime.precision`) and channels_last (`runtime.channels_last`) are
-the training config's; `compile` wraps the segmentor's `loss` and `encode_decode` in `torch.compile`.
+the training config's; `compile` compiles the segmentor as `runtime.compile=true` does (`compile_segmentor`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class BenchSettings:
     repeats: runs of each loop (alternated in `overhead`).
     precision: Lightning's precision string (`runtime.precision`).
     channels_last: model and inputs in channels_last (`runtime.channels_last`).
-    compile: `torch.compile` the segmentor's `loss` and `encode_decode`.
+    compile: the segmentor compiled as `runtime.compile=true` compiles it.
     infer_size, infer_batch, infer_steps: image size, batch and timed calls of the inference benchmark.
     slide_crop, slide_stride: of slide inference (default: the training crop, 2/3 of it).
     logger: Lightning runs log to a CSV logger at the config's `log_every_n_steps` (as training does).
@@ -146,12 +146,6 @@ def build_module_for(cfg: Any) -> Any:
     )
     torch.manual_seed(0)
     return build_module(cfg, stand_in)
-
-
-def apply_compile(segmentor: torch.nn.Module) -> None:
-    """`torch.compile` the two entry points the benchmark calls (training loss, whole-image logits)."""
-    segmentor.loss = torch.compile(segmentor.loss)
-    segmentor.encode_decode = torch.compile(segmentor.encode_decode)
 
 
 class WindowTimer:

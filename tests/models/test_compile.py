@@ -57,7 +57,16 @@ def _failing_backend(graph, example_inputs):
     raise RuntimeError("this backend cannot compile anything")
 
 
-FAMILIES = ["pspnet_r18-d8", "deeplabv3plus_r18-d8", "upernet_r18", "segformer_mit-b0", "unet-s5-d16_fcn"]
+FAMILIES = [
+    "pspnet_r18-d8",
+    "deeplabv3plus_r18-d8",
+    "upernet_r18",
+    "upernet_swin-t",
+    "upernet_convnext-t",
+    "segformer_mit-b0",
+    "vit_vit-b16_mln_upernet",
+    "unet-s5-d16_fcn",
+]
 
 
 @pytest.mark.slow

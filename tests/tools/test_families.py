@@ -65,6 +65,13 @@ def test_markdown_has_a_training_and_an_inference_table():
     assert "| UNet slide (slide) | 1 x 584x565 | 2.00 s (1.00x) | 1.00 s (2.00x) | = fp32 |" in infer
 
 
+def test_a_compiled_side_that_fell_back_to_eager_says_so():
+    result = _result(auto_timed=False)
+    result["sides"]["compiled"] = {"train_s": [2.0], "infer_s": [1.0], "fell_back": True}
+    text = families.markdown([families._with_ratios(result, peak=100.0)])
+    assert "| 2.00 s eager: compile failed (3.00x) |" in text
+
+
 def test_the_worker_protocol_and_a_worker_that_dies(tmp_path, monkeypatch):
     fake = tmp_path / "worker.py"
     fake.write_text(
