@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # The GPU-only paths, run once on one CUDA GPU in at most 9 minutes, their figures written to one folder:
-#   1. training step in 32-true, 16-mixed and bf16-mixed with channels_last (pspnet_r50-d8, Cityscapes crop)
-#   2. the family table of docs/benchmarks.md (7 families: training step and whole inference at each dataset's
+#   1. the family table of docs/benchmarks.md (7 families: training step and whole inference at each dataset's
 #      crop in fp32, `auto` (bf16/fp16 + channels_last) and compiled; UNet slide on a DRIVE image)
-#   3. torch.compile'd training step (fcn_r18-d8)
-#   4. the benchmark table (train step, overhead, syncs, whole + slide inference) of fcn_r18-d8 and pspnet_r50-d8
-#   5. a 1-GPU DDP training run with SyncBN (runtime=ddp, the shapes experiment, a few dozen iterations)
-#   6. ONNX Runtime on CUDA (the DDP run's checkpoint exported), when onnxruntime has the CUDA provider
+#   2. torch.compile'd training step (fcn_r18-d8)
+#   3. the benchmark table (train step, overhead, syncs, whole + slide inference) of fcn_r18-d8 and pspnet_r50-d8
+#   4. a 1-GPU DDP training run with SyncBN (runtime=ddp, the shapes experiment, a few dozen iterations)
+#   5. ONNX Runtime on CUDA (the DDP run's checkpoint exported), when onnxruntime has the CUDA provider
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        # default logs/gpu_check/<date>; figures in OUT_DIR/figures.md
 #

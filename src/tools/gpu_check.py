@@ -86,6 +86,7 @@ def summary(out_dir: Path) -> str:
         lines.append("")
     families = _load(out_dir / "families.json")
     if families and families.get("markdown"):
+        env = families.get("environment")
         lines += ["Every family (scripts/benchmark.py --families):", "", families["markdown"], ""]
     rows = []
     for path in [out_dir / "compile_fcn_r18-d8.json", *sorted(out_dir.glob("bench_*.json"))]:
