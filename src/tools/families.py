@@ -7,7 +7,7 @@ of `../shared/mmseg/configs/`). Per family, at the dataset's crop and the config
   inference, in fp32, in what `runtime.precision=auto` / `channels_last=auto` resolve to here (not timed again
   where that is fp32) and compiled as `runtime.compile=true` compiles it (`compile_segmentor`, fp32);
 - whole inference of the ONNX export under ONNX Runtime;
-- MMSegmentation's own model, optimiser and loops in its own Python (`src/tools/mmseg_models.py`), timed between
+- MMSegmentation's own model, optimiser and loops in its own Python (`scripts/tools/mmseg_models.py`), timed between
   ours: repeat r times ours, then MMSegmentation's, so that both see the same machine;
 - GFLOP per step (`torch.utils.flop_counter`) and GFLOP/s against a large fp32 matmul measured at the start.
 
@@ -37,7 +37,9 @@ from src.models.compile import compile_segmentor, is_compiled
 from src.tools import benchmark as bench
 from src.utils.precision import apply_precision
 
-MMSEG_WORKER = Path(__file__).with_name("mmseg_models.py")
+MMSEG_WORKER = (
+    Path(__file__).resolve().parents[2] / "scripts" / "tools" / "mmseg_models.py"
+)  # MMSegmentation's Python
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 20) -> float
 
 
 class MMSegWorker:
-    """MMSegmentation's model in its own Python, one JSON request per line (`src/tools/mmseg_models.py`)."""
+    """MMSegmentation's model in its own Python, one JSON request per line (`scripts/tools/mmseg_models.py`)."""
 
     def __init__(self, python: str, config: Path, threads: int) -> None:
         self.proc = subprocess.Popen(

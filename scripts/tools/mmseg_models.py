@@ -12,7 +12,8 @@ pretrained weights), the optimiser `build_optim_wrapper(model, cfg.optim_wrapper
 training step is `model.train_step(data, optim_wrapper)` as MMEngine's loop calls it (preprocessor, losses,
 backward, step), inference `model.inference(inputs, metas)` (whole or slide, MMSegmentation's own loops).
 MMEngine's AmpOptimWrapper runs only on CUDA: on a CPU the step is fp32 (`OptimWrapper`), as MMSegmentation
-trains there. Only this file runs in the other Python: it imports nothing from `src`.
+trains there. It runs in the other Python beside `mmseg_side.py` (whose SyncBN -> BN it uses) and imports nothing
+from `src`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,7 @@ import sys
 import time
 from typing import Any
 
-
-def _bn(node: Any) -> Any:
-    """SyncBN -> BN everywhere (one process)."""
-    if isinstance(node, dict):
-        return {k: ("BN" if k == "type" and v == "SyncBN" else _bn(v)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_bn(v) for v in node]
-    return node
+from mmseg_side import _no_syncbn  # this file's folder is first on sys.path when it runs
 
 
 def _no_pretrained(model: dict) -> dict:
@@ -48,7 +42,9 @@ def build(config_path: str, threads: int) -> tuple[Any, Any]:
     torch.set_num_threads(threads)
     register_all_modules()
     with open(config_path) as f:
-        cfg = Config(_bn(json.load(f)))
+        data = json.load(f)
+    _no_syncbn(data)  # one process
+    cfg = Config(data)
     torch.manual_seed(0)
     model = MODELS.build(_no_pretrained(cfg.model.to_dict()))
     wrapper = dict(cfg.optim_wrapper.to_dict())
