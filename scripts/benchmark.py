@@ -5,7 +5,7 @@ python scripts/benchmark.py [model=pspnet_r50-d8] [dataset.batch_size=2] [datase
     [--steps 10] [--warmup 3] [--repeats 5] [--only overhead metric sync infer] [--threads N]
     [--device auto|cpu|cuda] [--compile] [--infer-size 512 1024] [--infer-modes whole slide]
     [--slide-crop H W] [--slide-stride H W] [--out FILE.json]
-python scripts/benchmark.py --families [NAME ...] [--mmseg PYTHON] [--variants auto compile onnx]
+python scripts/benchmark.py --families [NAME ...] [--mmseg PYTHON] [--variants auto compile onnx unfolded]
 
 `key=value` arguments are Hydra overrides of conf/train.yaml, as for training: the model, the schedule
 (optimiser, LR schedule), the runtime (precision, channels_last, the Trainer's clipping and logging interval) and
@@ -95,7 +95,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--mmseg-configs", type=Path, default=ROOT.parent / "shared" / "mmseg" / "configs")
     parser.add_argument(
-        "--variants", nargs="*", choices=("auto", "compile", "onnx"), default=["auto", "compile", "onnx"]
+        "--variants",
+        nargs="*",
+        choices=("auto", "compile", "onnx", "unfolded"),
+        default=["auto", "compile", "onnx", "unfolded"],
     )
     args = parser.parse_args(rest)
     table = args.families is not None

@@ -31,6 +31,7 @@ from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.loading.sources import load_model, resolve_backend
 from src.metrics import SegMetrics
+from src.models.bn_folding import fold_batchnorm
 from src.models.compile import compile_segmentor
 from src.serve.connected_components import ComponentStats
 from src.serve.segmenter import Segmenter, resolve_device, test_cfg_source
@@ -70,6 +71,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.get("dataset"),
         test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
     )
+    if cfg.get("fold_bn", True):  # src.eval saves no model: the folded copy replaces it
+        segmentor, folded = fold_batchnorm(segmentor)
+        if folded:
+            log.info(f"fold_bn: {folded} BatchNorm layers folded into their convolutions")
     if cfg.get("compile"):
         compile_segmentor(segmentor)
     dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset

@@ -38,6 +38,7 @@ def infer(cfg: DictConfig) -> Any:
         test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
         backend=cfg.get("backend", "auto"),  # the runner of an exported file; auto: by its suffix
         compile=cfg.get("compile", False),
+        fold_bn=cfg.get("fold_bn", True),
     )
     source, output = Path(str(cfg.input)), Path(str(cfg.output))
     if is_video(source):

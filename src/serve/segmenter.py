@@ -26,6 +26,7 @@ from torch import nn
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.loading.sources import load_model
+from src.models.bn_folding import fold_batchnorm
 from src.models.compile import compile_segmentor
 from src.serve.visualization import overlay, prediction_panel, with_legend
 from src.serve.writers import write_mask, write_rgb
@@ -105,6 +106,8 @@ class Segmenter:
         batch_size: images (or video frames) per forward pass.
         tta: test-time augmentation: False, True (the model's `test_cfg.tta`), or `{scales: [...], flip: bool}`.
         compile: `torch.compile` the model (`src.models.compile`: eager after one warning where it fails).
+        fold_bn: predict with a copy whose BatchNorms are folded into their convolutions (`src.models.bn_folding`:
+            the same masks, faster); `segmentor` itself, what `save_pretrained` writes, stays as it is.
     """
 
     def __init__(
@@ -117,13 +120,19 @@ class Segmenter:
         batch_size: int = 4,
         tta: Any = False,
         compile: bool = False,
+        fold_bn: bool = True,
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size}: expected at least 1")
         self.device = torch.device(device)
         self.segmentor = segmentor.to(self.device).eval()
+        self.predictor = self.segmentor  # what predicts: a folded copy, compiled, or the segmentor itself
+        if fold_bn:
+            self.predictor, folded = fold_batchnorm(self.segmentor)
+            if folded:
+                log.info(f"fold_bn: {folded} BatchNorm layers folded into their convolutions for prediction")
         if compile:
-            compile_segmentor(self.segmentor)
+            compile_segmentor(self.predictor)
         self.classes = list(classes)
         self.palette = [list(c) for c in palette]
         self.pipeline = pipeline
@@ -146,6 +155,7 @@ class Segmenter:
         test_cfg_from: str = "checkpoint",
         backend: str = "auto",
         compile: bool = False,
+        fold_bn: bool = True,
     ) -> Segmenter:
         """Model, test pipeline, classes and palette from a checkpoint written by `src.train`, or from an `.onnx`
         file written by `scripts/export_onnx.py` (run by ONNX Runtime).
@@ -166,7 +176,7 @@ class Segmenter:
         segmentor, meta = load_model(
             path, device, backend, model_cfg=model_cfg, dataset_cfg=dataset_cfg, test_cfg_from=test_cfg_from
         )
-        seg = cls._from_loaded(segmentor, meta, device, batch_size, tta, compile)
+        seg = cls._from_loaded(segmentor, meta, device, batch_size, tta, compile, fold_bn)
         seg.record = _run_record_beside(path)
         return seg
 
@@ -190,11 +200,14 @@ class Segmenter:
         batch_size: int,
         tta: Any,
         compile: bool = False,
+        fold_bn: bool = True,
     ) -> Segmenter:
         """A loaded model with the test pipeline, classes and palette of its metadata."""
         pipeline_cfg = (meta["config"].get("dataset") or {}).get("test_pipeline")
         pipeline = build_pipeline(instantiate(pipeline_cfg)) if pipeline_cfg else None
-        seg = cls(segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta, compile)
+        seg = cls(
+            segmentor, meta["classes"], meta["palette"], pipeline, device, batch_size, tta, compile, fold_bn
+        )
         seg.meta = meta
         return seg
 
@@ -274,8 +287,11 @@ class Segmenter:
                 image = self.pipeline(image=image)["image"]
             img_shapes.append(image.shape[:2])
             tensors.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self.device))
+        model = self.predictor
+        if model is not self.segmentor:  # a folded copy: in the segmentor's test mode as it is now
+            model.test_cfg, model.tta_cfg = self.segmentor.test_cfg, self.segmentor.tta_cfg
         out = []
-        for lg in self.segmentor.predict_images(tensors, img_shapes, ori_shapes, tta=self.tta):
+        for lg in model.predict_images(tensors, img_shapes, ori_shapes, tta=self.tta):
             mask = lg.argmax(0).to(torch.uint8).cpu().numpy()
             probs = lg.softmax(0).float().cpu().numpy() if return_probs else None
             out.append((mask, probs))

@@ -4,8 +4,9 @@ Each family is an experiment of this project and the MMSegmentation config it is
 of `../shared/mmseg/configs/`). Per family, at the dataset's crop and the config's batch per GPU:
 
 - the training step (`bare_train`: loss, backward, optimiser and LR step; synthetic in-memory batches) and whole
-  inference, in fp32, in what `runtime.precision=auto` / `channels_last=auto` resolve to here (not timed again
-  where that is fp32) and compiled as `runtime.compile=true` compiles it (`compile_segmentor`, fp32);
+  inference (BatchNorm folded, as `src.eval` and `Segmenter` predict; variant `unfolded`: fp32 without folding),
+  in fp32, in what `runtime.precision=auto` / `channels_last=auto` resolve to here (not timed again where that is
+  fp32) and compiled as `runtime.compile=true` compiles it (`compile_segmentor`, fp32);
 - whole inference of the ONNX export under ONNX Runtime;
 - MMSegmentation's own model, optimiser and loops in its own Python (`scripts/tools/mmseg_models.py`), timed between
   ours: repeat r times ours, then MMSegmentation's, so that both see the same machine;
@@ -33,6 +34,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
+from src.models.bn_folding import fold_batchnorm
 from src.models.compile import compile_segmentor, is_compiled
 from src.tools import benchmark as bench
 from src.utils.precision import apply_precision
@@ -138,12 +140,10 @@ def _settings(cfg: DictConfig, warmup: int, steps: int, compiled: bool = False) 
     )
 
 
-def build(cfg: DictConfig, device: torch.device, compiled: bool = False) -> Any:
+def build(cfg: DictConfig, device: torch.device) -> Any:
     module = bench.build_module_for(cfg)
     if cfg.runtime.get("channels_last"):
         module.segmentor.to(memory_format=torch.channels_last)
-    if compiled:
-        compile_segmentor(module.segmentor)
     return module.to(device)
 
 
@@ -156,8 +156,10 @@ class Side:
         train: Callable[[int], float] | None,
         infer: Callable[[int], float],
         module: Any = None,
+        predictor: Any = None,
     ) -> None:
         self.name, self.train, self.infer, self.module = name, train, infer, module
+        self.predictor = predictor  # what infers: the module's segmentor with its BatchNorm folded
         self.train_s: list[float] = []
         self.infer_s: list[float] = []
 
@@ -166,7 +168,11 @@ def _ours(
     name: str, cfg: DictConfig, args: Any, size: tuple[int, int], mode: str, compiled: bool = False
 ) -> Side:
     device = args.device
-    module = build(cfg, device, compiled)
+    module = build(cfg, device)
+    predictor = fold_batchnorm(module.segmentor.eval())[0]
+    if compiled:
+        for model in {id(m): m for m in (module.segmentor, predictor)}.values():
+            compile_segmentor(model)
     warm = 2 if compiled else 1
     n = int(cfg.model.decode_head.num_classes)
     loader = bench.batch_loader(
@@ -181,17 +187,18 @@ def _ours(
         return bench.bare_train(module, loader, settings, device).seconds_per_step
 
     def infer(warmup: int) -> float:
-        module.segmentor.eval()
-        with torch.no_grad(), bench.precision_context(str(cfg.runtime.precision), device):
-            s = _time(
-                lambda: module.segmentor.predict(images, mode=mode),
-                warm if warmup else 0,
-                args.infer_steps,
-                device,
-            )
-        return statistics.median(s)
+        return _infer(predictor, images, cfg, mode, warm if warmup else 0, args.infer_steps)
 
-    return Side(name, None if mode == "slide" else train, infer, module)
+    return Side(name, None if mode == "slide" else train, infer, module, predictor)
+
+
+def _infer(
+    segmentor: Any, images: torch.Tensor, cfg: DictConfig, mode: str, warmup: int, steps: int
+) -> float:
+    segmentor.eval()
+    with torch.no_grad(), bench.precision_context(str(cfg.runtime.precision), images.device):
+        s = _time(lambda: segmentor.predict(images, mode=mode), warmup, steps, images.device)
+    return statistics.median(s)
 
 
 def _onnx(segmentor: torch.nn.Module, size: tuple[int, int], threads: int, tmp: Path) -> tuple[Side, float]:
@@ -238,6 +245,15 @@ def measure_family(
         sides.append(_ours("compiled", fp32, args, size, mode, compiled=True))
     device = args.device
     module = sides[0].module  # the fp32 side's: FLOPs and the ONNX export need no model of their own
+    if "unfolded" in args.variants and sides[0].predictor is not module.segmentor:
+        images = torch.randn(1, 3, *size, device=device)
+        sides.append(
+            Side(
+                "fp32 BN unfolded",
+                None,
+                lambda w: _infer(module.segmentor, images, fp32, mode, w, args.infer_steps),
+            )
+        )
     result: dict[str, Any] = {
         "family": family.name,
         "experiment": family.experiment,
@@ -291,7 +307,9 @@ def measure_family(
     for (
         side
     ) in sides:  # a compiler failure runs the model eagerly (one warning): the row must not say compiled
-        if side.name == "compiled" and not is_compiled(side.module.segmentor):
+        if side.name == "compiled" and not (
+            is_compiled(side.module.segmentor) and is_compiled(side.predictor)
+        ):
             result["sides"]["compiled"]["fell_back"] = True
     return _with_ratios(result, peak)
 
@@ -321,7 +339,6 @@ def _with_ratios(result: dict[str, Any], peak: float) -> dict[str, Any]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     """The two tables of docs/benchmarks.md: training step and inference, seconds and ratio to MMSegmentation."""
-    names = ["fp32", "auto", "compiled", "ONNX Runtime"]
 
     def cell(side: dict[str, Any] | None, work: str) -> str:
         if not side or f"{work}_best_s" not in side:
@@ -333,6 +350,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
     out = []
     for work, title in (("train", "training step"), ("infer", "inference")):
+        names = ["fp32", "auto", "compiled"] + (
+            ["ONNX Runtime", "fp32 BN unfolded"] if work == "infer" else []
+        )
         head = ["family", "batch x size", "MMSegmentation", *names, "GFLOP", "fp32 GFLOP/s (of peak)"]
         out += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
         for r in results:
@@ -350,8 +370,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 cell(sides.get("MMSegmentation"), work),
                 cell(fp32, work),
                 auto,
-                cell(sides.get("compiled"), work),
-                cell(sides.get("ONNX Runtime"), work),
+                *(cell(sides.get(name), work) for name in names[2:]),
                 f"{r[f'{work}_gflop']:.0f}",
                 f"{fp32.get(f'{work}_gflops', 0):.0f} ({100 * fp32.get(f'{work}_peak_share', 0):.0f} %)",
             ]

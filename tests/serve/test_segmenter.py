@@ -196,3 +196,19 @@ def test_infer_cli_folder_writes_masks_and_overlays(tiny_run: TinyRun, tmp_path)
                 tmp_path, f"ckpt_path={tiny_run.ckpt}", f"input={folder}", f"output={tmp_path / 'x.mp4'}"
             )
         )
+
+
+def test_folded_batchnorm_predicts_the_same_masks_in_the_segmentors_current_test_mode(tiny_run: TinyRun):
+    folded = Segmenter.from_checkpoint(tiny_run.ckpt)
+    plain = Segmenter.from_checkpoint(tiny_run.ckpt, fold_bn=False)
+    assert folded.predictor is not folded.segmentor and plain.predictor is plain.segmentor
+    assert (
+        folded.segmentor.state_dict().keys() == plain.segmentor.state_dict().keys()
+    )  # what save_pretrained writes
+    images = [load_image(p) for p in tiny_run.test_images]
+    for seg in (folded, plain):  # the test mode is read off `segmentor` at each call
+        seg.segmentor.test_cfg = {"mode": "slide", "crop_size": [16, 16], "stride": [8, 8]}
+    got, want = folded(images, return_probs=True), plain(images, return_probs=True)
+    for a, b, pa, pb in zip(got.masks, want.masks, got.probs, want.probs):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(pa, pb, atol=1e-5)

@@ -55,12 +55,14 @@ def test_ratios_are_mmsegs_best_time_over_ours_and_gflops_against_the_peak():
 
 
 def test_markdown_has_a_training_and_an_inference_table():
-    text = families.markdown([_result(auto_timed=True), _result(auto_timed=False, slide=True)])
+    net = _result(auto_timed=True)
+    net["sides"]["fp32 BN unfolded"] = {"train_s": [], "infer_s": [4.0, 3.0]}
+    text = families.markdown([families._with_ratios(net, 100.0), _result(auto_timed=False, slide=True)])
     train, infer = text.split("training step: seconds")
-    assert (
-        "| Net | 2 x 64x64 | 6.00 s (1.00x) | 2.00 s (3.00x) | 1.00 s (6.00x) | - | - | 30 | 15 (15 %) |"
-        in train
-    )
+    # training: no ONNX Runtime and no unfolded column (inference only)
+    assert "| Net | 2 x 64x64 | 6.00 s (1.00x) | 2.00 s (3.00x) | 1.00 s (6.00x) | - | 30 | 15 (15 %) |" in train
+    assert "| compiled | ONNX Runtime | fp32 BN unfolded | GFLOP |" in infer
+    assert "| 0.50 s (4.00x) | - | - | 3.00 s (0.67x) | 10 |" in infer
     assert "UNet slide" not in train  # slide rows: inference only
     assert "| UNet slide (slide) | 1 x 584x565 | 2.00 s (1.00x) | 1.00 s (2.00x) | = fp32 |" in infer
 
@@ -99,11 +101,12 @@ def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread
         sys.path.remove(str(ROOT / "scripts"))
     out = tmp_path / "families.json"
     script.main(
-        ["--families", "SegFormer-B0", "dataset.crop_size=[64,64]", "--variants", "--infer-steps", "1",
+        ["--families", "SegFormer-B0", "dataset.crop_size=[64,64]", "--variants", "unfolded", "--infer-steps", "1",
          "--repeats", "1", "--out", str(out)]
     )  # fmt: skip
     report = json.loads(out.read_text())
     (row,) = report["families"]
     assert row["crop"] == [64, 64] and row["batch"] == 2 and row["train_gflop"] > 0
     assert len(row["sides"]["fp32"]["train_s"]) == 1 and "MMSegmentation" not in row["sides"]
+    assert len(row["sides"]["fp32 BN unfolded"]["infer_s"]) == 1  # its head's BatchNorm folded on the fp32 side
     assert "| SegFormer-B0 | 2 x 64x64 | - |" in report["markdown"]
