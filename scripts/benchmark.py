@@ -143,17 +143,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = compose_config(overrides, ROOT / "logs" / "benchmark" / "run")
     choice = apply_precision(cfg)
 
-    num_classes = int(cfg.model.decode_head.num_classes)
-    module = bench.build_module_for(cfg)
-    settings = bench.BenchSettings(
-        batch_size=int(cfg.dataset.batch_size),
-        crop_size=tuple(int(c) for c in cfg.dataset.crop_size),
-        num_classes=num_classes,
+    module = bench.build_module_for(cfg, device)
+    settings = bench.BenchSettings.from_config(
+        cfg,
         warmup=args.warmup + (2 if args.compile else 0),
         steps=args.steps,
         repeats=args.repeats,
-        precision=str(cfg.runtime.precision),
-        channels_last=bool(cfg.runtime.get("channels_last", False)),
         compile=args.compile,
         infer_size=tuple(args.infer_size),
         infer_batch=args.infer_batch,
@@ -163,11 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger=not args.no_logger,
         trainer_kwargs=trainer_kwargs(cfg),
     )
-    if settings.channels_last:
-        module.segmentor.to(memory_format=torch.channels_last)
+    num_classes = settings.num_classes
     if settings.compile:
         compile_segmentor(module.segmentor)
-    module.to(device)
     name = cfg.model.get("name") or "model"
     tag = f"{name}_{settings.precision}{'_cl' if settings.channels_last else ''}{'_compile' if args.compile else ''}"
     tag += f"_{device.type}_b{settings.batch_size}_{settings.crop_size[0]}x{settings.crop_size[1]}"

@@ -85,6 +85,18 @@ class BenchSettings:
     seed: int = 0
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_config(cls, cfg: Any, **fields: Any) -> BenchSettings:
+        """The training batch, classes, precision and memory format of a composed config, and `fields`."""
+        return cls(
+            batch_size=int(cfg.dataset.batch_size),
+            crop_size=tuple(int(c) for c in cfg.dataset.crop_size),
+            num_classes=int(cfg.model.decode_head.num_classes),
+            precision=str(cfg.runtime.precision),
+            channels_last=bool(cfg.runtime.get("channels_last", False)),
+            **fields,
+        )
+
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def synchronize(device: torch.device) -> None:
@@ -131,9 +143,10 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: [t.to(device, non_blocking=non_blocking) for t in v] for k, v in batch.items()}
 
 
-def build_module_for(cfg: Any) -> Any:
+def build_module_for(cfg: Any, device: torch.device | None = None) -> Any:
     """The config's `SegmentationModule`, seeded (0), with a stand-in for the datamodule it normally reads its
-    classes, palette and ignore index from (the benchmark has no data)."""
+    classes, palette and ignore index from (the benchmark has no data); in channels_last where the config says so,
+    on `device` if given."""
     from types import SimpleNamespace
 
     from src.train import build_module  # imported here: it pulls in Lightning, which --help does not need
@@ -145,7 +158,24 @@ def build_module_for(cfg: Any) -> Any:
         ignore_index=int(cfg.dataset.get("ignore_index", 255)),
     )
     torch.manual_seed(0)
-    return build_module(cfg, stand_in)
+    module = build_module(cfg, stand_in)
+    if cfg.runtime.get("channels_last"):
+        module.segmentor.to(memory_format=torch.channels_last)
+    return module if device is None else module.to(device)
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, steps: int, device: torch.device) -> list[float]:
+    """Seconds of each of `steps` calls of `fn` after `warmup` untimed ones, synchronised on a GPU."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(steps):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 class WindowTimer:
@@ -529,17 +559,12 @@ def measure_inference(
         segmentor.test_cfg.update(mode="slide", crop_size=crop, stride=stride)
     try:
         with precision_context(settings.precision, device):
-            with FlopCounterMode(display=False) as counter:
+            with FlopCounterMode(display=False) as counter:  # the first warm-up call
                 segmentor.predict(images, mode=mode)
-            for _ in range(3 if settings.compile else 1):
-                segmentor.predict(images, mode=mode)
-            times = []
-            for _ in range(settings.infer_steps):
-                synchronize(device)
-                t0 = time.perf_counter()
-                segmentor.predict(images, mode=mode)
-                synchronize(device)
-                times.append(time.perf_counter() - t0)
+            warmup = 3 if settings.compile else 1
+            times = time_calls(
+                lambda: segmentor.predict(images, mode=mode), warmup, settings.infer_steps, device
+            )
     finally:
         segmentor.test_cfg.clear()
         segmentor.test_cfg.update(saved)

@@ -80,7 +80,7 @@ FAMILIES = (
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 20) -> float:
     """GFLOP/s of an n x n fp32 matmul on `device`: the ceiling the convolutions are measured against."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    best = min(_time(lambda: a @ b, 1, repeats, device))
+    best = min(bench.time_calls(lambda: a @ b, 1, repeats, device))
     return 2 * n**3 / best / 1e9
 
 
@@ -114,39 +114,6 @@ class MMSegWorker:
         self.proc.wait()
 
 
-def _time(fn: Callable[[], Any], warmup: int, steps: int, device: torch.device) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(steps):
-        bench.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        bench.synchronize(device)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def _settings(cfg: DictConfig, warmup: int, steps: int, compiled: bool = False) -> bench.BenchSettings:
-    return bench.BenchSettings(
-        batch_size=int(cfg.dataset.batch_size),
-        crop_size=tuple(int(c) for c in cfg.dataset.crop_size),
-        num_classes=int(cfg.model.decode_head.num_classes),
-        warmup=warmup,
-        steps=steps,
-        precision=str(cfg.runtime.precision),
-        channels_last=bool(cfg.runtime.get("channels_last", False)),
-        compile=compiled,
-    )
-
-
-def build(cfg: DictConfig, device: torch.device) -> Any:
-    module = bench.build_module_for(cfg)
-    if cfg.runtime.get("channels_last"):
-        module.segmentor.to(memory_format=torch.channels_last)
-    return module.to(device)
-
-
 class Side:
     """One way of running a family (ours in a precision, compiled, ONNX Runtime, or MMSegmentation's)."""
 
@@ -168,7 +135,7 @@ def _ours(
     name: str, cfg: DictConfig, args: Any, size: tuple[int, int], mode: str, compiled: bool = False
 ) -> Side:
     device = args.device
-    module = build(cfg, device)
+    module = bench.build_module_for(cfg, device)
     predictor = fold_batchnorm(module.segmentor.eval())[0]
     if compiled:
         for model in {id(m): m for m in (module.segmentor, predictor)}.values():
@@ -183,7 +150,9 @@ def _ours(
         images = images.contiguous(memory_format=torch.channels_last)
 
     def train(warmup: int) -> float:
-        settings = _settings(cfg, warm if warmup else 0, args.steps, compiled)
+        settings = bench.BenchSettings.from_config(
+            cfg, warmup=warm if warmup else 0, steps=args.steps, compile=compiled
+        )
         return bench.bare_train(module, loader, settings, device).seconds_per_step
 
     def infer(warmup: int) -> float:
@@ -197,7 +166,7 @@ def _infer(
 ) -> float:
     segmentor.eval()
     with torch.no_grad(), bench.precision_context(str(cfg.runtime.precision), images.device):
-        s = _time(lambda: segmentor.predict(images, mode=mode), warmup, steps, images.device)
+        s = bench.time_calls(lambda: segmentor.predict(images, mode=mode), warmup, steps, images.device)
     return statistics.median(s)
 
 
@@ -215,7 +184,9 @@ def _onnx(segmentor: torch.nn.Module, size: tuple[int, int], threads: int, tmp: 
     session = ort.InferenceSession(str(tmp / "model.onnx"), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: (torch.rand(1, 3, *size) * 255).numpy()}
     return Side(
-        "ONNX Runtime", None, lambda w: statistics.median(_time(lambda: session.run(None, feed), w, 2, cpu))
+        "ONNX Runtime",
+        None,
+        lambda w: statistics.median(bench.time_calls(lambda: session.run(None, feed), w, 2, cpu)),
     ), export_s
 
 
@@ -267,7 +238,9 @@ def measure_family(
     if not slide:
         n = int(fp32.model.decode_head.num_classes)
         batch = bench.make_batches(1, result["batch"], result["crop"], n)[0]
-        result["train_gflop"] = bench.count_train_flops(module, batch, _settings(fp32, 0, 1), device)
+        result["train_gflop"] = bench.count_train_flops(
+            module, batch, bench.BenchSettings.from_config(fp32, warmup=0, steps=1), device
+        )
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module.segmentor.eval().predict(torch.randn(1, 3, *size, device=device), mode=mode)
     result["infer_gflop"] = counter.get_total_flops() / 1e9
@@ -403,12 +376,14 @@ def kernel_shares(family: Family, compose: Callable[[list[str]], DictConfig], ar
     )
     with open_dict(cfg):
         cfg.runtime.channels_last = False
-    module = build(cfg, args.device)
+    module = bench.build_module_for(cfg, args.device)
     n = int(cfg.model.decode_head.num_classes)
     loader = bench.batch_loader(bench.make_batches(3, int(cfg.dataset.batch_size), cfg.dataset.crop_size, n))
-    bench.bare_train(module, loader, _settings(cfg, 1, 1), args.device)  # warm
+    bench.bare_train(
+        module, loader, bench.BenchSettings.from_config(cfg, warmup=1, steps=1), args.device
+    )  # warm
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        bench.bare_train(module, loader, _settings(cfg, 0, 1), args.device)
+        bench.bare_train(module, loader, bench.BenchSettings.from_config(cfg, warmup=0, steps=1), args.device)
     totals: dict[str, float] = {}
     for event in prof.key_averages():
         name = event.key.lower()

@@ -60,7 +60,9 @@ def test_markdown_has_a_training_and_an_inference_table():
     text = families.markdown([families._with_ratios(net, 100.0), _result(auto_timed=False, slide=True)])
     train, infer = text.split("training step: seconds")
     # training: no ONNX Runtime and no unfolded column (inference only)
-    assert "| Net | 2 x 64x64 | 6.00 s (1.00x) | 2.00 s (3.00x) | 1.00 s (6.00x) | - | 30 | 15 (15 %) |" in train
+    assert (
+        "| Net | 2 x 64x64 | 6.00 s (1.00x) | 2.00 s (3.00x) | 1.00 s (6.00x) | - | 30 | 15 (15 %) |" in train
+    )
     assert "| compiled | ONNX Runtime | fp32 BN unfolded | GFLOP |" in infer
     assert "| 0.50 s (4.00x) | - | - | 3.00 s (0.67x) | 10 |" in infer
     assert "UNet slide" not in train  # slide rows: inference only
@@ -108,5 +110,7 @@ def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread
     (row,) = report["families"]
     assert row["crop"] == [64, 64] and row["batch"] == 2 and row["train_gflop"] > 0
     assert len(row["sides"]["fp32"]["train_s"]) == 1 and "MMSegmentation" not in row["sides"]
-    assert len(row["sides"]["fp32 BN unfolded"]["infer_s"]) == 1  # its head's BatchNorm folded on the fp32 side
+    assert (
+        len(row["sides"]["fp32 BN unfolded"]["infer_s"]) == 1
+    )  # its head's BatchNorm folded on the fp32 side
     assert "| SegFormer-B0 | 2 x 64x64 | - |" in report["markdown"]
