@@ -46,8 +46,7 @@ def png_format(data: bytes) -> tuple[int, int] | None:
 def _spng(data: bytes, colour_type: int, rows: int | None = None) -> np.ndarray | None:
     """libspng's decoding of an 8-bit PNG of `colour_type` (its first `rows` rows when given), or None (not such
     a PNG, no pyspng, or rejected). The first rows are inflated by ISA-L when it is installed (`_inflated_png`).
-    Whole files are not: their repacking was faster only when the allocator reused its buffers, and slower when
-    they came as fresh pages (docs/benchmarks.md, "Levers looked at")."""
+    Whole files are not (slower where their buffers come as fresh pages: docs/benchmarks.md)."""
     if pyspng is None or png_format(data) != (8, colour_type):
         return None
     try:
@@ -64,12 +63,9 @@ IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 STORED_BLOCK = 65535  # the largest uncompressed deflate block
 
 
-# ISA-L's AVX2 / AVX-512 routines return without `vzeroupper` (intel/isa-l#24 leaves it to the caller). The upper
-# halves of the vector registers they leave dirty slow down later SSE-encoded code of the thread until something
-# clears them: OpenCV's resize of the crop ran 2-2.5x slower after an ISA-L call (libspng's unfiltering did not;
-# docs/benchmarks.md). Python cannot issue the instruction, but NumPy's AVX2 / AVX-512 loops end with it
-# (compilers add it to every function that used wide registers); at 1 KiB the add takes the vector loop
-# (measured: 16 bytes did not; 32 and more did) and costs about 0.3 us.
+# ISA-L's AVX routines return without `vzeroupper` (intel/isa-l#24), which slows the thread's later SSE code
+# (OpenCV's resize: docs/benchmarks.md). Python cannot issue it, but NumPy's vector loops end with it: a 1 KiB
+# add takes the vector loop.
 _UPPER_STATE_SCRATCH = np.zeros(1024, np.uint8)
 
 
