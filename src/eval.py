@@ -31,10 +31,8 @@ from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.loading.sources import load_model, resolve_backend
 from src.metrics import SegMetrics
-from src.models.bn_folding import fold_batchnorm
-from src.models.compile import compile_segmentor
 from src.serve.connected_components import ComponentStats
-from src.serve.segmenter import Segmenter, resolve_device, test_cfg_source
+from src.serve.segmenter import Segmenter, prediction_model, resolve_device, test_cfg_source
 from src.serve.writers import PredictionWriter, save_confusion_matrix, save_metrics, write_csv
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import EVAL_RULES, check_config
@@ -71,12 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.get("dataset"),
         test_cfg_from=test_cfg_source(),  # an MMSegmentation checkpoint: its own test mode, unless set here
     )
-    if cfg.get("fold_bn", True):  # src.eval saves no model: the folded copy replaces it
-        segmentor, folded = fold_batchnorm(segmentor)
-        if folded:
-            log.info(f"fold_bn: {folded} BatchNorm layers folded into their convolutions")
-    if cfg.get("compile"):
-        compile_segmentor(segmentor)
+    segmentor = prediction_model(segmentor, cfg.get("fold_bn", True), cfg.get("compile", False))
     dataset_cfg = cfg.dataset if cfg.get("dataset") else OmegaConf.create(meta["config"]).dataset
     datamodule = build_datamodule(dataset_cfg, cfg.batch_size, cfg.num_workers)
     if len(datamodule.classes) != segmentor.num_classes:
@@ -116,8 +109,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 if components:
                     components[0].update(pred_np)
                     components[1].update(gt_np)
-    results = metric.compute()
-    rows, summary = metric.per_class_table(results), metric.summary(results)
+    report: dict[str, Any] = metric.report()
+    rows, summary = report["per_class"], report["summary"]
+    report["confusion_matrix"] = confmat = report["confusion_matrix"].numpy()
     out = Path(cfg.paths.output_dir)
     title = f"{datamodule.name} {cfg.split}: {Path(cfg.ckpt_path).name}" + (
         " (TTA)" if cfg.get("tta") else ""
@@ -130,9 +124,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "tta": OmegaConf.to_container(cfg.tta) if isinstance(cfg.get("tta"), DictConfig) else cfg.get("tta"),
     }
     save_metrics(out, rows, summary, info)
-    confmat = metric.confmat.cpu().numpy()
     save_confusion_matrix(out, confmat, classes)
-    report: dict[str, Any] = {"summary": summary, "per_class": rows, "confusion_matrix": confmat}
     if components:
         report["components"] = save_components(out, components[0], components[1])
     return report

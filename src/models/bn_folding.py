@@ -111,8 +111,8 @@ def fold_batchnorm(segmentor: nn.Module) -> tuple[nn.Module, int]:
     folded = copy.deepcopy(segmentor)
     for conv_name, bn_name in pairs:
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
-        _replace(folded, conv_name, fuse_conv_bn_eval(conv, bn))
-        _replace(folded, bn_name, BATCHNORMS[type(bn)](bn))
+        folded.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
+        folded.set_submodule(bn_name, BATCHNORMS[type(bn)](bn))
     with torch.no_grad():
         error = (folded.encode_decode(image) - reference).abs().max().item()
     scale = reference.abs().max().item()
@@ -122,8 +122,3 @@ def fold_batchnorm(segmentor: nn.Module) -> tuple[nn.Module, int]:
         )
         return segmentor, 0
     return folded, len(pairs)
-
-
-def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, attr, module)

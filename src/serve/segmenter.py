@@ -84,6 +84,19 @@ def test_cfg_source(cfg: Any = None) -> str:
     )
 
 
+def prediction_model(segmentor: Any, fold_bn: bool = True, compile: bool = False) -> Any:
+    """What predicts for an eval-mode `segmentor`: a copy with its BatchNorm folded (`fold_bn`), compiled
+    (`compile`), or the segmentor itself."""
+    model = segmentor
+    if fold_bn:
+        model, folded = fold_batchnorm(segmentor)
+        if folded:
+            log.info(f"fold_bn: {folded} BatchNorm layers folded into their convolutions for prediction")
+    if compile:
+        compile_segmentor(model)
+    return model
+
+
 @dataclass
 class SegResult:
     """Per input: `masks` (uint8 class indices at the input's size), `names`, optional `overlays` and `probs`."""
@@ -126,13 +139,7 @@ class Segmenter:
             raise ValueError(f"batch_size={batch_size}: expected at least 1")
         self.device = torch.device(device)
         self.segmentor = segmentor.to(self.device).eval()
-        self.predictor = self.segmentor  # what predicts: a folded copy, compiled, or the segmentor itself
-        if fold_bn:
-            self.predictor, folded = fold_batchnorm(self.segmentor)
-            if folded:
-                log.info(f"fold_bn: {folded} BatchNorm layers folded into their convolutions for prediction")
-        if compile:
-            compile_segmentor(self.predictor)
+        self.predictor = prediction_model(self.segmentor, fold_bn, compile)  # the segmentor itself, or a copy
         self.classes = list(classes)
         self.palette = [list(c) for c in palette]
         self.pipeline = pipeline

@@ -24,11 +24,8 @@ class ChecksumError(ValueError):
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def download_file(

@@ -297,7 +297,8 @@ def report(exc: BaseException, file: Any = None) -> bool:
     return True
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
+    """Whether this process runs one job of a Hydra multirun (`-m`)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -326,7 +327,7 @@ def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if not report(exc):
                 raise
-            if _in_multirun():
+            if in_multirun():
                 # Hydra records the failed job and goes on with the sweep; at its end it prints this one line
                 raise ReportedError(f"a job failed ({type(exc).__name__}, shown above)") from None
             raise SystemExit(1) from None

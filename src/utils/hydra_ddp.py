@@ -28,6 +28,7 @@ from contextlib import contextmanager
 
 import torch
 
+from src.utils.errors import in_multirun
 from src.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -117,7 +118,7 @@ def ddp_job_scope() -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        if saved["LOCAL_RANK"] is None and os.environ.get("LOCAL_RANK") is not None and _in_multirun():
+        if saved["LOCAL_RANK"] is None and os.environ.get("LOCAL_RANK") is not None and in_multirun():
             log.error(f"A DDP job of this sweep failed ({type(e).__name__}: {e}); the sweep stops here.")
             raise SystemExit(1) from e
         raise
@@ -130,10 +131,3 @@ def ddp_job_scope() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

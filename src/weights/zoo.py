@@ -17,7 +17,6 @@ downloads one entry.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import sys
 import urllib.error
@@ -29,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from src.utils.download import ChecksumError, download_file
+from src.utils.download import ChecksumError, download_file, file_digest
 from src.utils.errors import ConfigError, UserError
 
 ZOO_FILE = Path(__file__).resolve().parents[2] / "conf" / "zoo.yaml"
@@ -148,14 +147,6 @@ def cached_file(entry: ZooEntry) -> Path:
     return cache_dir() / "zoo" / entry.filename
 
 
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verified(path: Path, prefix: str) -> bool:
     """Whether the file at `path` has a SHA-256 starting with `prefix`. Hashing a 200 MB file takes a second or
     two, so a match is remembered in `<file>.sha256` (valid while the file's size and mtime are unchanged)."""
@@ -163,7 +154,7 @@ def _verified(path: Path, prefix: str) -> bool:
     key = f"{path.stat().st_size} {path.stat().st_mtime_ns}"
     if stamp.is_file() and stamp.read_text().split("\n")[0] == key:
         return stamp.read_text().split("\n")[1].startswith(prefix)
-    digest = sha256_of(path)
+    digest = file_digest(path)
     if digest.startswith(prefix):
         stamp.write_text(f"{key}\n{digest}\n")
         return True

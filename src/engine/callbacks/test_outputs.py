@@ -55,36 +55,26 @@ class LogTestReport(Callback):
         out = Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "test"
         # the tested checkpoint: trainer.test's ckpt_path, else the run's last one, else none (train=false
         # without a checkpoint tests the weights in memory)
-        self.save_files(out, rows, summary, confmat, classes, trainer.ckpt_path or last_checkpoint(trainer))
-        picture = _confusion_picture(confmat, classes) if confmat is not None else None
+        ckpt_path = trainer.ckpt_path or last_checkpoint(trainer)
+        info = {"ckpt_path": None if ckpt_path is None else str(ckpt_path), "backend": "torch"}
+        save_metrics(out, rows, summary, info | {"split": "test", "tta": False})
+        save_confusion_matrix(out, confmat, classes)
+        from src.serve.visualization import plot_confusion_matrix  # matplotlib, imported once a test ends
+
+        picture = plot_confusion_matrix(confmat, classes)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 self.to_wandb(logger, rows, confmat, picture, classes)
             elif isinstance(logger, TensorBoardLogger):
                 self.to_tensorboard(logger, rows, summary, picture, trainer.global_step)
 
-    # ----------------------------------------------------------------- files
-    @staticmethod
-    def save_files(
-        out: Path,
-        rows: list[dict[str, Any]],
-        summary: dict[str, float],
-        confmat: np.ndarray | None,
-        classes: list[str],
-        ckpt_path: str | None,
-    ) -> None:
-        info = {"ckpt_path": None if ckpt_path is None else str(ckpt_path), "backend": "torch"}
-        save_metrics(out, rows, summary, info | {"split": "test", "tta": False})
-        if confmat is not None:
-            save_confusion_matrix(out, confmat, classes)
-
     # ---------------------------------------------------------------- wandb
     def to_wandb(
         self,
         logger: WandbLogger,
         rows: list[dict[str, Any]],
-        confmat: np.ndarray | None,
-        picture: np.ndarray | None,
+        confmat: np.ndarray,
+        picture: np.ndarray,
         classes: list[str],
     ) -> None:
         import wandb
@@ -92,8 +82,6 @@ class LogTestReport(Callback):
         columns = ["class", *PER_CLASS_KEYS]
         data = [[r["class"], *(_finite(r[k]) for k in PER_CLASS_KEYS)] for r in rows]
         logger.log_table(key=f"{self.key}/per_class", columns=columns, data=data)
-        if confmat is None or picture is None:
-            return
         logger.log_image(
             key=f"{self.key}/confusion_matrix",
             images=[picture],
@@ -123,22 +111,15 @@ class LogTestReport(Callback):
         logger: TensorBoardLogger,
         rows: list[dict[str, Any]],
         summary: dict[str, float],
-        picture: np.ndarray | None,
+        picture: np.ndarray,
         step: int,
     ) -> None:
         writer = logger.experiment
         writer.add_text(f"{self.key}/per_class", markdown_table(rows, summary), global_step=step)
-        if picture is not None:
-            writer.add_image(f"{self.key}/confusion_matrix", picture, global_step=step, dataformats="HWC")
+        writer.add_image(f"{self.key}/confusion_matrix", picture, global_step=step, dataformats="HWC")
         writer.flush()
 
 
 def _finite(value: float) -> float | None:
     """NaN (a class absent from labels and predictions) as None: JSON, and so wandb tables, have no NaN."""
     return None if value is None or math.isnan(value) else float(value)
-
-
-def _confusion_picture(confmat: np.ndarray, classes: list[str]) -> np.ndarray:
-    from src.serve.visualization import plot_confusion_matrix
-
-    return plot_confusion_matrix(confmat, classes)
