@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from src.utils.precision import mps_available
+
 #: (label, distribution names to try): the distribution's version, not an import (fast, and no side effects)
 PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Lightning", ("lightning", "pytorch-lightning")),
@@ -76,8 +78,7 @@ def devices() -> list[tuple[str, str]]:
             )
     else:
         rows.append(("CUDA", "no GPU visible (torch.cuda.is_available() is False)"))
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if mps_available():
         rows.append(("mps", "Apple GPU available"))
     rows.append(("CPU", cpu_name()))
     return rows

@@ -115,7 +115,7 @@ def choose_precision(accelerator: str = "auto") -> PrecisionChoice:
         if bf16:
             return PrecisionChoice("bf16-mixed", True, f"GPU supports bf16 ({gpu})")
         return PrecisionChoice("16-mixed", True, f"GPU without bf16 ({gpu}): fp16 autocast + gradient scaler")
-    if str(accelerator).lower() in ("auto", "mps") and _mps_available():
+    if str(accelerator).lower() in ("auto", "mps") and mps_available():
         return PrecisionChoice("32-true", False, "Apple MPS: float32 (its mixed precision is incomplete)")
     native, why = cpu_native_bf16()
     if native:
@@ -141,7 +141,7 @@ def resolve_precision(precision: str, channels_last: Any, accelerator: str = "au
     return choice
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 

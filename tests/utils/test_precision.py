@@ -36,7 +36,7 @@ def machine(monkeypatch):
         if cuda is not None:
             monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=0: cuda)
             monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=0: f"GPU sm{cuda[0]}{cuda[1]}")
-        monkeypatch.setattr(P, "_mps_available", lambda: mps)
+        monkeypatch.setattr(P, "mps_available", lambda: mps)
         monkeypatch.setattr(P, "kernel_isa_limit", lambda: None)  # PyTorch's kernels use what the CPU has
 
     return set_machine
