@@ -65,17 +65,17 @@ def build_param_groups(
             name = f"{module_name}.{local_name}" if module_name else local_name
             group, lr_mult, decay_mult = _rule_for(name, local_name, param.ndim, is_norm, keys, custom, rules)
             key = (group, lr * lr_mult, weight_decay * decay_mult)
-            if key not in groups:
-                groups[key] = {
-                    "name": group,
-                    "lr": key[1],
-                    "weight_decay": key[2],
-                    "params": [],
-                    "param_names": [],
-                }
-            groups[key]["params"].append(param)
-            groups[key]["param_names"].append(name)
+            _add(groups.setdefault(key, _group(*key)), name, param)
     return list(groups.values())
+
+
+def _group(name: str, lr: float, weight_decay: float) -> dict[str, Any]:
+    return {"name": name, "lr": lr, "weight_decay": weight_decay, "params": [], "param_names": []}
+
+
+def _add(group: dict[str, Any], name: str, param: nn.Parameter) -> None:
+    group["params"].append(param)
+    group["param_names"].append(name)
 
 
 def layer_decay_groups(
@@ -109,16 +109,10 @@ def layer_decay_groups(
         no_decay = param.ndim == 1 or name.endswith(".bias")
         key = f"layer_{layer}_{'no_decay' if no_decay else 'decay'}"
         if key not in groups:
-            scale = rate ** (num_layers + 1 - layer)
-            groups[key] = {
-                "name": key,
-                "lr": lr * scale,
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "params": [],
-                "param_names": [],
-            }
-        groups[key]["params"].append(param)
-        groups[key]["param_names"].append(name)
+            groups[key] = _group(
+                key, lr * rate ** (num_layers + 1 - layer), 0.0 if no_decay else weight_decay
+            )
+        _add(groups[key], name, param)
     return list(groups.values())
 
 

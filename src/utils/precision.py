@@ -129,13 +129,8 @@ def resolve_precision(precision: str, channels_last: Any, accelerator: str = "au
     if precision == AUTO:
         choice = choose_precision(accelerator)
     else:
-        reduced = precision not in (
-            "32",
-            "32-true",
-            "64",
-            "64-true",
-        )  # Lightning's spellings of full precision
-        choice = PrecisionChoice(precision, reduced, "runtime.precision set in the config")
+        full = ("32", "32-true", "64", "64-true")  # Lightning's spellings of full precision
+        choice = PrecisionChoice(precision, precision not in full, "runtime.precision set in the config")
     if str(channels_last).lower() != AUTO:
         return PrecisionChoice(choice.precision, bool(channels_last), choice.reason)
     return choice
