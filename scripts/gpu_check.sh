@@ -58,7 +58,7 @@ step() {
 BENCH=("$PY" scripts/benchmark.py --device cuda)
 CITY=(dataset=cityscapes dataset.batch_size=2 "dataset.crop_size=[512,1024]")
 
-step families 240 "${BENCH[@]}" --families --variants auto compile --steps 5 --repeats 2 --infer-steps 5 \
+step families 240 "${BENCH[@]}" --families --variants auto compile unfolded --steps 5 --repeats 2 --infer-steps 5 \
   --out "$OUT/families.json"
 step compile 120 "${BENCH[@]}" model=fcn_r18-d8 "${CITY[@]}" runtime.precision=bf16-mixed --compile \
   --only overhead --steps 5 --warmup 3 --repeats 1 --out "$OUT/compile_fcn_r18-d8.json"
