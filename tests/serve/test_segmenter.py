@@ -212,3 +212,17 @@ def test_folded_batchnorm_predicts_the_same_masks_in_the_segmentors_current_test
     for a, b, pa, pb in zip(got.masks, want.masks, got.probs, want.probs):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(pa, pb, atol=1e-5)
+
+
+def test_prediction_model_compiles_the_folded_copy_and_leaves_the_model_eager():
+    """`compile=true` in src.eval / src.infer / Segmenter compiles what predicts, not the model that is saved."""
+    from hydra.utils import instantiate
+
+    from src.models.compile import is_compiled
+    from src.serve.segmenter import prediction_model
+    from tests.helpers import tiny_model_cfg
+
+    model = instantiate(tiny_model_cfg(num_classes=3)).eval()
+    predictor = prediction_model(model, fold_bn=True, compile=True)  # compiled lazily: nothing runs here
+    assert predictor is not model and is_compiled(predictor) and not is_compiled(model)
+    assert prediction_model(model, fold_bn=False) is model
