@@ -159,6 +159,7 @@ def format_only(cfg: DictConfig, segmentor: Any, datamodule: Any, device: torch.
         device,
         cfg.batch_size,
         tta=cfg.get("tta", False),
+        fold_bn=False,  # `segmentor` is the prediction model already (folded and compiled as asked)
     )
     components = ComponentStats(classes) if cfg.get("components") else None
     for start in tqdm(range(0, len(images), cfg.batch_size), desc=f"predict {cfg.split}", unit="batch"):

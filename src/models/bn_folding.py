@@ -47,9 +47,8 @@ def conv_bn_pairs(segmentor: nn.Module, image: torch.Tensor) -> tuple[list[tuple
     for name, module in segmentor.named_modules(remove_duplicate=False):
         names.setdefault(module, []).append(name)
     calls: Counter[nn.Module] = Counter()
-    produced_by: dict[
-        int, tuple[nn.Module, torch.Tensor]
-    ] = {}  # the tensor is kept so that its id stays unique
+    # a conv output's id -> the conv and the output (kept, so that its id stays unique)
+    produced_by: dict[int, tuple[nn.Module, torch.Tensor]] = {}
     found: list[tuple[nn.Module, nn.Module]] = []
 
     def after_conv(conv: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -75,13 +74,11 @@ def conv_bn_pairs(segmentor: nn.Module, image: torch.Tensor) -> tuple[list[tuple
         for handle in handles:
             handle.remove()
     convs = Counter(conv for conv, _ in found)
+    # shared modules, modules called twice, or a conv feeding two BNs: left as they are
     pairs = [
         (names[conv][0], names[bn][0])
         for conv, bn in found
-        if calls[conv]
-        == calls[bn]
-        == convs[conv]
-        == 1  # shared modules, or a conv feeding two BNs: left as is
+        if calls[conv] == calls[bn] == convs[conv] == 1
         and len(names[conv]) == len(names[bn]) == 1
         and conv.out_channels == bn.num_features
     ]

@@ -34,8 +34,8 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.models.bn_folding import fold_batchnorm
 from src.models.compile import compile_segmentor, is_compiled
+from src.serve.segmenter import prediction_model
 from src.tools import benchmark as bench
 from src.utils.precision import apply_precision
 
@@ -136,10 +136,10 @@ def _ours(
 ) -> Side:
     device = args.device
     module = bench.build_module_for(cfg, device)
-    predictor = fold_batchnorm(module.segmentor.eval())[0]
-    if compiled:
-        for model in {id(m): m for m in (module.segmentor, predictor)}.values():
-            compile_segmentor(model)
+    # inference as src.eval runs it; training compiles the model itself where that is another object
+    predictor = prediction_model(module.segmentor.eval(), fold_bn=True, compile=compiled)
+    if compiled and predictor is not module.segmentor:
+        compile_segmentor(module.segmentor)
     warm = 2 if compiled else 1
     n = int(cfg.model.decode_head.num_classes)
     loader = bench.batch_loader(
@@ -277,9 +277,8 @@ def measure_family(
             if worker is not None:
                 worker.close()
     result["sides"] = {s.name: {"train_s": s.train_s, "infer_s": s.infer_s} for s in sides}
-    for (
-        side
-    ) in sides:  # a compiler failure runs the model eagerly (one warning): the row must not say compiled
+    # a compiler failure runs the model eagerly (one warning): the row must not say compiled
+    for side in sides:
         if side.name == "compiled" and not (
             is_compiled(side.module.segmentor) and is_compiled(side.predictor)
         ):
