@@ -97,6 +97,19 @@ def test_eval_and_infer_configs_compose(name, tmp_path):
     check_config(cfg, EVAL_RULES if name == "eval" else INFER_RULES)
 
 
+@pytest.mark.parametrize("name", ["eval", "infer"])
+def test_eval_and_infer_switches_must_be_true_or_false(name, tmp_path):
+    from src.utils.config_check import EVAL_RULES, INFER_RULES, problems
+
+    rules = EVAL_RULES if name == "eval" else INFER_RULES
+    cfg = compose_cfg(name, ["ckpt_path=x.ckpt", "fold_bn=maybe", "compile=1"], tmp_path)
+    assert problems(cfg, rules) == [
+        "compile=1: expected true or false",
+        "fold_bn='maybe': expected true or false",
+    ]
+    assert problems(compose_cfg(name, ["ckpt_path=x.ckpt", "fold_bn=false"], tmp_path), rules) == []
+
+
 def test_runtime_shortcuts_reach_the_trainer_and_callbacks(tmp_path):
     cfg = compose_cfg(
         "train",

@@ -24,7 +24,7 @@ from src.utils.errors import ConfigError
 @dataclass(frozen=True)
 class Rule:
     key: str
-    kind: str  # "int" or "number"
+    kind: str  # "int", "number", "workers" or "flag"
     ok: Callable[[float], bool]
     allowed: str  # what `ok` accepts, in words
     nullable: bool = False
@@ -36,6 +36,11 @@ def _int(key: str, low: int = 1, nullable: bool = False) -> Rule:
 
 def _workers(key: str) -> Rule:
     return Rule(key, "workers", lambda v: v == "auto" or v >= 0, "an integer >= 0 or 'auto'")
+
+
+def _flag(key: str) -> Rule:
+    """A switch: `fold_bn=maybe` would otherwise read as on (a non-empty string)."""
+    return Rule(key, "flag", lambda v: True, "true or false")
 
 
 def _positive(key: str) -> Rule:
@@ -73,14 +78,21 @@ TRAIN_RULES = (
     Rule("dataset.ignore_index", "int", lambda v: 0 <= v <= 65535, "an integer in 0..65535"),
     _workers("runtime.num_workers"),
     _int("runtime.log_interval"),
+    _flag("runtime.compile"),
 )
-EVAL_RULES = (_int("batch_size"), _workers("num_workers"), _fraction("opacity"))
-INFER_RULES = (_int("batch_size"), _fraction("opacity"))
+EVAL_RULES = (
+    _int("batch_size"),
+    _workers("num_workers"),
+    _fraction("opacity"),
+    _flag("compile"),
+    _flag("fold_bn"),
+)
+INFER_RULES = (_int("batch_size"), _fraction("opacity"), _flag("compile"), _flag("fold_bn"))
 
 
 def _type_ok(value: Any, kind: str) -> bool:
-    if isinstance(value, bool):
-        return False
+    if isinstance(value, bool) or kind == "flag":
+        return isinstance(value, bool) and kind == "flag"
     if kind == "workers":
         return value == "auto" or isinstance(value, int)
     if kind == "int":
