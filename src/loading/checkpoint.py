@@ -16,10 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src.loading.build import CHECKPOINT_META_KEY, build_segmentor, upgrade_targets
-from src.utils.errors import (
-    CheckpointError,
-    MissingFileError,
-)
+from src.utils.errors import CheckpointError, MissingFileError
 
 
 def _load_tensors(path: Path, key: str, unreadable: str) -> Any:
@@ -139,9 +136,9 @@ def check_same_model(ckpt: dict[str, Any], model_cfg: DictConfig | dict, path: s
         )
 
 
-def segmentor_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    prefix = "segmentor."
-    return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+def _segmentor_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The `segmentor.` entries of the LightningModule's state dict, without the prefix."""
+    return {k.removeprefix("segmentor."): v for k, v in state.items() if k.startswith("segmentor.")}
 
 
 def load_segmentor(
@@ -151,15 +148,12 @@ def load_segmentor(
     dataset_cfg: DictConfig | None = None,
     test_cfg_from: str = "checkpoint",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a checkpoint in eval mode on `device`, and the checkpoint's metadata.
+    """The model of a checkpoint in eval mode on `device` (SyncBatchNorm built as BatchNorm, so that it runs on a
+    CPU), and the checkpoint's metadata.
 
-    SyncBatchNorm layers (a model trained with `sync_bn`) are built as plain BatchNorm from the config, so the
-    model runs on a CPU; their weights load unchanged.
-
-    `model_cfg` / `dataset_cfg` (`model=<name> dataset=<name>` of `src.eval` and `src.infer`): a checkpoint of
-    this project is rebuilt with them instead of its own config (the dataset gives classes and palette); any
-    other file is read as an MMSegmentation checkpoint of that model (`src.loading.mmseg`), both being required;
-    it is tested as the config in its `meta` says unless `test_cfg_from="config"` (`load_mmseg_segmentor`).
+    `model_cfg` / `dataset_cfg` (`model=<name> dataset=<name>` of `src.eval` and `src.infer`) replace a checkpoint's
+    own config (the dataset gives classes and palette); any other file is read as an MMSegmentation checkpoint of
+    that model (`load_mmseg_segmentor`, where `test_cfg_from` is explained), both being required.
     """
     from src.loading.mmseg import load_mmseg_segmentor
     from src.weights.mmseg import is_mmseg_checkpoint
@@ -178,7 +172,7 @@ def load_segmentor(
 
         meta = replace_configs(meta, model_cfg, dataset_cfg)
     segmentor = build_segmentor(OmegaConf.create(meta["config"]).model)
-    state = segmentor_state_dict(ckpt)
+    state = _segmentor_tensors(ckpt["state_dict"])
     missing, unexpected = segmentor.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -197,11 +191,6 @@ def checkpoints_newest_first(run_root: str | Path) -> list[Path]:
     found = [p for p in found if p.is_file()]
     # last.ckpt is written right after the periodic checkpoint of the same step: prefer it on equal times
     return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
-
-
-def newest_checkpoint(run_root: str | Path) -> Path | None:
-    """The most recently written checkpoint of a run; None when there is none."""
-    return next(iter(checkpoints_newest_first(run_root)), None)
 
 
 def newest_loadable_checkpoint(
@@ -236,7 +225,7 @@ def load_matching_weights(model: nn.Module, path: str | Path) -> dict[str, list[
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"load_from: '{path}' holds no state dict of tensors")
     if any(k.startswith("segmentor.") for k in state):
-        state = {k[len("segmentor.") :]: v for k, v in state.items() if k.startswith("segmentor.")}
+        state = _segmentor_tensors(state)
     else:
         from src.weights.mmseg import convert_mmseg_state_dict, is_mmseg_state_dict
 

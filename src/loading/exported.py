@@ -41,13 +41,11 @@ def read_onnx_meta(path: str | Path) -> dict[str, Any]:
 
 
 class ExportedSegmentor:
-    """An exported network with the prediction interface of `EncoderDecoder`, whatever runs it.
+    """An exported network with the prediction interface of `EncoderDecoder`, whatever runs it (`_run`).
 
-    `data_preprocessor` only pads (its mean is 0 and std 1: the network normalises), `encode_decode` runs the
-    network, and `predict` / `slide_inference` / `predict_images` / `postprocess` are `EncoderDecoder`'s own
-    functions, so whole and slide modes, the crop and resize to the original size and TTA are the same code.
-    Subclasses say how the network runs (`_run`).
-    """
+    `data_preprocessor` only pads (mean 0, std 1: the network normalises), `encode_decode` runs the network, and
+    the prediction methods are `EncoderDecoder`'s own, so whole and slide modes, the crop, resize and TTA are the
+    same code."""
 
     predict = EncoderDecoder.predict
     slide_inference = EncoderDecoder.slide_inference
@@ -120,11 +118,6 @@ class OnnxSegmentor(ExportedSegmentor):
         (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
         return torch.from_numpy(logits).to(self.device)
 
-    def to(self, device: str | torch.device) -> OnnxSegmentor:
-        """Where the outputs go (the session keeps its providers)."""
-        super().to(device)
-        return self
-
 
 class TorchExportedSegmentor(ExportedSegmentor):
     """A `.pt2` (torch.export) or `.torchscript` (TorchScript) file run by PyTorch, without the project's model
@@ -139,7 +132,9 @@ class TorchExportedSegmentor(ExportedSegmentor):
         if path.suffix.lower() == ".torchscript":
             self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
         else:
-            # no input guards: see the module doc (`torch_export`); the parity check at another size stands for them
+            # no input guards: tracing records some from branches that give the same values either way (whether
+            # the crop of a padded batch is a no-op), which would refuse every other size; ONNX drops them too,
+            # and the parity check at another size shows that the graph holds there
             self.module = torch.export.load(path, extra_files=extra).module(check_guards=False).to(device)
         if not extra[EXTRA_FILE]:
             raise ValueError(
@@ -166,14 +161,10 @@ def load_exported(
     (config, classes, palette, export info)."""
     suffix = Path(path).suffix.lower()
     seg = OnnxSegmentor(path, device) if suffix == ".onnx" else TorchExportedSegmentor(path, device)
-    return seg, _checked_meta(seg, path)
-
-
-def _checked_meta(seg: ExportedSegmentor, path: str | Path) -> dict[str, Any]:
     for key in ("config", "classes", "palette"):
         if key not in seg.meta:
             raise ValueError(
                 f"'{path}' holds no '{key}' in its metadata: export it from a checkpoint "
                 "(scripts/export.py ckpt_path=...) to evaluate or predict with it"
             )
-    return seg.meta
+    return seg, seg.meta

@@ -180,14 +180,12 @@ def load_pretrained(
     if missing or unexpected or shapes:
         parts = [f"{len(missing)} of the model's tensors missing (e.g. {missing[:3]})"] if missing else []
         parts += [f"{len(unexpected)} not in the model (e.g. {unexpected[:3]})"] if unexpected else []
-        parts += (
-            [
-                f"{len(shapes)} of another shape (e.g. {shapes[0]}: {list(state[shapes[0]].shape)} in the file, "
-                f"{list(own[shapes[0]].shape)} in the model)"
-            ]
-            if shapes
-            else []
-        )
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{len(shapes)} of another shape (e.g. {k}: {list(state[k].shape)} in the file, "
+                f"{list(own[k].shape)} in the model)"
+            )
         raise CheckpointError(
             f"'{weights_path}' does not match '{config_path}' (model '{model_cfg.get('name')}'): "
             + "; ".join(parts),

@@ -1,44 +1,18 @@
-"""Export of a segmentor (ONNX, torch.export `.pt2`, TorchScript), and inference with the exported file through
-the same prediction code as PyTorch.
+"""Export of a segmentor to ONNX, torch.export `.pt2` or TorchScript (`export_model`), and the parity check of an
+exported file against PyTorch (docs/export_onnx.md, docs/deployment.md).
 
-Formats (`export_model(..., fmt=...)`, `scripts/export.py format=...`):
-- `onnx` (`.onnx`, run by ONNX Runtime): dynamic batch, height and width;
-- `torch_export` (`.pt2`, `torch.export`, run by PyTorch without the project's code): dynamic batch, height and
-  width. It is loaded with `ExportedProgram.module(check_guards=False)`: tracing records guards from branches
-  that give the same values either way (e.g. whether the crop of a padded batch is a no-op, true at the traced
-  size only), which would refuse every other size; ONNX drops them too, and the parity check at another size is
-  what shows that the graph holds there;
-- `torchscript` (`.torchscript`, `torch.jit.trace`): FIXED to the traced height and width. The project's models
-  do not trace with dynamic sizes (sizes become Python ints, e.g. in `resize` and the padding arithmetic), so
-  the file takes exactly the traced size (batch any): whole-image inference on images of that size, or
-  sliding windows of that size (`test_cfg.crop_size`). A runner refuses other sizes with a message.
-
-What is exported (`InferenceNet`): float32 RGB images `[N, 3, H, W]` with values 0..255 (no normalisation done by
-the caller) -> logits `[N, num_classes, H, W]`. The graph holds the data preprocessor's work for one padded batch
-(padding to `size_divisor` with `pad_val`, BGR flip when configured, mean/std normalisation), the whole-image
-network (`EncoderDecoder.encode_decode`) and the crop back to the input size. Batch, height and width are
-dynamic (`torch.onnx.export(dynamo=True)` with `Dim.DYNAMIC` shapes); the export fails if the exporter fixed any
-of them to the sample's size. A symbolic size in the file does not prove that every op follows it, though: that
-is what the parity check at another size (`parity_check`, `scripts/export_onnx.py`, `tests/serve/test_onnx.py`) shows.
-
-Sliding-window inference and test-time augmentation are not in the graph (their number of windows depends on the
-image size): `OnnxSegmentor` (`src.loading.exported`) runs them around the ONNX network with `EncoderDecoder`'s own methods (`predict`,
-`slide_inference`, `predict_images`, `postprocess`; TTA through `tta_probabilities`), so `src.eval`,
-`src.infer` and `Segmenter` evaluate an `.onnx` file exactly as they evaluate a checkpoint.
-
-Adaptive average pooling to sizes other than 1 (PSP heads, smp's PSPNet and UPerNet) is traced by the exporter
-into index tables computed at the sample's size, which give wrong results or index errors at any other size;
-during export it is replaced by an equivalent formulation (`adaptive_avg_pool2d_exportable`, cumulative sums
-gathered at bin edges computed from the symbolic size), see `exportable_pooling`.
-
-Every exported file is self-describing like a checkpoint: its metadata (`segkit`; ONNX metadata_props, `.pt2`
-and TorchScript extra files `segkit.json`) holds the training config, classes, palette, test_cfg and the input
-convention; `load_exported` reads any of them into a runner with `EncoderDecoder`'s prediction interface.
+The exported network (`InferenceNet`) takes float32 RGB images `[N, 3, H, W]` with values 0..255 and returns the
+logits at the input size: the data preprocessor's padding and normalisation, the whole-image network and the crop.
+ONNX and `.pt2` files have dynamic batch, height and width (the export fails if the exporter fixed one; the parity
+check at another size shows that every op follows them). A TorchScript trace turns sizes into Python ints, so its
+file takes only the traced height and width (`fixed_shape`). Sliding windows and TTA run around the network
+(`src.loading.exported`); every file carries the checkpoint's metadata (`segkit`), as a checkpoint does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import warnings
@@ -79,7 +53,8 @@ _adaptive_avg_pool2d = F.adaptive_avg_pool2d
 
 
 def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size: Any) -> torch.Tensor:
-    """`F.adaptive_avg_pool2d`, written with ops that export with a dynamic input size (same bins as PyTorch).
+    """`F.adaptive_avg_pool2d` with ops that export with a dynamic input size (same bins as PyTorch): the exporter
+    turns PyTorch's op into index tables computed at the traced size, wrong or failing at any other size.
 
     Adaptive pooling is separable: a bin's mean over rows and columns is the mean over rows of the column means.
     Global pooling (output 1x1) keeps PyTorch's own op, which the exporter maps to a size-independent mean.
@@ -94,13 +69,9 @@ def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size: Any) -> torch.T
 
 @contextlib.contextmanager
 def exportable_pooling() -> Iterator[None]:
-    """Within the block, `F.adaptive_avg_pool2d` (used by `nn.AdaptiveAvgPool2d` and `F.interpolate(mode="area")`)
-    is `adaptive_avg_pool2d_exportable`; what was there before is restored afterwards, also on error (nested
-    blocks keep the outer one's).
-
-    A swap of the function, not of the model's modules: `F.interpolate(mode="area")` (smp's PSPNet takes it on
-    its export path) looks `adaptive_avg_pool2d` up in `torch.nn.functional` itself, which no module replacement
-    reaches. It lasts one export call; not thread-safe (do not predict in another thread during an export)."""
+    """Within the block, `F.adaptive_avg_pool2d` is `adaptive_avg_pool2d_exportable`, restored afterwards (also on
+    error). A swap of the function, not of modules, because `F.interpolate(mode="area")` (smp's PSPNet) looks it
+    up in `torch.nn.functional` itself. Not thread-safe: do not predict in another thread during an export."""
     saved = F.adaptive_avg_pool2d
     F.adaptive_avg_pool2d = adaptive_avg_pool2d_exportable
     try:
@@ -111,11 +82,8 @@ def exportable_pooling() -> Iterator[None]:
 
 # ----------------------------------------------------------------------------------------------- export
 class InferenceNet(nn.Module):
-    """The exported network: raw RGB pixels (float, 0..255) -> logits at the input size, whole image.
-
-    Equal to `segmentor.data_preprocessor` + `segmentor.encode_decode` + the crop of `postprocess` for a batch
-    of images of one size.
-    """
+    """The exported network: raw RGB pixels (float, 0..255) -> logits at the input size, whole image; equal to
+    `data_preprocessor` + `encode_decode` + the crop of `postprocess` for a batch of images of one size."""
 
     def __init__(self, segmentor: nn.Module) -> None:
         super().__init__()
@@ -145,54 +113,71 @@ def dynamic_sample_shape(segmentor: nn.Module, sample_shape: Sequence[int]) -> t
     return max(h, least), max(w, least)
 
 
-def _dynamic_trace_input(segmentor: nn.Module, sample_shape: Sequence[int]) -> tuple[nn.Module, torch.Tensor]:
-    """The network to export (eval mode) and a batch of two random images at the traced size."""
-    net = InferenceNet(segmentor.eval()).eval()
-    h, w = dynamic_sample_shape(segmentor, sample_shape)
-    return net, torch.rand(2, 3, h, w, device=next(segmentor.parameters()).device) * 255
-
-
-def export_onnx(
+def export_model(
     segmentor: nn.Module,
     path: str | Path,
+    fmt: str = "onnx",
     meta: dict[str, Any] | None = None,
     sample_shape: Sequence[int] = (64, 64),
     opset: int | None = None,
 ) -> dict[str, Any]:
-    """Export `InferenceNet(segmentor)` to `path` with dynamic batch, height and width; returns the metadata.
-
-    `meta`: the checkpoint's metadata (config, classes, palette), stored in the file. `sample_shape`: the
-    `[H, W]` of the example input the exporter traces (any size the model accepts).
-    """
+    """Export `InferenceNet(segmentor)` in `fmt` (`FORMATS`) to `path`, traced on random images of `sample_shape`
+    `[H, W]`; returns the metadata stored in the file: `meta` (the checkpoint's config, classes, palette) and
+    `export_info` (under `onnx` in an ONNX file, `export` in the others)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format='{fmt}': expected one of {sorted(FORMATS)}")
     path = Path(path)
-    net, sample = _dynamic_trace_input(segmentor, sample_shape)
-    h, w = sample.shape[-2:]
+    net = InferenceNet(segmentor.eval()).eval()
+    fixed = fmt == "torchscript"
+    h, w = (int(s) for s in sample_shape) if fixed else dynamic_sample_shape(segmentor, sample_shape)
+    sample = torch.rand(1 if fixed else 2, 3, h, w, device=next(segmentor.parameters()).device) * 255
     dyn = torch.export.Dim.DYNAMIC
-    for name in ("onnxscript", "onnx_ir"):  # their INFO lines (every optimisation pass) drown the output
-        logging.getLogger(name).setLevel(logging.WARNING)
-    with exportable_pooling(), torch.no_grad():
-        program = torch.onnx.export(
-            net,
-            (sample,),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={"images": {0: dyn, 2: dyn, 3: dyn}},
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-        )
-    _check_dynamic(program.model_proto, path)
-    info = export_info(segmentor, "onnx", (h, w))
-    info["opset"] = int(
-        next(o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
-    )
+    shapes = {"images": {0: dyn, 2: dyn, 3: dyn}}
+    with exportable_pooling(), torch.no_grad(), warnings.catch_warnings():
+        # TorchScript's "converting a tensor to a Python integer": the sizes frozen at the traced ones (fixed_shape)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        if fixed:
+            program = torch.jit.trace(net, (sample,), check_trace=False)
+        elif fmt == "torch_export":
+            program = torch.export.export(net, (sample,), dynamic_shapes=shapes)
+        else:
+            # their INFO lines (every optimisation pass) drown the output
+            for name in ("onnxscript", "onnx_ir"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            program = torch.onnx.export(
+                net,
+                (sample,),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+    info = export_info(segmentor, fmt, (h, w))
     payload = dict(meta or {})
-    payload["onnx"] = info
-    program.model.metadata_props[CHECKPOINT_META_KEY] = json.dumps(payload)
+    if fmt == "onnx":
+        _check_dynamic(program.model_proto, path)
+        opsets = program.model_proto.opset_import
+        info["opset"] = int(next(o.version for o in opsets if o.domain in ("", "ai.onnx")))
+        payload["onnx"] = info
+        program.model.metadata_props[CHECKPOINT_META_KEY] = json.dumps(payload)
+    else:
+        payload["export"] = info
     path.parent.mkdir(parents=True, exist_ok=True)
-    n_bytes = sum(p.numel() * p.element_size() for p in segmentor.parameters())
-    program.save(path, external_data=n_bytes > 1_800_000_000)  # protobuf's 2 GB limit
+    if fmt == "onnx":
+        n_bytes = sum(p.numel() * p.element_size() for p in segmentor.parameters())
+        program.save(path, external_data=n_bytes > 1_800_000_000)  # protobuf's 2 GB limit
+    elif fmt == "torch_export":
+        torch.export.save(program, path, extra_files={EXTRA_FILE: json.dumps(payload)})
+    else:
+        torch.jit.save(program, str(path), _extra_files={EXTRA_FILE: json.dumps(payload)})
     return payload
+
+
+export_onnx = functools.partial(export_model, fmt="onnx")
+export_torch_program = functools.partial(export_model, fmt="torch_export")
+export_torchscript = functools.partial(export_model, fmt="torchscript")
 
 
 def export_info(segmentor: nn.Module, fmt: str, sample_shape: Sequence[int]) -> dict[str, Any]:
@@ -217,69 +202,6 @@ def export_info(segmentor: nn.Module, fmt: str, sample_shape: Sequence[int]) -> 
         "fixed_shape": [h, w] if fmt == "torchscript" else None,
         "torch": torch.__version__,
     }
-
-
-def export_torch_program(
-    segmentor: nn.Module,
-    path: str | Path,
-    meta: dict[str, Any] | None = None,
-    sample_shape: Sequence[int] = (64, 64),
-) -> dict[str, Any]:
-    """`torch.export` of `InferenceNet(segmentor)` to a `.pt2` file with dynamic batch, height and width (adaptive
-    pooling in its exportable form, as for ONNX); the metadata goes in the file as `segkit.json`."""
-    path = Path(path)
-    net, sample = _dynamic_trace_input(segmentor, sample_shape)
-    h, w = sample.shape[-2:]
-    dyn = torch.export.Dim.DYNAMIC
-    with exportable_pooling(), torch.no_grad():
-        program = torch.export.export(net, (sample,), dynamic_shapes={"images": {0: dyn, 2: dyn, 3: dyn}})
-    payload = dict(meta or {})
-    payload["export"] = export_info(segmentor, "torch_export", (h, w))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, path, extra_files={EXTRA_FILE: json.dumps(payload)})
-    return payload
-
-
-def export_torchscript(
-    segmentor: nn.Module,
-    path: str | Path,
-    meta: dict[str, Any] | None = None,
-    sample_shape: Sequence[int] = (64, 64),
-) -> dict[str, Any]:
-    """`torch.jit.trace` of `InferenceNet(segmentor)` at `sample_shape` (the only size the file takes, see the
-    module doc); the metadata goes in the file as `segkit.json`."""
-    path = Path(path)
-    segmentor = segmentor.eval()
-    net = InferenceNet(segmentor).eval()
-    h, w = (int(s) for s in sample_shape)
-    sample = torch.rand(1, 3, h, w, device=next(segmentor.parameters()).device) * 255
-    with exportable_pooling(), torch.no_grad(), warnings.catch_warnings():
-        # "converting a tensor to a Python integer": the sizes frozen at the traced ones, which fixed_shape says
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(net, (sample,), check_trace=False)
-    payload = dict(meta or {})
-    payload["export"] = export_info(segmentor, "torchscript", (h, w))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(payload)})
-    return payload
-
-
-def export_model(
-    segmentor: nn.Module,
-    path: str | Path,
-    fmt: str = "onnx",
-    meta: dict[str, Any] | None = None,
-    sample_shape: Sequence[int] = (64, 64),
-    opset: int | None = None,
-) -> dict[str, Any]:
-    """Export in `fmt` (`FORMATS`: onnx, torch_export, torchscript) to `path`; returns the stored metadata."""
-    if fmt == "onnx":
-        return export_onnx(segmentor, path, meta, sample_shape, opset)
-    if fmt == "torch_export":
-        return export_torch_program(segmentor, path, meta, sample_shape)
-    if fmt == "torchscript":
-        return export_torchscript(segmentor, path, meta, sample_shape)
-    raise ValueError(f"format='{fmt}': expected one of {sorted(FORMATS)}")
 
 
 def _plain(value: Any) -> Any:
@@ -340,15 +262,10 @@ def parity_check(
     avoid_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """PyTorch vs the exported model (any `ExportedSegmentor`) on one uint8 image `[3, h, w]` (after the test
-    pipeline).
-
-    `network`: the exported network on the image padded (bottom and right, with the preprocessor's pad value)
-    to a multiple of `size_multiple` (so that every family takes it), rescaled by 1.25 first when that size is
-    `avoid_shape` (the export's sample size: the check is at a size the exporter never saw). A file fixed to
-    one size (TorchScript) is checked at that size, the image resized to it.
-    `prediction`: the whole prediction path (`predict_images` in the model's test mode, logits at the image's
-    size) of both backends; `{"skipped": why}` when the fixed-size file cannot take the image's size.
-    """
+    pipeline). `network`: the exported network alone, on the image padded (with the pad value) to a multiple of
+    `size_multiple` so that every family takes it, rescaled by 1.25 first when that is `avoid_shape` (the traced
+    size); a fixed-size file (TorchScript) at its size, the image resized to it. `prediction`: the whole path
+    (`predict_images`) of both; `{"skipped": why}` when a fixed-size file cannot take the image's size."""
     device = next(segmentor.parameters()).device
     x = image.to(device)
     fixed = getattr(onnx_segmentor, "fixed_shape", None)

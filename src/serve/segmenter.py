@@ -11,6 +11,8 @@ validation and `src.eval`, so the masks are the same as theirs.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from tqdm import tqdm
 
 from src.data.io import load_image
 from src.data.transforms import build_pipeline
@@ -56,8 +59,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 def _run_record_beside(path: str | Path) -> dict[str, Any] | None:
     """The run record (`results.json`) of the run a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if any."""
-    import json
-
     path = Path(path)
     for folder in (path.parent, path.parent.parent):
         record = folder / "results.json"
@@ -69,7 +70,7 @@ def _run_record_beside(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def test_cfg_source(cfg: Any = None) -> str:
+def test_cfg_source() -> str:
     """ "config" when the command line of this Hydra run sets `model.test_cfg...` (the user chose the test mode),
     else "checkpoint" (an MMSegmentation checkpoint is tested as its own config says)."""
     from hydra.core.hydra_config import HydraConfig
@@ -77,11 +78,8 @@ def test_cfg_source(cfg: Any = None) -> str:
     if not HydraConfig.initialized():
         return "checkpoint"
     keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
-    return (
-        "config"
-        if any(k == "model.test_cfg" or k.startswith("model.test_cfg.") for k in keys)
-        else "checkpoint"
-    )
+    user_set = any(k == "model.test_cfg" or k.startswith("model.test_cfg.") for k in keys)
+    return "config" if user_set else "checkpoint"
 
 
 def prediction_model(segmentor: Any, fold_bn: bool = True, compile: bool = False) -> Any:
@@ -145,9 +143,7 @@ class Segmenter:
         self.pipeline = pipeline
         self.batch_size = int(batch_size)
         self.tta = tta
-        self.meta: dict[str, Any] | None = (
-            None  # the checkpoint's metadata (config, classes, palette), if any
-        )
+        self.meta: dict[str, Any] | None = None  # the checkpoint's metadata (config, classes, palette)
         self.record: dict[str, Any] | None = None  # its run's record (results.json), if found beside it
 
     @classmethod
@@ -164,8 +160,8 @@ class Segmenter:
         compile: bool = False,
         fold_bn: bool = True,
     ) -> Segmenter:
-        """Model, test pipeline, classes and palette from a checkpoint written by `src.train`, or from an `.onnx`
-        file written by `scripts/export_onnx.py` (run by ONNX Runtime).
+        """Model, test pipeline, classes and palette from any model source of `src.loading.sources.load_model`
+        (a checkpoint of `src.train`, an exported file, ...).
 
         An MMSegmentation checkpoint names neither its model nor its dataset: give them, by config name
         (`model="pspnet_r18-d8", dataset="cityscapes"`, composed from `conf/` as `src.eval` does) or as config
@@ -304,10 +300,6 @@ class Segmenter:
             out.append((mask, probs))
         return out
 
-    def _batches(self, items: list[tuple[str, Any]]) -> Iterator[list[tuple[str, Any]]]:
-        for start in range(0, len(items), self.batch_size):
-            yield items[start : start + self.batch_size]
-
     def __call__(
         self,
         inputs: Any,
@@ -327,12 +319,9 @@ class Segmenter:
         """
         items = self.collect_inputs(inputs)
         result = SegResult(masks=[], names=[])
-        batches = self._batches(items)
-        if progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, total=-(-len(items) // self.batch_size), desc="predict", unit="batch")
-        for chunk in batches:
+        starts = range(0, len(items), self.batch_size)
+        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress):
+            chunk = items[start : start + self.batch_size]
             images = [load_image(x) if isinstance(x, Path) else x for _, x in chunk]
             for (name, _), image, (mask, probs) in zip(
                 chunk, images, self.predict_arrays(images, return_probs)
@@ -371,11 +360,8 @@ class Segmenter:
     def predict_video(
         self, src: str | Path, dst: str | Path, opacity: float = 0.5, progress: bool = False
     ) -> dict[str, Any]:
-        """Overlay every frame of a video and write them as a video of the same size and fps (mp4v codec).
-
-        Read with `cv2.VideoCapture` (BGR frames, converted to RGB for the model) and written with
-        `cv2.VideoWriter`; frames are predicted `batch_size` at a time. Returns frames, fps, size and path.
-        """
+        """Overlay every frame of a video (predicted `batch_size` at a time) and write them as a video of the same
+        size and fps (mp4v codec). Returns frames, fps, size and path."""
         src, dst = Path(src), Path(dst)
         cap = cv2.VideoCapture(str(src))
         if not cap.isOpened():
@@ -391,11 +377,9 @@ class Segmenter:
         if not writer.isOpened():
             cap.release()
             raise ValueError(f"output '{dst}': OpenCV cannot write an mp4v video there")
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total if total > 0 else None, desc=f"video {src.name}", unit="frame")
+        bar = tqdm(
+            total=total if total > 0 else None, desc=f"video {src.name}", unit="frame", disable=not progress
+        )
         frames = 0
         try:
             for batch in _frame_batches(cap, self.batch_size):
@@ -403,13 +387,11 @@ class Segmenter:
                 for image, (mask, _) in zip(rgb, self.predict_arrays(rgb)):
                     writer.write(cv2.cvtColor(overlay(image, mask, self.palette, opacity), cv2.COLOR_RGB2BGR))
                 frames += len(batch)
-                if bar is not None:
-                    bar.update(len(batch))
+                bar.update(len(batch))
         finally:
             cap.release()
             writer.release()
-            if bar is not None:
-                bar.close()
+            bar.close()
         if frames == 0:
             raise ValueError(f"input '{src}': no frame could be read from the video")
         return {"path": str(dst), "frames": frames, "fps": fps, "size": size}
@@ -424,14 +406,7 @@ class Segmenter:
 
 def _frame_batches(cap: cv2.VideoCapture, batch_size: int) -> Iterator[list[np.ndarray]]:
     """Lists of up to `batch_size` BGR frames, read in order until the video ends."""
-    batch: list[np.ndarray] = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        batch.append(frame)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
+    reads = itertools.takewhile(lambda read: read[0], iter(cap.read, None))  # (ok, frame) until not ok
+    frames = (frame for _, frame in reads)
+    while batch := list(itertools.islice(frames, batch_size)):
         yield batch

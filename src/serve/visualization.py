@@ -30,9 +30,7 @@ def overlay(
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(f"overlay: image is {image.shape[:2]} but mask is {mask.shape[:2]}")
     num_classes = len(palette) if num_classes is None else num_classes
-    image = np.asarray(image, dtype=np.uint8)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
+    image = _rgb(image)
     colour = colorize(mask, palette)
     valid = (np.asarray(mask) < num_classes)[..., None]
     blended = (1.0 - opacity) * image.astype(np.float32) + opacity * colour.astype(np.float32)
@@ -51,10 +49,9 @@ def legend(
     img = np.full((max(1, len(idx)) * row_height + 4, width, 3), 255, dtype=np.uint8)
     for row, c in enumerate(idx):
         y = 2 + row * row_height
-        cv2.rectangle(
-            img, (4, y + 2), (4 + row_height - 4, y + row_height - 2), tuple(int(v) for v in palette[c]), -1
-        )
-        cv2.rectangle(img, (4, y + 2), (4 + row_height - 4, y + row_height - 2), (0, 0, 0), 1)
+        corners = (4, y + 2), (row_height, y + row_height - 2)
+        cv2.rectangle(img, *corners, tuple(int(v) for v in palette[c]), -1)
+        cv2.rectangle(img, *corners, (0, 0, 0), 1)
         cv2.putText(
             img,
             str(classes[c]),

@@ -102,10 +102,7 @@ def write_mask(path: str | Path, mask: np.ndarray) -> Path:
 
 def write_rgb(path: str | Path, image: np.ndarray) -> Path:
     """An RGB picture (overlay, panel) as an image file; the folder is made."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return path
+    return write_mask(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 class PredictionWriter:

@@ -4,17 +4,10 @@
     ours = convert_mmseg_state_dict(state, segmentor, source=path)  # strict: every tensor placed, shapes checked
     segmentor.load_state_dict(ours)
 
-A checkpoint is split by its top-level module (`backbone.`, `neck.`, `decode_head.`, `auxiliary_head.` or
-`auxiliary_head.N.` for a list of them -> our `auxiliary_heads.N`); each part goes through the key map registered
-for the class of our module there (`src.weights.keymaps`), so a new module family is one new key map, not a
-table per model. A checkpoint is refused with the file named and the first tensors that found no place (or
-that the model lacks, or whose shapes differ: another class count is said so).
-
-Files are read with `torch.load(weights_only=True)`. MMEngine may pickle objects beside the weights (its
-message hub, numpy scalars in `meta`); PyTorch's weights-only unpickler refuses those, so such a file is read
-again with inert placeholders standing in for exactly the classes PyTorch names as not allow-listed: no code
-from the file's modules is imported or run (PyTorch still blocks `os`, `subprocess`, ... outright), and the
-placeholders are dropped with the metadata. Only `state_dict` is used.
+A checkpoint is split by its top-level module (`backbone.`, `neck.`, `decode_head.`, `auxiliary_head.[N.]`), and
+each part goes through the key map registered for the class of our module there (`src.weights.keymaps`). Files
+are read with `weights_only=True`; objects MMEngine pickles beside the weights (its message hub, numpy scalars)
+are read as inert placeholders, so no code from the file is imported or run. Only `state_dict` is used.
 """
 
 from __future__ import annotations
@@ -35,6 +28,7 @@ from src.weights.keymaps import keymap_for
 log = get_logger(__name__)
 
 SHOWN = 5  # names shown per kind of mismatch in an error
+MAX_PLACEHOLDERS = 64
 MMSEG_PARTS = ("backbone", "neck", "decode_head", "auxiliary_head")
 
 
@@ -47,9 +41,6 @@ class MMSegCheckpointError(CheckpointError):
 class _Inert:
     """Stands in for a class the weights-only unpickler does not allow (MMEngine's HistoryBuffer, numpy's
     scalar): accepts any construction and state and does nothing with them."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
-        return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -90,9 +81,6 @@ def load_weights_file(path: str | Path) -> Any:
     raise MMSegCheckpointError(
         f"'{path}' holds objects of more than {MAX_PLACEHOLDERS} classes besides its tensors"
     )
-
-
-MAX_PLACEHOLDERS = 64
 
 
 def _placeholder(name: str) -> tuple[type, str]:
@@ -236,21 +224,15 @@ def convert_mmseg_state_dict(
     return ours
 
 
-def shape_mismatches(
-    ours: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
-) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-    """(name, checkpoint shape, model shape) for each shared name whose shapes differ."""
-    return [
-        (k, tuple(v.shape), tuple(own[k].shape))
-        for k, v in ours.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-
-
 def _shape_problems(
     ours: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], origin: Mapping[str, str | None]
 ) -> list[str]:
-    bad = shape_mismatches(ours, own)
+    """The tensors whose shapes differ as one problem: another class count, or the first names and shapes."""
+    bad = [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in ours.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if not bad:
         return []
     classes = [(c[0], m[0]) for k, c, m in bad if k.endswith("conv_seg.weight")]
@@ -267,13 +249,6 @@ def _shape_problems(
 
 def _first(names: Sequence[str] | Mapping[str, Any]) -> list[str]:
     return list(names)[:SHOWN]
-
-
-def load_mmseg_weights(segmentor: nn.Module, path: str | Path) -> nn.Module:
-    """Read an MMSegmentation checkpoint file into `segmentor` (strict: every tensor, same shapes)."""
-    ours = convert_mmseg_state_dict(load_mmseg_state_dict(path), segmentor, source=path)
-    segmentor.load_state_dict(ours, strict=True)
-    return segmentor
 
 
 def mmseg_meta(ckpt: Any) -> dict[str, Any]:

@@ -1,19 +1,12 @@
 """Pretrained backbone weights, offline first: use the local cache, fail in seconds with the way out otherwise.
 
-timm (and smp, for its encoders) fetch ImageNet weights from the Hugging Face hub: timm resolves a model name to
-a pretrained config (`timm.models.get_pretrained_cfg`) whose `hf_hub_id` (`timm/resnet50c.gluon_in1k`) names the
-hub repository, with `model.safetensors` (or `pytorch_model.bin`) in it; older configs name a `url`, kept in
-torch.hub's cache. Left alone, a machine without hub access retries for about a minute and then fails with a
-library error that names neither the weights nor the configuration keys that avoid them.
-
-`timm_pretrained(model_name)` / `smp_pretrained(encoder_name, encoder_weights)` wrap the model construction:
-
-- the weights are in the local cache: the model is built from it; when the hub cannot be reached (or
-  `HF_HUB_OFFLINE=1`), the hub client is kept offline while building, so nothing is tried on the network;
-- they are not, and `HF_HUB_OFFLINE=1`, or a 3-second probe finds the hub unreachable: `PretrainedWeightsError`
-  names the weights (hub id and URL), the cache looked in, and the ways out (`...pretrained=false`,
-  `...pretrained_path=<file>`, downloading once elsewhere);
-- otherwise the library downloads them as usual.
+timm and smp fetch ImageNet weights from the Hugging Face hub (or, for older timm configs, a URL kept in
+torch.hub's cache); on a machine without hub access they retry for about a minute and then fail with an error
+that names neither the weights nor the configuration keys that avoid them. `timm_pretrained(model_name)` and
+`smp_pretrained(encoder_name, encoder_weights)` guard the model's construction: cached weights are used with the
+hub client kept offline when the hub is out of reach; missing weights with `HF_HUB_OFFLINE=1` or an unreachable
+hub (a 3-second probe) raise `PretrainedWeightsError`, which names the weights, the cache and the ways out;
+otherwise the library downloads them as usual.
 
     with timm_pretrained("resnet50c", config_key="model.backbone"):
         model = timm.create_model("resnet50c", pretrained=True, features_only=True)
@@ -140,12 +133,6 @@ def local_weights(source: WeightsSource) -> Path | None:
     return None
 
 
-def hub_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
 # ------------------------------------------------------------------------------------------ network state
 def hub_offline() -> bool:
     """`HF_HUB_OFFLINE=1` (huggingface_hub's own reading of it)."""
@@ -217,7 +204,9 @@ def check_pretrained(source: WeightsSource, switch_off: str, path_key: str) -> C
 
 def _message(source: WeightsSource, reason: str, switch_off: str, path_key: str) -> str:
     """Plain lines (the entry points wrap and indent them, `src/utils/errors.py`)."""
-    where = f"the Hugging Face cache ({hub_cache_dir()})" if source.hub_id else "torch.hub's cache"
+    from huggingface_hub import constants
+
+    where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})" if source.hub_id else "torch.hub's cache"
     fetch = (
         f"python -c \"import timm; timm.create_model('{source.model}', pretrained=True)\""
         if not source.all_files

@@ -3,12 +3,9 @@
     entry = zoo_entry("pspnet_r50-d8_4xb2-40k_cityscapes-512x1024")   # url, sha256 prefix, model, dataset
     path = fetch(entry)                                                # $SEGKIT_CACHE/zoo/<file name>
 
-A file is downloaded once into `$SEGKIT_CACHE/zoo/` (default `~/.cache/segkit/zoo/`) by the project's one
-downloader (`src.utils.download`: progress bar, timeout, resume), which writes `<file>.part` beside the target,
-checks the SHA-256 prefix and only then renames it into place (an interrupted download continues from its part;
-a corrupted one never takes the file's name). A file
-already there is verified once (the verified prefix is remembered in `<file>.sha256`) and used without network.
-Without network the error names the URL and the exact path where to put the file by hand.
+A file is downloaded once into `$SEGKIT_CACHE/zoo/` (default `~/.cache/segkit/zoo/`) by `src.utils.download`,
+which only gives it its name once its SHA-256 prefix matches; a file already there is verified once (remembered in
+`<file>.sha256`) and used without network. Without network the error names the URL and where to put the file.
 
 `python -m src.weights.zoo` lists the table (and what is cached); `python -m src.weights.zoo fetch <name>`
 downloads one entry.
@@ -213,13 +210,9 @@ def _no_download_message(entry: ZooEntry, target: Path, err: BaseException) -> s
 
 
 # ------------------------------------------------------------------------------------- weights references
-def is_zoo_ref(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(ZOO_PREFIX)
-
-
 def resolve_weights(value: str | Path) -> tuple[Path, ZooEntry | None]:
     """A weights reference as a local file: `zoo:<name>` is fetched (its entry returned too); a path is a path."""
-    if is_zoo_ref(value):
+    if isinstance(value, str) and value.startswith(ZOO_PREFIX):
         entry = zoo_entry(str(value))
         return fetch(entry), entry
     return Path(value), None

@@ -24,7 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from src.engine.callbacks.checkpoint_io import remove_stale_tmp
 from src.eval import main as eval_main
-from src.loading.checkpoint import newest_checkpoint, read_checkpoint
+from src.loading.checkpoint import checkpoints_newest_first, read_checkpoint
 from src.train import main as train_main
 from src.train import train
 from src.utils.errors import CheckpointError
@@ -103,7 +103,7 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_resumes_the_previous(tra
     assert RecordSteps.seen == [2]  # resumed at step 2 (not from scratch), trained step 3
     assert f"resume=true: skipping {last}: the file is truncated" in caplog.text
     # step 3 saved next to the resumed checkpoint, and the next resume=true finds it
-    newest = newest_checkpoint(tmp_path / "runs")
+    newest = checkpoints_newest_first(tmp_path / "runs")[0]
     assert (
         newest.parent == ckpts
         and torch.load(newest, map_location="cpu", weights_only=True)["global_step"] == 3

@@ -33,7 +33,6 @@ from src.weights.mmseg import (
     MMSegCheckpointError,
     convert_mmseg_state_dict,
     load_mmseg_state_dict,
-    load_mmseg_weights,
 )
 from tests.helpers import TINY_TRAIN, TinyRun, compose_cfg, to_mmseg_names
 
@@ -166,7 +165,12 @@ def reference_model() -> torch.nn.Module:
     if not (REF / "pspnet_r18-d8.pth").is_file():
         pytest.skip(f"no MMSegmentation reference material in {REF}")
     cfg = compose_model_dataset("pspnet_r18-d8", "cityscapes")
-    return load_mmseg_weights(build_segmentor(cfg.model), REF / "pspnet_r18-d8.pth").eval()
+    model = build_segmentor(cfg.model)
+    path = REF / "pspnet_r18-d8.pth"
+    model.load_state_dict(
+        convert_mmseg_state_dict(load_mmseg_state_dict(path), model, source=path), strict=True
+    )
+    return model.eval()
 
 
 @needs_ref

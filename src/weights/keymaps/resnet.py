@@ -47,12 +47,6 @@ def resnet_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def is_mmcv_resnet(state: dict[str, torch.Tensor]) -> bool:
-    """True for a state dict with MMSegmentation's deep-stem names (`stem.0.weight`, maybe `backbone.`-prefixed),
-    the only names in which mmcv's ResNet differs from timm's."""
-    return any(_STEM.fullmatch(k.removeprefix("backbone.")) for k in state)
-
-
 @register_timm("resnet", "resnet_v1c")  # timm's, and this project's resnet18c/34c (src/models/backbones)
 def convert_resnet(mm: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
