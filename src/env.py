@@ -1,10 +1,6 @@
 """`python -m src.env` (`make env`): the environment a run would see, in one screen, MMSegmentation's "verify the
-installation" step.
-
-Versions (Python, torch with its CUDA and cuDNN, Lightning, timm, smp, Albumentations, torchmetrics, Hydra, wandb,
-onnxruntime, mlflow), the devices, whether the CPU computes bf16 natively (and so whether `bf16-mixed` is worth
-using on it, `runtime.precision=auto`'s choice), the threads, and the data and cache folders with whether they
-exist. Paste its output into a bug report. Exit code 0; nothing is downloaded or written.
+installation" step: versions, devices, native bf16 and `runtime.precision=auto`'s choice, threads, and the data
+and cache folders. Paste its output into a bug report. Exit code 0; nothing is downloaded or written.
 """
 
 from __future__ import annotations
@@ -69,12 +65,9 @@ def devices() -> list[tuple[str, str]]:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
+            memory = f"{props.total_memory / 2**30:.1f} GiB"
             rows.append(
-                (
-                    f"cuda:{i}",
-                    f"{props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                    f"compute capability {props.major}.{props.minor}",
-                )
+                (f"cuda:{i}", f"{props.name}, {memory}, compute capability {props.major}.{props.minor}")
             )
     else:
         rows.append(("CUDA", "no GPU visible (torch.cuda.is_available() is False)"))
@@ -100,25 +93,20 @@ def precision() -> list[tuple[str, str]]:
 
     native, why = cpu_native_bf16()
     worth = "yes: bf16-mixed + channels_last" if native else "no: emulated bf16 is slower than float32"
-    choice = choose_precision("auto")
+    auto = choose_precision("auto")
     return [
         ("CPU native bf16", f"{'yes' if native else 'no'}: {why}"),
         ("bf16-mixed on this CPU", worth),
-        (
-            "runtime.precision=auto",
-            f"{choice.precision}, channels_last={choice.channels_last} ({choice.reason})",
-        ),
+        ("runtime.precision=auto", f"{auto.precision}, channels_last={auto.channels_last} ({auto.reason})"),
     ]
 
 
 def threads() -> list[tuple[str, str]]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    usable = f", {affinity} usable by this process" if affinity else ""
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
     return [
-        (
-            "CPU cores",
-            f"{os.cpu_count()} logical" + (f", {affinity} usable by this process" if affinity else ""),
-        ),
+        ("CPU cores", f"{os.cpu_count()} logical{usable}"),
         ("torch threads", f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"),
         ("thread variables", ", ".join(f"{k}={v}" for k, v in env.items()) or "none set"),
     ]

@@ -82,17 +82,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     dataset = datamodule.build_split(cfg.split, pipeline=datamodule.test_pipeline, test_mode=True)
     classes = list(datamodule.classes)
-    writer = _prediction_writer(cfg, datamodule, bool(_dataset_attr(dataset, "reduce_zero_label", False)))
+    first = getattr(dataset, "datasets", [dataset])[0]  # a concatenated split: its first part
+    writer = _prediction_writer(cfg, datamodule, bool(getattr(first, "reduce_zero_label", False)))
     loader = DataLoader(
         dataset, batch_size=cfg.batch_size, num_workers=datamodule.loader_workers(), collate_fn=seg_collate
     )
     # the dataset config's ignore label (a checkpoint from before the key existed: SegDataModule's 255)
-    metric = SegMetrics(segmentor.num_classes, ignore_index=datamodule.ignore_index, class_names=classes).to(
-        device
-    )
+    metric = SegMetrics(segmentor.num_classes, datamodule.ignore_index, classes).to(device)
     components = (ComponentStats(classes), ComponentStats(classes)) if cfg.get("components") else None
-    desc = f"eval {cfg.split}" + (" (TTA)" if cfg.get("tta") else "")
-    for batch in tqdm(loader, desc=desc, unit="batch"):
+    tta_note = " (TTA)" if cfg.get("tta") else ""
+    for batch in tqdm(loader, desc=f"eval {cfg.split}{tta_note}", unit="batch"):
         metas = batch["metas"]
         per_image = segmentor.predict_images(
             [x.to(device) for x in batch["inputs"]],
@@ -113,10 +112,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     rows, summary = report["per_class"], report["summary"]
     report["confusion_matrix"] = confmat = report["confusion_matrix"].numpy()
     out = Path(cfg.paths.output_dir)
-    title = f"{datamodule.name} {cfg.split}: {Path(cfg.ckpt_path).name}" + (
-        " (TTA)" if cfg.get("tta") else ""
+    print_metrics_table(
+        rows, summary, title=f"{datamodule.name} {cfg.split}: {Path(cfg.ckpt_path).name}{tta_note}"
     )
-    print_metrics_table(rows, summary, title=title)
     info = {
         "ckpt_path": str(cfg.ckpt_path),
         "backend": resolve_backend(cfg.ckpt_path, cfg.get("backend", "auto")),
@@ -182,12 +180,6 @@ def split_images(datamodule: Any, split: str) -> tuple[list[Path], bool]:
     dataset = datamodule.build_split(split, with_masks=False)
     parts = getattr(dataset, "datasets", [dataset])
     return [img for part in parts for img, _ in part.samples], bool(parts[0].reduce_zero_label)
-
-
-def _dataset_attr(dataset: Any, name: str, default: Any) -> Any:
-    """An attribute of a dataset, or of the first part of a concatenated one."""
-    parts = getattr(dataset, "datasets", [dataset])
-    return getattr(parts[0], name, default)
 
 
 def save_components(out: Path, pred: ComponentStats, gt: ComponentStats | None) -> list[dict[str, Any]]:

@@ -1,26 +1,17 @@
 """Semantic-segmentation metrics with MMSegmentation 1.x's definitions.
 
-``SegMetrics`` reproduces ``mmseg.evaluation.metrics.IoUMetric``
-(``intersect_and_union`` + ``total_area_to_metrics``) as a torchmetrics ``Metric``.
-Its only state is a ``[C, C]`` int64 confusion matrix (rows = label, columns =
-prediction) that lives on the metric's device and is filled by a single
-``torch.bincount`` per ``update``. Every MMSeg area is a reduction of that matrix::
+``SegMetrics`` reproduces ``mmseg.evaluation.metrics.IoUMetric`` as a torchmetrics ``Metric`` whose only state is
+a ``[C, C]`` int64 confusion matrix ``M`` (rows label, columns prediction), filled on the metric's device by one
+``torch.bincount`` per ``update`` and summed over DDP ranks. With MMSeg's areas ``I = diag(M)`` (intersect),
+``P = M.sum(0)`` (pred_label), ``L = M.sum(1)`` (label), ``total_area_to_metrics`` is::
 
-    I = diag(M)            area_intersect
-    P = M.sum(0)           area_pred_label (column sums)
-    L = M.sum(1)           area_label      (row sums)
-    U = P + L - I          area_union
-
-and the metrics follow ``total_area_to_metrics``::
-
-    IoU = I / U    Acc = Recall = I / L    Dice = 2I / (P + L)    Precision = I / P
+    IoU = I / (P + L - I)    Acc = Recall = I / L    Dice = 2I / (P + L)    Precision = I / P
     Fscore = (1 + b^2) * Precision * Recall / (b^2 * Precision + Recall)
     aAcc = sum(I) / sum(L);   mX = nanmean(X) over classes
 
-A ratio with a zero denominator is NaN (IEEE 0/0, as in MMSeg), and NaNs drop out
-of the class means. Values are fractions in [0, 1], not MMSeg's rounded percents.
-Because the state is a plain sum, DDP synchronisation (``dist_reduce_fx="sum"``)
-gives exactly the single-process result.
+0/0 is NaN (as in MMSeg) and drops out of the means; values are fractions, not MMSeg's rounded percents.
+Not torchmetrics' ``MulticlassConfusionMatrix`` / ``JaccardIndex``: they drop ignored pixels by boolean indexing,
+a host sync per update, and give IoU alone.
 """
 
 from __future__ import annotations
@@ -66,26 +57,16 @@ class SegMetrics(Metric):
 
     Args:
         num_classes: number of classes ``C``; labels and predictions are in ``[0, C)``.
-        ignore_index: label value whose pixels are skipped whatever the prediction
-            (MMSeg masks them out before counting).
-        class_names: optional ``C`` names used by :meth:`per_class_table`
-            (default ``"0"``, ``"1"``, ...).
+        ignore_index: label whose pixels are skipped whatever the prediction (as MMSeg).
+        class_names: ``C`` names for :meth:`per_class_table` (default ``"0"``, ``"1"``, ...).
         beta: weight of recall in the F-score (MMSeg's ``beta``, default 1 = F1).
-        validate_labels: if True (default), each ``update`` checks that every
-            non-ignored target value and every integer prediction lies in ``[0, C)``
-            and raises ``ValueError`` naming the offending values. The check costs ONE
-            device-to-host sync per update (a single fused ``.any()``). If False there
-            is no check and such out-of-range pixels are silently dropped, so the
-            confusion matrix can never be corrupted. (Note that ``torch.bincount``
-            itself synchronises on CUDA to size its output; that is inherent to it.)
+        validate_labels: if True (default), ``update`` raises ``ValueError`` naming any non-ignored target
+            value or integer prediction outside ``[0, C)``, at the cost of one device-to-host sync per update.
+            If False such pixels are silently dropped.
         threshold: with ``num_classes=2``, one-channel logits ``[N, 1, H, W]`` (a binary sigmoid model, see
             ``src.models.binary``) are read as foreground where ``sigmoid(logit) > threshold`` (default 0.3,
             MMSegmentation's); the table still has two rows, background and foreground.
         **kwargs: forwarded to :class:`torchmetrics.Metric` (``sync_on_compute``, ...).
-
-    ``compute()`` returns float32 tensors on the metric's device (the arithmetic is
-    done in float64 from the exact int64 counts, then cast once): the ``PER_CLASS_KEYS``
-    with shape ``[C]`` and the ``SCALAR_KEYS`` as 0-d tensors.
     """
 
     is_differentiable = False
@@ -170,17 +151,9 @@ class SegMetrics(Metric):
         return preds, False
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add one batch to the confusion matrix.
-
-        Args:
-            preds: integer class indices ``[N, H, W]`` / ``[H, W]``, or floating logits
-                ``[N, C, H, W]`` / ``[C, H, W]`` (argmax over the class dim is taken).
-            target: integer labels with the spatial shape of ``preds``; pixels equal to
-                ``ignore_index`` are skipped.
-
-        One ``torch.bincount`` over ``label * C + pred``; skipped pixels go to an extra
-        trash bin ``C * C`` (instead of boolean indexing, which would sync the host).
-        """
+        """Add a batch: ``preds`` class indices ``[N, H, W]`` / ``[H, W]`` or logits ``[N, C, H, W]`` / ``[C, H, W]``
+        (argmax taken), ``target`` integer labels (``ignore_index`` skipped). Skipped pixels go to an extra
+        trash bin ``C * C`` of the one ``bincount`` (boolean indexing would sync the host)."""
         pred, from_logits = self._to_indices(preds, target)
         c = self.num_classes
         target = target.long()
@@ -222,15 +195,9 @@ class SegMetrics(Metric):
 
     # ----------------------------------------------------------------- compute
     def compute(self) -> dict[str, Tensor]:
-        """MMSeg's ``total_area_to_metrics`` on the accumulated confusion matrix.
-
-        Per-class ``[C]`` tensors for ``PER_CLASS_KEYS`` and 0-d tensors for
-        ``SCALAR_KEYS``, float32, on the metric's device. 0/0 gives NaN: a class absent
-        from both prediction and label has NaN IoU/Dice/Acc/...; a class predicted but
-        never labelled has IoU = Dice = Precision = 0 and NaN Acc/Recall/Fscore. As in
-        MMSeg, Fscore is also NaN when Precision = Recall = 0 (a class predicted and
-        labelled with no overlap), although its Dice is 0. Means are nanmeans.
-        """
+        """``[C]`` tensors for ``PER_CLASS_KEYS``, 0-d for ``SCALAR_KEYS``: float32 on the metric's device,
+        computed in float64 from the exact counts. A class predicted but never labelled has IoU = Dice =
+        Precision = 0 and NaN Acc/Recall/Fscore; as in MMSeg, Fscore is also NaN when Precision = Recall = 0."""
         device = self.confmat.device
         # float64 is unavailable on MPS; the matrix is tiny, so do the arithmetic on CPU there.
         cm = self.confmat.to("cpu" if device.type == "mps" else device, torch.float64)
@@ -258,28 +225,22 @@ class SegMetrics(Metric):
 
     # ----------------------------------------------------------------- helpers
     def per_class_table(self, results: dict[str, Tensor] | None = None) -> list[dict[str, Any]]:
-        """One row per class: ``{"class": name, "IoU": float, ..., "Recall": float}``.
-
-        Uses ``results`` (a ``compute()`` output) if given, else calls ``compute()``.
-        NaN stays ``float("nan")``.
-        """
+        """One row per class, ``{"class": name, "IoU": float, ..., "Recall": float}``, of ``results`` (a
+        ``compute()`` output, computed when not given)."""
         if results is None:
             results = self.compute()
         columns = {k: torch.as_tensor(results[k]).detach().cpu().double().tolist() for k in PER_CLASS_KEYS}
-        rows = []
-        for i, name in enumerate(self.class_names):
-            row: dict[str, Any] = {"class": name}
-            row.update({k: float(columns[k][i]) for k in PER_CLASS_KEYS})
-            rows.append(row)
-        return rows
+        return [
+            {"class": name, **{k: float(columns[k][i]) for k in PER_CLASS_KEYS}}
+            for i, name in enumerate(self.class_names)
+        ]
 
     def report(self) -> dict[str, Any]:
         """Everything the tables and files show: `summary` (floats), `per_class` (rows) and `confusion_matrix`
         (a CPU `[C, C]` tensor: rows ground truth, columns prediction). Under DDP the counts are summed over the
         ranks (a collective: call it on every rank)."""
         results = self.compute()
-        # compute() restores each rank's own counts afterwards: sum them again for the matrix (a no-op on one
-        # process)
+        # compute() restores each rank's own counts afterwards: sum them again (a no-op on one process)
         with self.sync_context():
             confmat = self.confmat.detach().cpu().clone()
         return {

@@ -1,18 +1,14 @@
 """Train a segmentor, then test it: `python -m src.train [experiment=X] [key=value ...]`.
 
-Thin entry point: every part is built from the Hydra config (`conf/train.yaml`), see the README. Beyond
-building, it decides where training starts (see "Training recipe" in the README):
+Every part is built from the Hydra config (`conf/train.yaml`); this decides where training starts ("Training
+recipe" in the README):
 
-- `ckpt_path=<file>`: resume that checkpoint (weights, optimiser, LR schedule, step, random state); this
-  launch's checkpoints go to its own run folder;
-- `resume=true`: resume the newest checkpoint under `resume_dir` (the run folders of this run name); this launch
-  keeps writing checkpoints next to it, so a run's checkpoints stay in one folder. With none there, training
-  starts from scratch (or from `load_from`), so the same command serves the first launch and every restart;
-- `load_from=<file>`: fine-tune from weights only (new optimiser, schedule and step 0); tensors whose shape
-  differs (the classifier of another class count) keep their new initialisation.
+- `ckpt_path=<file>`: resume that checkpoint (weights, optimiser, LR schedule, step, random state);
+- `resume=true`: resume the newest checkpoint under `resume_dir` and keep writing checkpoints beside it; with
+  none there, start anew (or from `load_from`): the same command serves the first launch and every restart;
+- `load_from=<file>`: fine-tune from weights only (step 0); tensors whose shape differs keep their new init.
 
-A run stopped by SIGTERM or SIGUSR1 writes `checkpoints/preempted.ckpt` and exits with code 143
-(`src/engine/callbacks/preemption.py`).
+A run stopped by SIGTERM or SIGUSR1 writes `checkpoints/preempted.ckpt` and exits with code 143.
 """
 
 from __future__ import annotations
@@ -80,20 +76,17 @@ def build_module(cfg: DictConfig, datamodule: Any, pretrained: bool = True) -> S
     if cfg.runtime.get("compile"):
         compile_segmentor(segmentor)  # lazy: the first step compiles (eager after one warning where it fails)
     schedule = cfg.schedule
+    resolved = OmegaConf.to_container(schedule, resolve=True)
     module = SegmentationModule(
         segmentor,
         optimizer=instantiate(schedule.optimizer),
         scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
         class_names=datamodule.classes,
         ignore_index=datamodule.ignore_index,  # the dataset config's: metrics skip what the losses skip
-        paramwise=OmegaConf.to_container(schedule.paramwise, resolve=True)
-        if schedule.get("paramwise")
-        else None,
+        paramwise=resolved.get("paramwise") or None,
         warmup_iters=schedule.get("warmup_iters", 0),
         warmup_ratio=schedule.get("warmup_ratio", 1e-6),
-        clip_grad=OmegaConf.to_container(schedule.clip_grad, resolve=True)
-        if schedule.get("clip_grad")
-        else None,
+        clip_grad=resolved.get("clip_grad") or None,
         channels_last=resolve_precision(  # `auto` -> on with a mixed precision (src/utils/precision.py)
             cfg.runtime.get("precision", "32-true"), cfg.runtime.get("channels_last", False)
         ).channels_last,
@@ -225,9 +218,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Checked in order before anything heavy is built: the config's keys, the data of every split the run reads,
     the checkpoint to resume; then the model (pretrained weights last)."""
     check_config(cfg)
-    precision = apply_precision(
-        cfg
-    )  # runtime.precision / channels_last `auto` -> this machine's choice, logged
+    # runtime.precision / channels_last `auto` -> this machine's choice, logged
+    precision = apply_precision(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     log.info(f"Dataset <{cfg.dataset._target_}>, model <{cfg.model.get('name', cfg.model._target_)}>")
@@ -347,11 +339,9 @@ def main(cfg: DictConfig) -> float | None:
     with ddp_job_scope():
         metrics = train(cfg)
         metric_name = cfg.get("optimized_metric")
-        if metric_name:
-            if metric_name not in metrics:
-                raise KeyError(f"optimized_metric='{metric_name}' was not logged; logged: {sorted(metrics)}")
-            return metrics[metric_name]
-        return None
+        if metric_name and metric_name not in metrics:
+            raise KeyError(f"optimized_metric='{metric_name}' was not logged; logged: {sorted(metrics)}")
+        return metrics[metric_name] if metric_name else None
 
 
 if __name__ == "__main__":

@@ -1,14 +1,5 @@
-"""What the experiment loggers receive beyond the metrics Lightning sends them.
-
-- `WandbLogger`: Lightning's, except that `log_model` also works offline. Lightning refuses `log_model` with
-  `offline=True`, but wandb records an artifact in an offline run (the file is staged locally) and
-  `wandb sync` uploads it with the rest; since `src.utils.instantiators` switches wandb to offline whenever no
-  API key is configured, `logger.wandb.log_model=true` must not fail there. (It also leaves out Lightning's
-  `anonymous=None`, which wandb only answers with a deprecation warning.)
-- `log_config`: the resolved run config, to every logger that can hold it (wandb: the run config; TensorBoard:
-  `hparams.yaml` and the YAML as text under `config`; CSV: `hparams.yaml`).
-- `mlflow_logger`: Lightning's MLFlowLogger, or None when MLflow is optional and not installed (`logger=many`).
-"""
+"""What the experiment loggers receive beyond the metrics Lightning sends them: wandb's `log_model` offline too,
+the resolved config (`log_config`), and MLflow as an optional extra (`mlflow_logger`)."""
 
 from __future__ import annotations
 
@@ -24,6 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 class WandbLogger(_LightningWandbLogger):
     """`lightning.pytorch.loggers.WandbLogger` with `log_model` allowed in offline mode.
+
+    Lightning refuses `log_model` with `offline=True`, but wandb stages an offline run's artifact and `wandb sync`
+    uploads it; `src.utils.instantiators` goes offline whenever no API key is configured, so
+    `logger.wandb.log_model=true` must not fail there.
 
     `log_model=True` logs, once training has ended, the last checkpoint and the best one of every
     `ModelCheckpoint` as versions of the run's `model` artifact (aliases `latest`, `best`); `"all"` every
@@ -47,7 +42,8 @@ class WandbLogger(_LightningWandbLogger):
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Send the resolved config to the loggers (rank zero only: the loggers' own methods are rank-zero)."""
+    """Send the resolved config to the loggers (wandb: the run config; TensorBoard: `hparams.yaml` and the YAML
+    as text under `config`; CSV: `hparams.yaml`); rank zero only, as the loggers' own methods."""
     params = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(params, dict)
     text = "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```"

@@ -1,10 +1,9 @@
 """The `LightningModule`: training, validation and test steps around an `EncoderDecoder`.
 
-It owns what Lightning needs and the model should not: the optimiser (with per-module parameter groups,
-`src/engine/optim.py`) and per-iteration LR schedule (with warm-up, `src/engine/schedulers.py`), the metric objects and their
-logging (`train/loss`, `val/mIoU`, `val/IoU/<class>`), and the metadata written into every checkpoint so that it
-is self-describing (resolved config, classes, palette). Precision, gradient clipping and accumulation, DDP and
-checkpointing are the Trainer's (`conf/runtime/`).
+It owns what the model should not: the optimiser with per-module parameter groups (`optim.py`), the
+per-iteration LR schedule (`schedulers.py`), the metrics and their logging (`train/loss`, `val/mIoU`,
+`val/IoU/<class>`) and the checkpoint's metadata (resolved config, classes, palette). Precision, accumulation,
+DDP and checkpointing are the Trainer's (`conf/runtime/`).
 """
 
 from __future__ import annotations
@@ -37,14 +36,10 @@ __all__ = ["CHECKPOINT_META_KEY", "SegmentationModule", "TimmSyncBatchNorm", "qu
 class TimmSyncBatchNorm(TorchSyncBatchNorm):
     """Lightning's `sync_batchnorm=True` (runtime `sync_bn`) with timm's conversion.
 
-    Lightning converts with `nn.SyncBatchNorm.convert_sync_batchnorm`, which turns timm's norm + activation layers
-    (`BatchNormAct2d`, in every `conv_module` of the heads and necks) into plain SyncBatchNorm: their ReLU is kept
-    as a child module but no longer called. timm's `convert_sync_batchnorm` keeps it (`SyncBatchNormAct`).
-    `src.train` passes this plugin whenever `sync_batchnorm` is on.
-
-    On CPUs it converts nothing: PyTorch's SyncBatchNorm refuses CPU tensors while training, so `runtime.sync_bn`
-    under CPU DDP (gloo) trains with per-process BatchNorm, as `norm: syncbn` does there (`setup` below) and as
-    MMEngine does. Lightning calls `apply` after moving the model to its device, so the device tells."""
+    Lightning's `nn.SyncBatchNorm.convert_sync_batchnorm` turns timm's `BatchNormAct2d` (every `conv_module` of
+    the heads and necks) into a plain SyncBatchNorm that no longer calls its ReLU; timm's conversion keeps it.
+    On CPUs it converts nothing (PyTorch's SyncBatchNorm refuses CPU tensors while training): per-process
+    BatchNorm, as `norm: syncbn` there (`setup` below) and MMEngine. `apply` runs after the model is moved."""
 
     def apply(self, model: nn.Module) -> nn.Module:
         device = next(model.parameters(), torch.empty(0)).device
@@ -62,12 +57,9 @@ class TimmSyncBatchNorm(TorchSyncBatchNorm):
 
 @contextmanager
 def quiet_epoch_sync_advice() -> Iterator[None]:
-    """Silence, inside the block only, Lightning's advice to log epoch metrics with `sync_dist=True` under DDP.
-
-    Validation and test metrics are reduced over DDP ranks by torchmetrics (one summed confusion matrix) before
-    they are logged; the advice (one all-reduce per logged key) does not apply. Lightning gives it when it reads
-    the logged values at the epoch's end, outside the module's hooks, so `src.train` wraps `fit`/`test` in this.
-    """
+    """Silence, inside the block only, Lightning's advice to log epoch metrics with `sync_dist=True` under DDP:
+    torchmetrics already reduced them over the ranks. Lightning gives it at the epoch's end, outside the
+    module's hooks, so `src.train` wraps `fit`/`test` in this."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore",
@@ -162,10 +154,8 @@ class SegmentationModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, losses, bs = self.compute_losses(batch)
-        # averaged over DDP ranks, as MMSegmentation's logged losses (a no-op on one device). Lightning reads the
-        # values back to the host only at the logging interval (`runtime.log_interval`); not `prog_bar=True`,
-        # which converts them to Python numbers after every step (a host-device sync per step on a GPU): the
-        # progress bar reads train/loss itself when it refreshes (`src.engine.callbacks.progress.LossProgressBar`)
+        # averaged over DDP ranks, as MMSegmentation's logged losses. Not `prog_bar=True`, which reads them back
+        # to the host after every step (a sync per step on a GPU): `LossProgressBar` reads train/loss itself
         self.log("train/loss", loss, batch_size=bs, sync_dist=True)
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=bs, sync_dist=True)
@@ -207,10 +197,8 @@ class SegmentationModule(LightningModule):
         return report
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            self.val_metrics.reset()
-            return
-        self._log_metrics(self.val_metrics, "val")
+        if not self.trainer.sanity_checking:
+            self._log_metrics(self.val_metrics, "val")
         self.val_metrics.reset()
 
     def on_test_epoch_start(self) -> None:

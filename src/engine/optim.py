@@ -15,10 +15,8 @@ is scaled by `decay_rate ** (num_layers + 1 - i)` (the heads, the last "layer", 
 parameters and biases get no weight decay. The backbone numbers its own parameters (`layer_id`), since only it
 knows its stages.
 
-torch optimisers have parameter groups but no name-pattern rules, and Lightning builds no groups, so this is the
-one place that does it. Parameters with equal settings share one group (MMEngine makes one group per parameter;
-the optimiser's arithmetic is the same), named after the rule that made it (`lr-SGD/decode_head` in the LR
-monitor).
+Parameters with equal settings share one group (MMEngine makes one per parameter; the arithmetic is the same),
+named after the rule that made it (`lr-SGD/decode_head` in the LR monitor).
 """
 
 from __future__ import annotations
@@ -53,9 +51,8 @@ def build_param_groups(
     if rules.get("layer_decay"):
         return layer_decay_groups(model, lr, weight_decay, rules["layer_decay"])
     custom = rules.get("custom_keys") or {}
-    keys = sorted(
-        sorted(custom), key=len, reverse=True
-    )  # MMEngine's order: longest first, ties alphabetically
+    # MMEngine's order: longest first, ties alphabetically
+    keys = sorted(sorted(custom), key=len, reverse=True)
     groups: dict[tuple[str, float, float], dict[str, Any]] = {}
     for module_name, module in model.named_modules():
         is_norm = isinstance(module, NORM_TYPES)
@@ -108,11 +105,8 @@ def layer_decay_groups(
             layer = num_layers + 1  # heads and necks: the last layer, the base LR
         no_decay = param.ndim == 1 or name.endswith(".bias")
         key = f"layer_{layer}_{'no_decay' if no_decay else 'decay'}"
-        if key not in groups:
-            groups[key] = _group(
-                key, lr * rate ** (num_layers + 1 - layer), 0.0 if no_decay else weight_decay
-            )
-        _add(groups[key], name, param)
+        group = _group(key, lr * rate ** (num_layers + 1 - layer), 0.0 if no_decay else weight_decay)
+        _add(groups.setdefault(key, group), name, param)
     return list(groups.values())
 
 

@@ -1,14 +1,9 @@
 """Run records and results tables, as MMSegmentation's model-zoo tables.
 
-Every training run writes a record, `results.json`, into its run folder (`build_run_record` +
-`write_run_record`, called by `src.train` on rank zero): what the run was (method, backbone, crop, iterations,
-batch, devices, the Hydra config name and overrides) and what it measured (the final metrics, the training
-memory and the test speed of `src.engine.callbacks.run_stats.RunStats`). `collect` reads every record under a folder
-(a Hydra sweep folder, or all of `logs/train/runs`) and `markdown_table` / `write_csv` lay them out:
-
-| Method | Backbone | Crop Size | Lr schd | Mem (GB) | Inf time (fps) | mIoU | mDice | config |
-
-`scripts/collect_results.py` is the command line over it.
+`src.train` writes a record, `results.json`, into every run folder: what the run was (method, backbone, crop,
+iterations, batch, devices, Hydra config name and overrides) and what it measured (final metrics, and the
+training memory and test speed of `RunStats`). `collect` reads the records under a folder (a sweep, or all of
+`logs/train/runs`), `markdown_table` / `write_csv` lay them out (`scripts/collect_results.py`).
 """
 
 from __future__ import annotations
@@ -216,8 +211,7 @@ def markdown_table(rows: list[dict[str, Any]], split: str = "test", common: Sequ
     no such metrics, shown with its last validation's instead); `common`: the overrides of every run, noted
     below the table."""
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"]
-    cpu = False
-    fallback = False
+    cpu = fallback = False
     for row in rows:
         mem = _num(row["Mem (GB)"])
         if row["mem_kind"] == "cpu_peak_rss" and mem != "-":

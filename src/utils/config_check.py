@@ -1,11 +1,9 @@
 """Types and ranges of the config keys a user sets most, checked before anything is built.
 
-Why not Hydra structured configs: the groups (`schedule/`, `dataset/`, `runtime/`) hold free `_target_` nodes
-whose keys differ per optimizer, scheduler and dataset class; a schema for each would duplicate their
-signatures. These few rules cover the keys whose bad values otherwise surface late, deep in torch
-(`batch_size=0` in the DataLoader, `lr=-0.01` in the optimizer) or under another key's name
-(`schedule.max_steps=abc` inside the run folder's name). Every violation is reported at once, each naming the
-key, the value and what is allowed.
+Not Hydra structured configs: the groups hold free `_target_` nodes whose keys differ per class, and a schema
+each would duplicate their signatures. These rules cover the keys whose bad values would surface late, deep in
+torch (`batch_size=0`, `lr=-0.01`) or under another key's name (`schedule.max_steps=abc` in the run folder's
+name). Every violation is reported at once, naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -47,10 +45,6 @@ def _positive(key: str) -> Rule:
     return Rule(key, "number", lambda v: v > 0, "a number > 0")
 
 
-def _non_negative(key: str) -> Rule:
-    return Rule(key, "number", lambda v: v >= 0, "a number >= 0")
-
-
 def _fraction(key: str, low_open: bool = False, high_open: bool = False) -> Rule:
     lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
 
@@ -70,7 +64,7 @@ TRAIN_RULES = (
     _int("schedule.accumulate_grad_batches", nullable=True),
     _positive("schedule.clip_grad.max_norm"),
     _positive("schedule.optimizer.lr"),
-    _non_negative("schedule.optimizer.weight_decay"),
+    Rule("schedule.optimizer.weight_decay", "number", lambda v: v >= 0, "a number >= 0"),
     _fraction("schedule.optimizer.momentum", high_open=True),
     _int("dataset.batch_size"),
     _int("dataset.val_batch_size"),

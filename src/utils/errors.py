@@ -1,19 +1,10 @@
 """One error path for the entry points and scripts: a user's mistake is one short block, a bug keeps its traceback.
 
-An error the project raises for bad input (the `UserError` types below, or what it recognises: a missing file, a
-`ValueError`/`KeyError` raised by the project's own code with a message written for a person, a config
-interpolation error, a full disk) is printed ONCE as
-
-    Error (<kind>): <what is wrong, naming the file / key / value>
-      What to do: <hint>
-      Traceback: <run folder>/<task>.log (HYDRA_FULL_ERROR=1 prints it here)
-
-and the process exits with code 1. The full traceback always goes to the run folder's log file (Hydra's file
-handler); on the console only with `HYDRA_FULL_ERROR=1` (or `SEGKIT_DEBUG=1`). Any other error is a bug or an
-unforeseen case: it keeps its traceback, printed once (by Hydra, or by Python for the scripts).
-
-An error raised in a DataLoader worker reaches the main process wrapped by PyTorch ("Caught ValueError in
-DataLoader worker process 0. Original Traceback ..."): it is unwrapped to the original message first.
+Bad input (a `UserError` below, a missing file, a `ValueError`/`KeyError` raised by the project's own code, a
+config interpolation error, a full disk; unwrapped first when PyTorch wrapped it in a DataLoader worker's
+message) is printed once as `Error (<kind>): <message>`, `What to do: <hint>`, `Traceback: <run log>`, and the
+process exits with code 1. The traceback always goes to the run folder's log, to the console only with
+`HYDRA_FULL_ERROR=1` (or `SEGKIT_DEBUG=1`). Any other error keeps its traceback, printed once.
 """
 
 from __future__ import annotations
@@ -123,12 +114,8 @@ def unwrap_worker_message(message: str) -> tuple[str, str, str | None] | None:
 
 
 def _raised_in_project(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
-    return last is not None and _in_project(last)
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    return bool(frames) and _in_project(frames[-1][0].f_code.co_filename)
 
 
 def _in_project(filename: str | None) -> bool:
@@ -161,11 +148,11 @@ def free_space(path: str | Path) -> str:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} TB"  # pragma: no cover
+    return f"{n:.1f} TB"
 
 
 _DEFAULT_HINTS = {
@@ -185,16 +172,16 @@ def describe(exc: BaseException) -> Described | None:
 
     if isinstance(exc, UserError):
         return Described(exc.kind, str(exc), exc.hint or _DEFAULT_HINTS.get(exc.kind))
-    worker = unwrap_worker_message(str(exc)) if not isinstance(exc, KeyError) else None
-    if worker is None and isinstance(exc, KeyError) and exc.args:
-        worker = unwrap_worker_message(str(exc.args[0]))
+    # a KeyError's str() is the repr of its message
+    text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    worker = unwrap_worker_message(text)
     if worker is not None:
         type_name, message, origin = worker
-        user_types = {
-            c.__name__: c for c in (UserError, ConfigError, DataError, CheckpointError, DiskFullError)
+        user_kinds = {
+            c.__name__: c.kind for c in (UserError, ConfigError, DataError, CheckpointError, DiskFullError)
         }
-        if type_name in user_types:
-            kind = user_types[type_name].kind
+        if type_name in user_kinds:
+            kind = user_kinds[type_name]
             return Described(kind, message, _DEFAULT_HINTS.get(kind))
         if type_name in ("FileNotFoundError", "ValueError", "KeyError") and _in_project(origin):
             kind = "file" if type_name == "FileNotFoundError" else "data"
@@ -208,13 +195,10 @@ def describe(exc: BaseException) -> Described | None:
         return Described("file", str(exc), None if _raised_in_project(exc) else _DEFAULT_HINTS["file"])
     if isinstance(exc, OmegaConfBaseException):
         return Described("config", str(exc).strip(), _DEFAULT_HINTS["config"])
-    cause = exc.__cause__
-    if isinstance(exc, InstantiationException) and cause is not None:
-        inner = describe(cause)  # Hydra's wrapper around an error raised while building a `_target_`
-        return inner
+    if isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        return describe(exc.__cause__)  # Hydra's wrapper around an error raised while building a `_target_`
     if isinstance(exc, (ValueError, KeyError)) and _raised_in_project(exc):
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        return Described("input", str(message), None)
+        return Described("input", text, None)
     return None
 
 
@@ -277,35 +261,33 @@ def log_traceback_to_files(exc: BaseException, fallback_dir: str | Path | None =
     return written
 
 
-def _hydra_output_dir() -> str | None:
+def _hydra_value(key: str) -> Any:
+    """A value of the running Hydra job's config (`mode`, `runtime.output_dir`), None outside one or where it
+    cannot be read: the error path must not fail."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
 
-        return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+        return OmegaConf.select(HydraConfig.get(), key) if HydraConfig.initialized() else None
     except Exception:
         return None
 
 
-def report(exc: BaseException, file: Any = None) -> bool:
-    """Log the traceback to the run log; print the block of a user error (True) or nothing (False: the caller
-    lets the error go on, with its traceback)."""
-    log_file = log_traceback_to_files(exc, _hydra_output_dir())
+def print_block(exc: BaseException, log_file: str | None = None) -> bool:
+    """Print the block of a user error (True) or nothing (False: the caller lets the error go on, with its
+    traceback, as it does for any error with HYDRA_FULL_ERROR=1)."""
     info = describe(exc)
     if info is None or full_error_requested():
         return False
-    print(format_block(info, log_file), file=file or sys.stderr, flush=True)
+    print(format_block(info, log_file), file=sys.stderr, flush=True)
     return True
 
 
 def in_multirun() -> bool:
     """Whether this process runs one job of a Hydra multirun (`-m`)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.types import RunMode
 
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
+    return _hydra_value("mode") == RunMode.MULTIRUN
 
 
 class ReportedError(CompactHydraException):
@@ -325,7 +307,7 @@ def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         except (SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if not report(exc):
+            if not print_block(exc, log_traceback_to_files(exc, _hydra_value("runtime.output_dir"))):
                 raise
             if in_multirun():
                 # Hydra records the failed job and goes on with the sweep; at its end it prints this one line
@@ -343,9 +325,7 @@ def run_script(main: Callable[[], Any]) -> int:
     except (SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:
-        info = describe(exc)
-        if info is None or full_error_requested():
+        if not print_block(exc):
             raise
-        print(format_block(info), file=sys.stderr, flush=True)
         return 1
     return code if isinstance(code, int) else 0

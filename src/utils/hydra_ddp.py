@@ -1,22 +1,13 @@
 """Hydra multirun with Lightning's DDP: one run folder per job (not per rank), and one sweep (not one per rank).
 
-Lightning's DDP launcher (`_SubprocessScriptLauncher`) starts ranks 1..N-1 by running the command line again
-(`sys.argv`), adding `hydra.run.dir=<run dir>`. That serves a single run. In a multirun the command line is the
-whole sweep (`-m model=a,b schedule.lr=0.01,0.005`), and `hydra.run.dir` is not the job's folder (a job writes in
-`<sweep dir>/<subdir>`): every rank would start a sweep of its own, in other folders
-(Lightning-AI/pytorch-lightning#15689; lightning-hydra-template sidesteps it with `ddp_spawn`, which pickles the
-module and cannot use workers with persistent state as freely).
+Lightning's DDP launcher starts ranks 1..N-1 by running the command line again with `hydra.run.dir=<run dir>`.
+In a multirun that command line is the whole sweep, so every rank would start a sweep of its own, in other
+folders (Lightning-AI/pytorch-lightning#15689; lightning-hydra-template sidesteps it with `ddp_spawn`).
+`hydra_subprocess_cmd` starts each rank as a single run of this job instead: the job's own overrides (its sweep
+values, the Optuna trial's parameters), `hydra.mode=RUN` and `hydra.run.dir=<the job's folder>`.
 
-`hydra_subprocess_cmd` instead starts each rank as a single run of this job: the job's own overrides (Hydra's
-`hydra.overrides.task`, the sweep values of this job, the Optuna trial's parameters), `hydra.mode=RUN` (an
-`hparams_search` config sets MULTIRUN), `hydra.run.dir=<the job's folder>` and `hydra.output_subdir=null`, so
-every rank composes the same config and writes into the one folder of the job. Outside a multirun it leaves
-Lightning's own command unchanged. `install()` puts it in Lightning's launcher.
-
-The launcher also leaves `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, ... in the environment and the process
-group open after a job; the next job of a sequential sweep would take them for an external launcher's and wait
-for ranks that are never started. `ddp_job_scope` gives the environment back and closes the process group after
-each job this process launched.
+The launcher also leaves `LOCAL_RANK`, `WORLD_SIZE`, ... set and the process group open after a job, which the
+next job of a sequential sweep would take for an external launcher's; `ddp_job_scope` cleans both up.
 """
 
 from __future__ import annotations

@@ -97,22 +97,12 @@ def kernel_isa_limit() -> str | None:
     return None
 
 
-def cuda_bf16(device: int = 0) -> tuple[bool, str]:
-    """(bf16 supported, the GPU and its compute capability)."""
-    major, minor = torch.cuda.get_device_capability(device)
-    name = torch.cuda.get_device_name(device)
-    return major >= 8, f"{name}, compute capability {major}.{minor}"
-
-
-def _wants_gpu(accelerator: str) -> bool:
-    return str(accelerator).lower() in ("auto", "gpu", "cuda")
-
-
 def choose_precision(accelerator: str = "auto") -> PrecisionChoice:
     """What `auto` means on this machine for the Trainer's `accelerator`."""
-    if _wants_gpu(accelerator) and torch.cuda.is_available():
-        bf16, gpu = cuda_bf16()
-        if bf16:
+    if str(accelerator).lower() in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        gpu = f"{torch.cuda.get_device_name(0)}, compute capability {major}.{minor}"
+        if major >= 8:  # bf16 from Ampere on
             return PrecisionChoice("bf16-mixed", True, f"GPU supports bf16 ({gpu})")
         return PrecisionChoice("16-mixed", True, f"GPU without bf16 ({gpu}): fp16 autocast + gradient scaler")
     if str(accelerator).lower() in ("auto", "mps") and mps_available():

@@ -38,9 +38,8 @@ def iters(n: int) -> str:
 
 
 def composed_name(name: str) -> str:
-    """A model's config name with the parts the command line swapped: `model=upernet_r18 model/backbone=swin_tiny`
-    -> "upernet_r18+swin_tiny", so that the run name (and `resume_dir`) says what was composed. Outside a Hydra
-    run (compose API) the name as it is."""
+    """`name` plus the `model/...` groups the command line swapped (so does `resume_dir`); outside a Hydra run
+    (compose API) the name as it is."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():

@@ -32,27 +32,16 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolv
             rich.print(tree, file=f)
 
 
-def metrics_table(
-    rows: Sequence[Mapping[str, Any]],
-    summary: Mapping[str, float],
-    title: str,
-    keys: Sequence[str] | None = None,
-) -> Table:
-    """A rich table of per-class metrics in percent, MMSegmentation's layout, with the means as last row."""
-    keys = list(keys or [k for k in ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall") if k in rows[0]])
+def print_metrics_table(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, float], title: str) -> None:
+    """Per-class metrics in percent, MMSegmentation's layout, with the means as last row."""
+    keys = [k for k in ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall") if k in rows[0]]
     table = Table(title=f"{title} (%)")
     table.add_column("Class", no_wrap=True)
     for key in keys:
         table.add_column(key, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(str(row["class"]), *[percent(row[k]) for k in keys])
-    means = {"IoU": "mIoU", "Acc": "mAcc", "Dice": "mDice", "Fscore": "mFscore"}
-    means |= {"Precision": "mPrecision", "Recall": "mRecall"}
     table.add_section()
-    table.add_row("mean", *[percent(summary.get(means[k], float("nan"))) for k in keys], style="bold")
+    table.add_row("mean", *[percent(summary.get(f"m{k}", float("nan"))) for k in keys], style="bold")
     table.caption = f"aAcc {percent(summary.get('aAcc', float('nan')))} %"
-    return table
-
-
-def print_metrics_table(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, float], title: str) -> None:
-    rich.print(metrics_table(rows, summary, title))
+    rich.print(table)

@@ -19,11 +19,8 @@ log = get_logger(__name__)
 
 
 def extras(cfg: DictConfig) -> None:
-    """Filter the known third-party console noise (`src.utils.noise`); print the resolved config as a tree and
-    save it (tree and YAML) in the run directory.
-
-    The printing and saving on rank zero only: the other DDP ranks of a run compose the same config into the same
-    folder."""
+    """Filter the known third-party console noise (`src.utils.noise`); on rank zero (the other DDP ranks compose
+    the same config into the same folder), print the resolved config as a tree and save it in the run folder."""
     quiet_third_party()
     if rank_zero_only.rank != 0:
         return

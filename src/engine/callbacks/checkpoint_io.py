@@ -16,15 +16,11 @@ from src.utils.files import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write through `src.utils.files.atomic_file` (`<path>.<pid>.tmp`, fsync, then rename): a crash mid-write
-    never leaves a truncated checkpoint.
+    """Write through `src.utils.files.atomic_file` (`<path>.<pid>.tmp`, fsync, then rename): Lightning's
+    `TorchCheckpointIO` writes in place, so an interrupted save could corrupt `last.ckpt`, the file a resume needs.
 
-    Lightning's `TorchCheckpointIO` writes the target file in place, so an interrupted save can corrupt
-    `last.ckpt`, the very file a resume needs. A save that fails (disk full, file size limit) removes its
-    temporary file, keeps the previous checkpoints and raises `DiskFullError` naming the path and the free space
-    (torch reports it as `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`). The pid in the
-    temporary name tells `remove_stale_tmp` which ones a live save still owns.
-    """
+    A save that fails for space (torch: `RuntimeError: [enforce fail at inline_container.cc] unexpected pos`)
+    keeps the previous checkpoints and raises `DiskFullError` naming the path and the free space."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None

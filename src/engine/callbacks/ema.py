@@ -1,19 +1,15 @@
-"""Exponential moving average of the weights: Lightning's `EMAWeightAveraging`, with two fixes for this project.
+"""Exponential moving average of the weights: Lightning's `EMAWeightAveraging`, with three fixes for this project.
 
-Lightning (2.6) already keeps the averaged copy (torch's `AveragedModel`), swaps it in for validation, writes it
-as the checkpoint's `state_dict` (the raw weights go to `current_model_state`, restored on resume) and copies it
-into the model when training ends, so testing after `fit`, `src.eval` and inference (which read `state_dict`)
-all use the EMA weights. This subclass only fixes what it gets wrong here:
+Lightning (2.6) keeps the averaged copy, swaps it in for validation, writes it as the checkpoint's `state_dict`
+(the raw weights go to `current_model_state`, restored on resume) and copies it into the model when training
+ends, so the test after `fit`, `src.eval` and inference all use the EMA weights. Fixed here:
 
-- loading a checkpoint for `trainer.test(ckpt_path=...)` after `fit` would put the raw weights back into the
-  model (its `on_load_checkpoint` restores `current_model_state` whenever the averaged model exists): only a
-  resumed `fit` does that here, a test keeps the EMA weights of `state_dict`;
-- a checkpoint written while validation runs (a preemption) would store the swapped weights the wrong way
-  round: on an exception during validation the weights are swapped back before any checkpoint callback runs
-  (checkpoint callbacks run after all others);
-- torch's `AveragedModel.update_parameters` tests its step counter `n_averaged` (a tensor on the model's device)
-  twice per update, two host-device synchronisations per training step on a GPU: the averaged model here
-  (`HostCountedAveragedModel`) reads the counter once per fit and then counts on the host.
+- `trainer.test(ckpt_path=...)` after `fit` would put the raw weights back (`on_load_checkpoint` restores
+  `current_model_state`): only a resumed `fit` does that here;
+- a checkpoint written during validation (a preemption) would store the swapped weights the wrong way round:
+  on an exception the weights are swapped back first (checkpoint callbacks run after all others);
+- torch's `AveragedModel.update_parameters` reads its device-side counter twice per update, two host syncs per
+  training step on a GPU: `HostCountedAveragedModel` reads it once per fit, then counts on the host.
 """
 
 from __future__ import annotations
@@ -70,12 +66,9 @@ class EMA(EMAWeightAveraging):
 class HostCountedAveragedModel(AveragedModel):
     """torch's `AveragedModel` whose `update_parameters` does not synchronise the host with the device.
 
-    torch's version evaluates `bool(n_averaged == 0)` and `n_averaged > 0` on the device tensor at every update.
-    Here whether the average is still empty is read once (the first update after construction or a resume, whose
-    checkpoint restores `n_averaged`), then tracked on the host; the arithmetic (the first update copies, the next
-    ones apply `multi_avg_fn` per device and dtype, or `avg_fn` per tensor (Lightning's EMA: `get_ema_avg_fn`),
-    buffers copied when not averaged, `n_averaged += 1`) is torch's.
-    """
+    torch evaluates `bool(n_averaged == 0)` and `n_averaged > 0` at every update; here whether the average is
+    empty is read once (the first update after construction or a resume), then tracked on the host. The
+    arithmetic is torch's."""
 
     _host_empty: bool | None = None
 

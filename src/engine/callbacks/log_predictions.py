@@ -1,13 +1,8 @@
 """Validation predictions as pictures in the training logs: the first K validation samples, every N validations.
 
-Each logged sample is an image | ground truth | prediction panel (with a legend), predicted through
-`segmentor.predict_images`, the prediction path of validation itself (no TTA). Each active logger gets them
-through its own image API:
-
-- TensorBoard: `experiment.add_image` (one picture of all panels, stacked), under `key`;
-- wandb: `WandbLogger.log_image` with the image and its `predictions` / `ground_truth` masks, which wandb's UI
-  overlays interactively (class names as labels);
-- CSV (which has no image API), or no image-capable logger at all: PNG files `<dirpath>/step_<n>.png`.
+Each sample is an image | ground truth | prediction panel, predicted as validation predicts (no TTA), sent to
+TensorBoard (one stacked picture under `key`), to wandb (the image with its `predictions` / `ground_truth`
+masks, which its UI overlays) and, for CSV or no image-capable logger, to `<dirpath>/step_<n>.png`.
 """
 
 from __future__ import annotations

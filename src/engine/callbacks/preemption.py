@@ -1,16 +1,10 @@
 """Preemption safety: on SIGTERM (or SIGUSR1) finish the current batch, write a checkpoint, stop.
 
-Lightning (2.6) already turns SIGTERM into a clean stop: its handler sets `trainer.received_sigterm`, forwards
-the signal to the processes it launched, broadcasts it to all DDP ranks, and the loops raise
-`SIGTERMException` after the current batch; on SLURM (`SLURMEnvironment(auto_requeue=True)`, detected by
-Lightning) SIGUSR1 saves an `hpc_ckpt_*.ckpt` and requeues the job. It does not save a checkpoint on SIGTERM,
-nor handle SIGUSR1 outside SLURM; this callback adds both:
-
-- `on_exception` with a `SIGTERMException` during `fit`: `trainer.save_checkpoint(<dirpath>/<filename>.ckpt)`
-  on every rank (rank 0 writes, through the atomic checkpoint IO of `src/train.py`);
-- SIGUSR1, when nothing else handles it (Lightning's SLURM requeue handler is kept), is turned into SIGTERM.
-
-`src.train` then exits with `PREEMPTED_EXIT_CODE`; `resume=true` continues from the newest checkpoint.
+Lightning (2.6) turns SIGTERM into `SIGTERMException` after the current batch on every DDP rank, and on SLURM
+saves an `hpc_ckpt_*.ckpt` and requeues on SIGUSR1; it saves nothing on SIGTERM and ignores SIGUSR1 elsewhere.
+This callback adds both: on a `SIGTERMException` during `fit` every rank calls `trainer.save_checkpoint`
+(rank 0 writes), and SIGUSR1, when nothing else handles it, becomes SIGTERM. `src.train` then exits with
+`PREEMPTED_EXIT_CODE`; `resume=true` continues from the newest checkpoint.
 """
 
 from __future__ import annotations

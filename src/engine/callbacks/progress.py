@@ -29,11 +29,9 @@ log = get_logger(__name__)
 class LossProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar plus the current value of `keys` (default `train/loss`), and iterations.
 
-    Logging the loss with `prog_bar=True` would make Lightning convert it to a Python number after every batch
-    (`_LoggerConnector.on_batch_end`), which on a GPU waits for the step to finish: a host-device sync per step.
-    Logged without `prog_bar`, the value is read here from `trainer.callback_metrics`, only when the bar refreshes
-    (every `refresh_rate` iterations, the logging interval in `conf/runtime/default.yaml`). The learning rate is
-    the optimiser's first parameter group's, a Python number (no sync).
+    `prog_bar=True` would make Lightning read the loss back to the host after every batch (a sync per step on a
+    GPU); here it is read from `trainer.callback_metrics` only when the bar refreshes. The learning rate is the
+    first parameter group's, a Python number (no sync).
 
     Args:
         refresh_rate: iterations between refreshes (and between log lines when the output is not a terminal).

@@ -1,25 +1,18 @@
 """Random state in checkpoints, so that a resumed run draws the same random numbers as an uninterrupted one.
 
-Lightning (2.6) restores weights, optimiser, LR schedule and loop counters, but not the random generators:
-a resumed run re-seeds them (`seed_everything`), so its data order, augmentations and dropout masks differ from
-those of the run it continues. This callback saves, with every checkpoint, the state of torch's CPU and CUDA
-generators, numpy's and Python's global ones, and the Albumentations generators of the training datasets
-(`src/data/transforms.seed_pipeline`), and restores them when `fit` resumes.
+Lightning (2.6) restores weights, optimiser, schedule and loop counters but re-seeds the random generators, so a
+resumed run's data order, augmentations and dropout differ. This callback saves with every checkpoint the state
+of torch's CPU and CUDA generators, numpy's and Python's, and the training pipelines' Albumentations generators
+(`src/data/transforms.seed_pipeline`), and restores it when `fit` resumes. Three rules make it hold:
+- the state saved is the one after the last training batch, even when the checkpoint is written later;
+- validation and the sanity check (their loader iterators draw from torch's generator) put it back after them,
+  so `val_interval` does not change training either;
+- on resume it is restored at load and again at `on_train_start`: Lightning creates a training iterator before
+  that hook and, resuming at an epoch's end, replaces it; the first one's draw must not shift the stream.
 
-Three rules make "the same random numbers" hold:
-- the state is the one after the last training batch (or the start of training), even when the checkpoint is
-  written later (after validation, on preemption);
-- validation and the sanity check never change the training's random state (creating their data-loader
-  iterators draws from torch's generator): it is put back after them. Changing `val_interval` therefore does
-  not change training either;
-- on resume the state is restored when the checkpoint is loaded and again at `on_train_start`: Lightning
-  creates a training iterator before that hook and, resuming at the end of an epoch, replaces it by a new one
-  for the next epoch; the first one's draw (its base seed) must not shift the stream.
-
-Exact when the resumed checkpoint ends an epoch and data loading is in the main process (`num_workers=0`) or in
-workers that restart every epoch (`persistent_workers=false`): Lightning restarts an interrupted epoch from
-its first batch, and persistent workers carry their own generators, which no checkpoint sees. In DDP the state
-of rank 0 is saved and every rank restores it (`seed_everything` gives all ranks the same streams).
+Exact when the checkpoint ends an epoch (Lightning restarts an interrupted epoch from its first batch) and no
+loader worker persists (`persistent_workers=false`: a persistent worker's generators are in no checkpoint).
+Under DDP rank 0's state is saved and every rank restores it (`seed_everything` gives all the same streams).
 """
 
 from __future__ import annotations
@@ -53,14 +46,10 @@ class RNGStateCheckpoint(Callback):
             self._loaded = None
         self._snapshot = capture_rng_state(trainer)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._snapshot = capture_rng_state(trainer)
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._snapshot = capture_rng_state(trainer)
 
-    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._snapshot = capture_rng_state(trainer)
+    on_train_epoch_start = on_sanity_check_start = on_train_batch_end
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_snapshot(trainer)

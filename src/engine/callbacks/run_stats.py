@@ -1,14 +1,11 @@
 """Training memory and inference speed of a run, the two cost columns of MMSegmentation's model-zoo tables.
 
-- memory: the peak during `fit`. On a GPU, `torch.cuda.max_memory_allocated` (what MMSegmentation reports as
-  "Mem (GB)"), reset when training starts; on a CPU, the process's peak resident set size (Linux `VmHWM`, reset
-  through `/proc/self/clear_refs` when training starts, so each run of a sequential sweep is measured alone;
-  elsewhere `getrusage`'s peak since the process started). `stats["train_memory_kind"]` says which.
-- speed: test images per second of the test loop on this process, timed from the start to the end of each test
-  batch (model, resizing to the original size, metric update; data loading excluded), the first batch left out
-  as warm-up when there are more. Under DDP it is rank zero's speed, one device's as MMSegmentation's fps.
+- memory: the peak during `fit`: `torch.cuda.max_memory_allocated` on a GPU (MMSegmentation's "Mem (GB)"), the
+  process's peak RSS on a CPU (Linux `VmHWM`, reset at the start so each run of a sweep is measured alone).
+- speed: test images per second on this process (rank zero's under DDP, one device's as MMSegmentation's fps),
+  each test batch timed without data loading, the first left out as warm-up when there are more.
 
-`src.train` writes `stats` into the run record (`results.json`, see `src/engine/results.py`).
+`src.train` writes `stats` into the run record (`results.json`).
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
-"""The test after training, as tables and pictures: per-class metrics and the confusion matrix, to every logger.
+"""The test after training as tables and pictures, beyond the scalars the `LightningModule` logs.
 
-The scalar test metrics (`test/mIoU`, `test/IoU/<class>`, ...) are logged by the `LightningModule` like any
-metric; this callback adds what a scalar cannot hold, each logger through its own API:
-
-- wandb: the per-class table as a `wandb.Table` (`test/per_class`), the row-normalised confusion matrix as an
-  image (`test/confusion_matrix`) and as wandb's interactive confusion-matrix chart (`test/confusion_matrix_chart`);
+- wandb: the per-class table (`test/per_class`), the row-normalised confusion matrix as an image
+  (`test/confusion_matrix`) and as wandb's interactive chart (`test/confusion_matrix_chart`);
 - TensorBoard: the per-class table as Markdown text and the confusion matrix as an image, under the same keys;
-- always (what a CSV run has), files in `<run dir>/test/`: `metrics.json`, `per_class.csv`, `per_class.md`,
-  `confusion_matrix.json`, `confusion_matrix.png`, written by `src.serve.writers` (the same files
-  `python -m src.eval` writes for a checkpoint).
+- always, in `<run dir>/test/`: the files `python -m src.eval` writes (`src.serve.writers`).
 
-The results are the module's test metric (`pl_module.test_metrics`, a `SegMetrics`), which keeps its counts
-from the end of the test until the next one starts.
+It reads the module's `test_metrics`, which keeps its counts from the end of a test until the next one starts.
 """
 
 from __future__ import annotations
