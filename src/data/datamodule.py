@@ -34,24 +34,19 @@ class SegDataModule(LightningDataModule):
     train_dataset, val_dataset, test_dataset: partials of a `BaseSegDataset` subclass, or lists of them.
     num_classes: declared in the config for the model; checked against the dataset's classes.
     batch_size: training batch per device; val_batch_size: for validation and test.
-    num_workers, pin_memory, persistent_workers: DataLoader settings (`src.train` passes `runtime/`'s, eval its
-        own). `num_workers="auto"`: the usable cores per process on this node (`auto_num_workers`).
+    num_workers, pin_memory, persistent_workers: DataLoader settings; `num_workers="auto"`: `auto_num_workers`.
     prepare: optional callable run once per node before setup (generate, download or convert data).
     name: the dataset's short name, used in run names.
     data_root: the dataset's folder, given to every split dataset that does not name its own.
     train_pipeline, test_pipeline: the transforms of the training split and of validation and test (each split
-        dataset gets its own copy unless it names its own `pipeline`); `test_pipeline` is also what inference
-        applies to new images.
-    crop_size: the training crop `(h, w)` that `train_pipeline` produces, written once in the dataset config
-        (its pipelines, the run name and the benchmark read `dataset.crop_size`); kept here as `crop_size`.
-    scale: MMSegmentation's `img_scale`, the `(w, h)` box the standard pipelines resize to
-        (`conf/dataset/_base_/mmseg.yaml` reads `dataset.scale`); kept here as `scale`.
-    decoder: how the training split reads its files, "plain" or "png_top_rows" (`BaseSegDataset`'s `decoder`);
-        validation and test read whole files.
-    ignore_index: the label value that is neither trained on nor evaluated (the dataset config's
-        `ignore_index`, which the losses, the preprocessor's mask padding and the metrics read).
-    label_map: stored label -> training label for every split (`+dataset.label_map={255:1}` for masks saved as
-        0/255), given to each split dataset in place of its own.
+        dataset gets its own copy unless it names its own `pipeline`); inference applies `test_pipeline`.
+    crop_size: the training crop `(h, w)`, written once in the dataset config (its pipelines, the run name and
+        the benchmark read `dataset.crop_size`).
+    scale: MMSegmentation's `img_scale`, the `(w, h)` box the standard pipelines resize to.
+    decoder: how the training split reads its files (`BaseSegDataset`'s `decoder`); the others read them whole.
+    ignore_index: the label that is neither trained on nor evaluated (losses, preprocessor and metrics read it).
+    label_map: stored label -> training label for every split, in place of each split dataset's own
+        (`+dataset.label_map={255:1}` for masks saved as 0/255).
     """
 
     def __init__(
@@ -202,19 +197,15 @@ def usable_cpus() -> int:
 def auto_num_workers(processes: int = 1, cap: int = 8) -> int:
     """Loader workers per training process: the usable cores shared among the node's processes, 1 to `cap`.
 
-    Each worker decodes and augments whole samples single-threaded (`seed_worker`), so one per core keeps the
-    cores busy without oversubscribing them; beyond about 8 per GPU the loader stops being the bottleneck of the
-    usual pipelines and only costs memory (MMSegmentation's configs use 2-4)."""
+    Each worker runs single-threaded (`seed_worker`), so one per core keeps the cores busy without
+    oversubscribing them; beyond about 8 per GPU more workers only cost memory."""
     return max(1, min(cap, usable_cpus() // max(1, processes)))
 
 
 def seed_worker(worker_id: int) -> None:
-    """Lightning's worker seeding, plus each dataset's Albumentations pipeline (seeded apart from numpy).
-
-    Also OpenCV single-threaded in each worker (as MMEngine does): the workers already run in parallel, and
-    OpenCV's own thread pool (one thread per core in every worker) would only oversubscribe the cores that the
-    training process needs. PyTorch itself sets one torch thread per worker.
-    """
+    """Lightning's worker seeding, plus each dataset's Albumentations pipeline (seeded apart from numpy), and
+    OpenCV single-threaded (as MMEngine does): the workers already run in parallel, and OpenCV's thread pool
+    would only oversubscribe the cores."""
     cv2.setNumThreads(0)
     pl_worker_init_function(worker_id)
     info = get_worker_info()

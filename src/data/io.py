@@ -1,19 +1,15 @@
 """Reading images and index masks, with errors that name the file.
 
-Decoding is most of a training sample's cost (a 2048x1024 PNG takes longer than all of the Cityscapes training
-transforms together), so 8-bit RGB and grey PNGs are decoded with libspng (`pyspng`) when it is installed:
-the same pixels as OpenCV's libpng, about a quarter faster (docs/benchmarks.md). Everything else, and any file
-that libspng rejects, goes through OpenCV (images) or Pillow (palette masks), as before.
-
-A training crop often needs only the top part of the image (rows below the crop's last source row are never
-read): `open_top_rows` gives a reader that decodes only the first n rows of an 8-bit RGB (or grey: masks),
-non-interlaced PNG.
-PNG rows are decoded top to bottom, each from the rows above it, so the first n rows are the same pixels as in
-the full decode; libspng is handed the file with its header's height set to n and stops there.
+Decoding is most of a training sample's cost, so 8-bit RGB and grey PNGs are decoded with libspng (`pyspng`)
+when it is installed: the same pixels as OpenCV's libpng, faster (docs/benchmarks.md); everything else, and
+any file libspng rejects, goes through OpenCV (images) or Pillow (masks). `open_top_rows` decodes only the
+first n rows of a non-interlaced PNG (a training crop often needs no more): PNG rows are decoded top to
+bottom, so they are the same pixels as in the full decode.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from pathlib import Path
@@ -45,8 +41,8 @@ def png_format(data: bytes) -> tuple[int, int] | None:
 
 def _spng(data: bytes, colour_type: int, rows: int | None = None) -> np.ndarray | None:
     """libspng's decoding of an 8-bit PNG of `colour_type` (its first `rows` rows when given), or None (not such
-    a PNG, no pyspng, or rejected). The first rows are inflated by ISA-L when it is installed (`_inflated_png`).
-    Whole files are not (slower where their buffers come as fresh pages: docs/benchmarks.md)."""
+    a PNG, no pyspng, or rejected). Only first rows are inflated by ISA-L (whole files are slower that way where
+    their buffers come as fresh pages: docs/benchmarks.md)."""
     if pyspng is None or png_format(data) != (8, colour_type):
         return None
     try:
@@ -83,12 +79,10 @@ def _inflated_png(data: bytes, channels: int, rows: int | None = None) -> bytes 
 
 
 def _stored_png(data: bytes, channels: int, rows: int | None = None) -> bytes | None:
-    """The PNG `data` (8-bit, `channels` per pixel) with its image data inflated by ISA-L and stored uncompressed.
-
-    libspng then only copies and unfilters it (a 2048x1024 RGB image in 3.5 ms, where inflating with zlib takes
-    over 20; ISA-L inflates it in about 9-13): the same filtered rows, so the same pixels. `rows`: keep only the
-    first rows (the header's height says so). None (decode the file as it is) for an interlaced image, a chunk
-    whose CRC fails, or image data that does not inflate to exactly the rows the header declares.
+    """The PNG `data` (8-bit, `channels` per pixel) with its image data inflated by ISA-L and stored uncompressed,
+    which libspng then only copies and unfilters (the same pixels, faster than zlib's inflate). `rows`: keep
+    only the first rows. None (decode the file as it is) for an interlaced image, a chunk whose CRC fails, or
+    image data that does not inflate to exactly the rows the header declares.
     """
     if len(data) < 33 or data[28] != 0:  # Adam7 interlacing: rows are not stored top to bottom
         return None
@@ -165,13 +159,11 @@ def _decode_png_image(data: bytes, path: Path) -> np.ndarray:
 
 
 class PngTopRows:
-    """An 8-bit RGB (or, `mask=True`, 8-bit grey) non-interlaced PNG, decoded on demand as far down as asked.
+    """An 8-bit RGB (`mask=True`: grey) non-interlaced PNG, decoded on demand as far down as asked.
 
-    `shape` comes from the header; `reader(n)` is `load_image(path)[:n]` (`load_mask(path)[:n]` for a mask),
-    decoding only those rows (the file is read at that call). If the short decode fails or differs in form (say
-    a transparency chunk), the whole file is decoded as `load_image` / `load_mask` does, with its errors.
-    `placeholder` stands in for the array where only its shape is looked at (an Albumentations pipeline whose
-    first transform asks this reader for its rows).
+    `reader(n)` is `load_image(path)[:n]` (`load_mask` for a mask), decoding only those rows; if the short
+    decode fails or differs in form (say a transparency chunk), the whole file is decoded, with its errors.
+    `placeholder` stands in for the array where only its shape is looked at (the pipeline's first transform).
     """
 
     def __init__(self, path: Path, height: int, width: int, mask: bool = False) -> None:
@@ -199,19 +191,13 @@ class PngTopRows:
         return _decode_png_image(data, self.path)[:rows]
 
 
-_PLACEHOLDERS: dict[tuple[int, ...], np.ndarray] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _placeholder(shape: tuple[int, ...]) -> np.ndarray:
     """A read-only zero image of `shape`, one per shape (calloc'd: its pages are never touched, so it costs no
     memory; shared, so that it is not allocated per sample)."""
-    if shape not in _PLACEHOLDERS:
-        if len(_PLACEHOLDERS) > 64:
-            _PLACEHOLDERS.clear()
-        array = np.zeros(shape, np.uint8)
-        array.setflags(write=False)
-        _PLACEHOLDERS[shape] = array
-    return _PLACEHOLDERS[shape]
+    array = np.zeros(shape, np.uint8)
+    array.setflags(write=False)
+    return array
 
 
 def png_with_height(data: bytes, rows: int) -> bytes:
@@ -222,11 +208,9 @@ def png_with_height(data: bytes, rows: int) -> bytes:
 
 
 def open_top_rows(path: str | Path, mask: bool = False) -> PngTopRows | None:
-    """A `PngTopRows` reader for an 8-bit RGB (`mask`: 8-bit grey), non-interlaced PNG (libspng installed), else
-    None (palette and 16-bit masks, for one, are decoded whole).
-
-    Reads the file's first 33 bytes only; None also when the file cannot be read (`load_image` reports it).
-    """
+    """A `PngTopRows` reader for an 8-bit RGB (`mask`: grey), non-interlaced PNG with libspng installed, from
+    the header alone; else None (palette and 16-bit masks are decoded whole; `load_image` reports a file it
+    cannot read)."""
     path = Path(path)
     if pyspng is None or path.suffix.lower() != ".png":
         return None
@@ -250,9 +234,8 @@ def _u32(data: bytes, at: int) -> int:
 def load_mask(path: str | Path) -> np.ndarray:
     """An index mask `[H, W]` (uint8 or uint16) exactly as stored: no colour conversion, no scaling.
 
-    Read with Pillow, as MMSegmentation reads segmentation maps: a palette-mode PNG (Pascal VOC) gives its
-    indices, where OpenCV would expand it to colours. 8-bit grey PNGs (Cityscapes' labelTrainIds, ADE20K) are
-    decoded by libspng when available: the same values, faster.
+    Read with Pillow, as MMSegmentation does: a palette-mode PNG (Pascal VOC) gives its indices, where OpenCV
+    would give colours. 8-bit grey PNGs are decoded by libspng when available: the same values, faster.
     """
     path = Path(path)
     if path.suffix.lower() == ".png" and pyspng is not None:
@@ -280,11 +263,8 @@ def load_mask(path: str | Path) -> np.ndarray:
 
 
 def label_counts(mask: np.ndarray) -> np.ndarray:
-    """Pixels per label value (index = value, at least 256 entries) of an index mask.
-
-    uint8 masks are counted with OpenCV's histogram: a 2048x1024 mask in about 2 ms, where `np.bincount` takes
-    twice that (it widens every pixel to 64 bits first).
-    """
+    """Pixels per label value (index = value, at least 256 entries) of an index mask; uint8 masks with OpenCV's
+    histogram, twice as fast as `np.bincount` (which widens every pixel to 64 bits first)."""
     if mask.dtype == np.uint8 and mask.size:
         hist = cv2.calcHist([np.ascontiguousarray(mask)], [0], None, [256], [0, 256])
         return hist.ravel().astype(np.int64)

@@ -1,13 +1,8 @@
 """Statistics of a dataset split read straight from its files, without the pipeline.
 
 Why: before training, find every broken sample in one pass (not one per crashed run), and see the class balance
-that decides whether the loss needs class weights. One scan gives the sample count, the image sizes, per-class
-pixel counts and frequencies (the ignore index counted apart), the number of images each class appears in,
-SegNet's median-frequency class weights, and a list of problems (unreadable files, image/mask size mismatches,
-labels outside the classes), each naming its file.
-
-Masks go through the dataset's own `load_mask` (reduce_zero_label, label_map and its checks); image sizes come
-from the file header (Pillow reads it without decoding the pixels), unless `decode_images` is set.
+that decides whether the loss needs class weights. Masks go through the dataset's own `load_mask` (its label
+mapping and checks); image sizes come from the file header unless `decode_images` is set.
 """
 
 from __future__ import annotations
@@ -205,10 +200,8 @@ def format_report(stats: SplitStats, max_problems: int = 20) -> Group:
     if not stats.pixel_counts:  # the split's dataset could not be built: nothing was counted
         return Group(Text(title, style="bold"), *_problem_lines(stats, max_problems))
     table = Table(title=title)
-    for name, justify in [("#", "right"), ("Class", "left"), ("Pixels", "right"), ("Freq (%)", "right")]:
-        table.add_column(name, justify=justify, no_wrap=True)
-    table.add_column("Images", justify="right", no_wrap=True)
-    table.add_column("MFB weight", justify="right", no_wrap=True)
+    for name in ("#", "Class", "Pixels", "Freq (%)", "Images", "MFB weight"):
+        table.add_column(name, justify="left" if name == "Class" else "right", no_wrap=True)
     rows = zip(stats.classes, stats.pixel_counts, stats.frequencies, stats.image_counts, stats.class_weights)
     for i, (name, pixels, freq, images, weight) in enumerate(rows):
         style = "yellow" if pixels == 0 else None

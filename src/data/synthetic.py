@@ -1,13 +1,9 @@
 """Built-in "shapes" dataset: procedurally generated textured shapes, written as PNGs in MMSeg layout.
 
-Why: the project needs a default dataset that works offline, is small enough to train on a laptop in minutes,
-and is still a real segmentation problem (texture + colour + shape + occlusion + ignore regions), so that the
-whole pipeline (folder dataset, transforms, model, metrics) can be exercised end to end.
-
-Each foreground class is one shape family filled with its own texture in its own hue range; the background is
-blotchy low-frequency noise whose colours partially overlap the object hues, so colour alone is not enough.
-Masks follow occlusion; a 2 px band on every visible class boundary and occasional "smudge" patches are
-labelled ``IGNORE_INDEX`` (VOC style).
+Why: a default dataset that works offline, trains on a laptop in minutes and is still a real segmentation
+problem (texture + colour + shape + occlusion + ignore regions). Each foreground class is one shape family with
+its own texture and hue range; the background's colours partly overlap the object hues, so colour alone is
+not enough. A 2 px band on every class boundary and occasional "smudge" patches are ``IGNORE_INDEX``.
 
 Layout under ``root``::
 
@@ -16,9 +12,9 @@ Layout under ``root``::
     meta.json                                      generator version, spec, classes, palette, counts
 
 Determinism: every image draws from its own ``np.random.default_rng(SeedSequence([seed, split_id, i]))``;
-rendering uses integer polygon filling (OpenCV), element-wise float64 numpy arithmetic and integer blurs only
-(no BLAS, no float resizes), so the same spec gives the same pixels on every machine with the same numpy
-random streams, and the same bytes with the same OpenCV/zlib build.
+rendering uses integer polygon filling, element-wise float64 numpy arithmetic and integer blurs only (no BLAS,
+no float resizes), so the same spec gives the same pixels on every machine, and the same bytes with the same
+OpenCV/zlib build.
 """
 
 from __future__ import annotations
@@ -411,29 +407,14 @@ def _write_all(out: Path, spec: dict[str, int]) -> None:
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def generate_shapes_dataset(
-    root: str | os.PathLike[str],
-    *,
-    num_train: int = 400,
-    num_val: int = 50,
-    num_test: int = 100,
-    image_size: int = 128,
-    seed: int = 0,
-) -> None:
-    """Write the dataset under `root` (str or Path), replacing what a previous generation wrote there.
+def generate_shapes_dataset(root: str | os.PathLike[str], **spec: int) -> None:
+    """Write the dataset of `spec` (`num_train`, `num_val`, `num_test`, `image_size`, `seed`; `_DEFAULT_SPEC`
+    for those not given) under `root`, replacing what a previous generation wrote there.
 
     Files are rendered into a temporary sibling directory and then moved in; only img_dir, ann_dir and
     meta.json of `root` are replaced, other files there are left alone.
     """
-    spec = _normalise_spec(
-        {
-            "num_train": num_train,
-            "num_val": num_val,
-            "num_test": num_test,
-            "image_size": image_size,
-            "seed": seed,
-        }
-    )
+    spec = _normalise_spec(spec)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".shapes-tmp", dir=root.parent))
@@ -466,11 +447,8 @@ def _is_current(root: Path, spec: dict[str, int]) -> bool:
 
 
 def ensure_shapes_dataset(root: str | os.PathLike[str], **spec: Any) -> bool:
-    """Generate unless `root/meta.json` already records exactly this spec (and generator version).
-
-    `spec` takes the keyword arguments of `generate_shapes_dataset` (missing ones take its defaults).
-    Returns True if it generated.
-    """
+    """Generate (`generate_shapes_dataset`) unless `root/meta.json` already records exactly this spec and
+    generator version; returns True if it generated."""
     full = _normalise_spec(spec)
     root = Path(root)
     if _is_current(root, full):

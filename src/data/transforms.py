@@ -1,29 +1,15 @@
 """MMSegmentation's training and test transforms as Albumentations transforms, and pipelines from config lists.
 
-Albumentations does the flipping, padding and composing; the four transforms here exist because none of
-Albumentations' own matches MMSegmentation's definition, and results are only comparable when every pixel is
-labelled the same way:
+Albumentations does the flipping, padding and composing; the transforms here exist because none of its own
+labels every pixel as MMSegmentation's definition does (`A.RandomScale`, `A.LongestMaxSize`, `A.ColorJitter`
+resize or jitter differently), and results are only comparable when it does. Masks are always resized with
+nearest-neighbour interpolation, so no transform creates a label value. All randomness comes from the
+transform's own generators, which `Compose` seeds (see `seed_pipeline`).
 
-- `RandomResize`: MMSegmentation samples a ratio and rescales the image to fit a (long, short) edge box
-  (`mmcv.imrescale`); `A.RandomScale` scales by a factor of the current size, `A.LongestMaxSize` fits one edge.
-- `Resize`: the test-time `Resize(scale, keep_ratio=True)`, the same box fit without the random ratio.
-- `RandomCrop`: `cat_max_ratio` re-draws the crop (up to 10 times) while one class covers more than that share
-  of the labelled pixels; a crop is never larger than the image (padding comes after, with 255 for masks).
-- `PhotoMetricDistortion`: additive brightness, multiplicative contrast, multiplicative saturation and a hue
-  shift, each with probability 1/2, contrast first or last (`A.ColorJitter` uses different parametrisations).
-
-Masks are always resized with nearest-neighbour interpolation, so no transform creates a label value.
-All randomness comes from the transform's own generators, which `Compose` seeds (see `seed_pipeline`).
-
-Speed (`scripts/benchmark_data.py`, docs/benchmarks.md), with outputs identical to the plain definitions:
-- `RandomResizeCrop(resize, crop)`, named in a config in place of the two (`conf/dataset/_base_/mmseg.yaml`),
-  draws the same random numbers in the same order and resizes only the top-left part of the image that holds
-  the crop (bit-identical to resizing everything, then cropping: see `resize_then_crop`); with a dataset's
-  `decoder: png_top_rows` it is given PNG readers and decodes only the rows above the crop's last source row
-  (all of an 8-bit grey mask only when a `cat_max_ratio` re-draw reads further down);
-- `PhotoMetricDistortion` applies its uint8 -> uint8 steps as look-up tables (the same float32 formula
-  evaluated once per grey level instead of once per pixel);
-- `RandomCrop`'s `cat_max_ratio` counts labels with OpenCV's histogram instead of a 64-bit `bincount`.
+Speed (docs/benchmarks.md), with outputs identical to the plain definitions: `RandomResizeCrop` replaces
+`RandomResize` + `RandomCrop` and resizes only the part of the image the crop reads (with a dataset's
+`decoder: png_top_rows` it also decodes only those rows); `PhotoMetricDistortion` applies its steps as look-up
+tables; `cat_max_ratio` counts labels with OpenCV's histogram.
 """
 
 from __future__ import annotations
@@ -61,13 +47,10 @@ def resize_then_crop(
     """`cv2.resize(img, out_hw)[y0:y1, x0:x1]`, bit for bit, computing only what the crop needs.
 
     Bilinear: OpenCV maps output pixel x to source (x + 0.5) / scale - 0.5 from the image's origin; resizing the
-    top-left part of the image that the crop reads, with the same scale factors (`fx`, `fy`, not a size), keeps
-    that mapping, so the crop's pixels are the same (two source pixels of margin keep the right and bottom
-    borders' clamping out of the crop). Nearest: OpenCV's `INTER_NEAREST` reads source floor(x / scale),
-    gathered directly. Checked against the full resize in tests/data/test_transforms.py.
-
-    `src_hw`: the size of the whole image when `img` holds only its top `source_rows(...)` rows (a partly
-    decoded image); the result is the same as from the whole image.
+    top-left part that the crop reads with the same factors (`fx`, `fy`, not a size) keeps that mapping (two
+    source pixels of margin keep the borders' clamping out of the crop). Nearest: OpenCV reads source
+    floor(x / scale), gathered directly. `src_hw`: the whole image's size when `img` holds only its top
+    `source_rows(...)` rows.
     """
     y0, y1, x0, x1 = box
     h, w = src_hw if src_hw is not None else img.shape[:2]
@@ -80,20 +63,16 @@ def resize_then_crop(
         xs = nearest_source_index(np.arange(x0, x1), out_w, w)
         return np.take(np.take(img, ys, axis=0), xs, axis=1)
     part = _bilinear_part((h, w), out_hw, box)
-    if part is None:  # nearly everything: the plain call (on the whole image)
-        if img.shape[0] < h:
-            raise ValueError(
-                f"resize_then_crop: {img.shape[0]} of {h} rows given; the plain resize needs all"
-            )
-        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
-    need_h, need_w = part
-    out = cv2.resize(img[:need_h, :need_w], None, fx=out_w / w, fy=out_h / h, interpolation=cv2.INTER_LINEAR)
-    # not expected (`_bilinear_part` predicts the size): never return a short crop
-    if out.shape[0] < y1 or out.shape[1] < x1:
-        if img.shape[0] < h:
-            raise ValueError(f"resize_then_crop: a {out.shape[:2]} part cannot hold the crop {box}")
-        return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
-    return out[y0:y1, x0:x1]
+    if part is not None:
+        out = cv2.resize(
+            img[: part[0], : part[1]], None, fx=out_w / w, fy=out_h / h, interpolation=cv2.INTER_LINEAR
+        )
+        if out.shape[0] >= y1 and out.shape[1] >= x1:  # else (not expected) never return a short crop
+            return out[y0:y1, x0:x1]
+    # the part would be nearly everything: the plain call, on the whole image
+    if img.shape[0] < h:
+        raise ValueError(f"resize_then_crop: {img.shape[0]} of {h} rows given; the plain resize needs all")
+    return cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
 
 
 def _bilinear_part(
@@ -135,57 +114,17 @@ def nearest_source_rows(src_h: int, out_h: int, y1: int) -> int:
     return int(nearest_source_index(np.asarray(y1 - 1), out_h, src_h)) + 1
 
 
-def _resize_pair(img: np.ndarray, out_hw: tuple[int, int], nearest: bool) -> np.ndarray:
+def _resize(img: np.ndarray, out_hw: tuple[int, int], interpolation: int) -> np.ndarray:
     if tuple(img.shape[:2]) == tuple(out_hw):
         return img
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=interp)
+    return cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=interpolation)
 
 
-def _target_hw(hw: tuple[int, int], scale: Sequence[int], keep_ratio: bool) -> tuple[int, int]:
-    if keep_ratio:
-        return rescale_size(hw, scale)
-    # MMSegmentation's scale is (w, h)
-    return int(scale[1]), int(scale[0])
-
-
-class _ResizeBase(A.DualTransform):
-    """Shared resizing: bilinear for images, nearest for masks (no new label values)."""
-
-    def apply(self, img: np.ndarray, out_hw: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
-        return _resize_pair(img, out_hw, nearest=False)
-
-    def apply_to_mask(self, mask: np.ndarray, out_hw: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
-        return _resize_pair(mask, out_hw, nearest=True)
-
-
-class Resize(_ResizeBase):
-    """MMSegmentation's `Resize(scale, keep_ratio)`: fit into the (long, short) box, or resize to (w, h) exactly.
-
-    Args:
-        scale: `(w, h)` as MMSegmentation writes it (e.g. `[2048, 1024]` for Cityscapes).
-        keep_ratio: fit the box keeping the aspect ratio (may upscale), else resize to exactly `scale`.
-    """
-
-    def __init__(self, scale: Sequence[int], keep_ratio: bool = True, p: float = 1.0) -> None:
-        super().__init__(p=p)
-        if len(scale) != 2 or min(scale) <= 0:
-            raise ValueError(f"Resize: scale={list(scale)}; expected two positive sizes (w, h)")
-        self.scale = tuple(int(s) for s in scale)
-        self.keep_ratio = keep_ratio
-
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        return {"out_hw": _target_hw(params["shape"][:2], self.scale, self.keep_ratio)}
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("scale", "keep_ratio")
-
-
-class RandomResize(_ResizeBase):
+class RandomResize(A.DualTransform):
     """MMSegmentation's `RandomResize(scale, ratio_range, keep_ratio)`.
 
-    A ratio r ~ U(ratio_range) scales the target box to `(int(w * r), int(h * r))`; the image is then resized
-    as `Resize` does (fit the box with `keep_ratio`, else exactly).
+    A ratio r ~ U(ratio_range) scales the `(w, h)` box `scale` to `(int(w * r), int(h * r))`; the image then fits
+    it keeping its aspect ratio (`keep_ratio`, may upscale) or is resized to it exactly. Masks: nearest.
     """
 
     def __init__(
@@ -197,7 +136,9 @@ class RandomResize(_ResizeBase):
     ) -> None:
         super().__init__(p=p)
         if len(scale) != 2 or min(scale) <= 0:
-            raise ValueError(f"RandomResize: scale={list(scale)}; expected two positive sizes (w, h)")
+            raise ValueError(
+                f"{type(self).__name__}: scale={list(scale)}; expected two positive sizes (w, h)"
+            )
         if ratio_range is not None and (len(ratio_range) != 2 or not 0 < ratio_range[0] <= ratio_range[1]):
             raise ValueError(
                 f"RandomResize: ratio_range={list(ratio_range)}; expected (low, high), 0 < low <= high"
@@ -213,13 +154,30 @@ class RandomResize(_ResizeBase):
             low, high = self.ratio_range
             ratio = rng.random() * (high - low) + low
             scale = (int(scale[0] * ratio), int(scale[1] * ratio))
-        return _target_hw(hw, scale, self.keep_ratio)
+        return rescale_size(hw, scale) if self.keep_ratio else (int(scale[1]), int(scale[0]))
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         return {"out_hw": self.draw_out_hw(params["shape"][:2], self.random_generator)}
 
+    def apply(self, img: np.ndarray, out_hw: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+        return _resize(img, out_hw, cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, out_hw: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+        return _resize(mask, out_hw, cv2.INTER_NEAREST)
+
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("scale", "ratio_range", "keep_ratio")
+
+
+class Resize(RandomResize):
+    """MMSegmentation's test-time `Resize(scale, keep_ratio)`: `RandomResize` without the random ratio, e.g.
+    `scale: [2048, 1024]` for Cityscapes."""
+
+    def __init__(self, scale: Sequence[int], keep_ratio: bool = True, p: float = 1.0) -> None:
+        super().__init__(scale, None, keep_ratio, p)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("scale", "keep_ratio")
 
 
 class RandomCrop(A.DualTransform):
@@ -244,8 +202,7 @@ class RandomCrop(A.DualTransform):
     def targets_as_params(self) -> list[str]:
         return ["mask"] if self.cat_max_ratio < 1.0 else []
 
-    def _draw(self, h: int, w: int, rng: np.random.Generator | None = None) -> tuple[int, int, int, int]:
-        rng = self.random_generator if rng is None else rng
+    def _draw(self, h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         ch, cw = self.crop_size
         y = int(rng.integers(0, max(h - ch, 0) + 1))
         x = int(rng.integers(0, max(w - cw, 0) + 1))
@@ -276,15 +233,10 @@ class RandomCrop(A.DualTransform):
         window = None if mask is None else (lambda b: mask[b[0] : b[1], b[2] : b[3]])
         return {"box": self.choose_box(params["shape"][:2], window, self.random_generator)}
 
-    def apply(
+    def apply(  # masks too (DualTransform's apply_to_mask)
         self, img: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any
     ) -> np.ndarray:
         return img[box[0] : box[1], box[2] : box[3]]
-
-    def apply_to_mask(
-        self, mask: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any
-    ) -> np.ndarray:
-        return mask[box[0] : box[1], box[2] : box[3]]
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("crop_size", "cat_max_ratio", "ignore_index")
@@ -297,11 +249,8 @@ class RandomResizeCrop(A.DualTransform):
           resize: {_target_: src.data.transforms.RandomResize, scale: [2048, 1024], ratio_range: [0.5, 2.0]}
           crop: {_target_: src.data.transforms.RandomCrop, crop_size: [512, 1024], cat_max_ratio: 0.75}
 
-
-    The ratio, then the crop (and its `cat_max_ratio` re-draws, on the resized mask) are drawn from this
-    transform's generator in the same order as the two transforms draw them from `Compose`'s shared one; then
-    only the crop is computed (`resize_then_crop`): the image is resized as far as the crop reaches, the mask's
-    crop is gathered directly. At a ratio of 2 that skips most of a 4096x2048 resize.
+    The ratio, then the crop (and its `cat_max_ratio` re-draws) are drawn in the same order as the two
+    transforms draw them; then only the crop is computed (`resize_then_crop`).
     """
 
     def __init__(self, resize: RandomResize, crop: RandomCrop, p: float = 1.0) -> None:
@@ -311,10 +260,8 @@ class RandomResizeCrop(A.DualTransform):
         self.scale, self.ratio_range, self.keep_ratio = resize.scale, resize.ratio_range, resize.keep_ratio
         self.crop_size, self.cat_max_ratio = crop.crop_size, crop.cat_max_ratio
 
-    # the dataset may pass the image undecoded (`reads_image_rows`): `image_rows`, a reader of its top rows
-    # (`src.data.io.PngTopRows`), with its `placeholder` as `image`; only the rows the crop reads are decoded.
-    # Likewise the mask (`reads_mask_rows`): `mask_rows` (`MaskTopRows`) decodes the rows the first crop reads,
-    # and all of them only when a `cat_max_ratio` re-draw reads below those
+    # the dataset may pass the image and mask undecoded: `image_rows` / `mask_rows`, readers of their top rows
+    # (`PngTopRows`, `MaskTopRows`) with their `placeholder` as `image` / `mask`; only the rows read are decoded
     reads_image_rows = True
     reads_mask_rows = True
 
@@ -380,11 +327,9 @@ class RandomResizeCrop(A.DualTransform):
 
 
 class PhotoMetricDistortion(A.ImageOnlyTransform):
-    """MMSegmentation's `PhotoMetricDistortion` on uint8 RGB images.
-
-    In order: brightness (+U(-delta, delta)), then contrast (xU(range)) either here or last, saturation
-    (S channel xU(range)), hue (H + randint(-delta, delta) mod 180); each step applied with probability 1/2.
-    """
+    """MMSegmentation's `PhotoMetricDistortion` on uint8 RGB images: brightness (+U(-delta, delta)), contrast
+    (xU(range)) here or last, saturation (S xU(range)), hue (H + randint(-delta, delta) mod 180), each with
+    probability 1/2."""
 
     def __init__(
         self,
@@ -427,9 +372,8 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
     ) -> np.ndarray:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"PhotoMetricDistortion expects uint8 RGB images, got {img.dtype} {img.shape}")
-        # Every step maps a uint8 value to a uint8 value, so each is a 256-entry table: the float32 formula is
-        # evaluated on the 256 grey levels, and brightness + contrast compose into one table (same output as
-        # converting every pixel, one pass instead of four float round trips).
+        # Every step maps a uint8 value to a uint8 value: the float32 formula evaluated on the 256 levels gives
+        # the same output as on every pixel, and brightness + contrast compose into one table.
         levels = np.arange(256, dtype=np.uint8)
         table = levels
         if beta is not None:
@@ -453,13 +397,10 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
 
 
 def build_pipeline(spec: Any) -> Callable[..., dict] | None:
-    """An `A.Compose` of a config's list of transforms (already instantiated), as listed, or the pipeline as given.
-
-    Accepts None / an empty list (no transforms), a list of transforms, or any callable pipeline."""
+    """An `A.Compose` of a config's list of (instantiated) transforms, as listed; None for None or an empty list;
+    any other callable pipeline as given."""
     if spec is None:
         return None
-    if isinstance(spec, A.BaseCompose):
-        return spec
     if (isinstance(spec, Sequence) and not isinstance(spec, str)) or isinstance(spec, ListConfig):
         items = list(spec)
         for i, t in enumerate(items):
@@ -477,9 +418,9 @@ def build_pipeline(spec: Any) -> Callable[..., dict] | None:
 def seed_pipeline(pipeline: Any, seed: int | None = None) -> None:
     """Seed an Albumentations pipeline's generators (from torch's seed by default).
 
-    Albumentations 2 seeds a `Compose` once from OS entropy, so DataLoader workers would all draw the same
-    augmentations and runs would not repeat; seeding from `torch.initial_seed()` (which Lightning's
-    `seed_everything` and each worker's seed determine) makes them distinct per worker and reproducible.
+    Albumentations 2 seeds a `Compose` once from OS entropy, so workers would all draw the same augmentations
+    and runs would not repeat; `torch.initial_seed()` (set per worker by Lightning) makes them distinct and
+    reproducible.
     """
     if hasattr(pipeline, "set_random_seed"):
         pipeline.set_random_seed(int(torch.initial_seed() if seed is None else seed) % 2**32)

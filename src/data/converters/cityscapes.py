@@ -8,13 +8,12 @@ test split's labelIds are all "unlabeled", so its trainIds are all 255, as with 
 from __future__ import annotations
 
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from src.data.converters.writers import IGNORE_INDEX, write_mask_png
+from src.data.converters.writers import IGNORE_INDEX, map_in_processes, write_mask_png
 
 # labelId -> trainId of the 19 evaluated classes, copied from cityscapesScripts'
 # `cityscapesscripts/helpers/labels.py` (mcordts/cityscapesScripts) so that we need not depend on it.
@@ -48,8 +47,7 @@ TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 def train_id_lut() -> np.ndarray:
     """A 256-entry uint8 lookup table: `lut[label_id] = train_id`, 255 for ids that are not trained on."""
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
-        lut[label_id] = train_id
+    lut[list(LABEL_ID_TO_TRAIN_ID)] = list(LABEL_ID_TO_TRAIN_ID.values())
     return lut
 
 
@@ -77,12 +75,5 @@ def convert_cityscapes(root: str | Path, nproc: int = 1) -> int:
     files = sorted(gt.glob(f"*/*/*{LABEL_IDS_SUFFIX}"))
     if not files:
         raise FileNotFoundError(f"No '*{LABEL_IDS_SUFFIX}' under '{gt}/<split>/<city>/'")
-    work = partial(convert_one, lut=train_id_lut())
-    if nproc > 1:
-        with Pool(nproc) as pool:
-            for _ in pool.imap_unordered(work, files, chunksize=16):
-                pass
-    else:
-        for f in files:
-            work(f)
+    map_in_processes(partial(convert_one, lut=train_id_lut()), files, nproc, chunksize=16)
     return len(files)

@@ -1,9 +1,8 @@
 """Colour masks -> index masks through a palette, and CamVid's 32-class colour release.
 
-A colour mask stores each class as an RGB colour; training needs a class index per pixel. Each palette
-colour maps to its row's index among the kept classes (palette order, ignored names removed); an ignored
-name's colour maps to 255. A colour that is not in the palette is an error naming the file, the colour and
-how many pixels have it: silently mapping it to "ignore" would hide a wrong palette.
+Each palette colour maps to its row's index among the kept classes (ignored names removed), an ignored name's
+colour to 255. A colour not in the palette is an error naming the file and the colour: silently mapping it
+to "ignore" would hide a wrong palette.
 
 CamVid (Kaggle's 32-class "CamVid" layout)::
 
@@ -118,13 +117,7 @@ def convert_camvid(root: str | Path, ignore_names: Sequence[str] = ("Void",)) ->
     for split in CAMVID_SPLITS:
         if (root / f"{split}_labels").is_dir():
             counts[split] = convert_colour_masks(
-                root / f"{split}_labels",
-                root / f"{split}_annot",
-                palette,
-                names,
-                "_L.png",
-                ".png",
-                ignore_names,
+                root / f"{split}_labels", root / f"{split}_annot", palette, names, ignore_names=ignore_names
             )
     if not counts:
         raise FileNotFoundError(f"CamVid root '{root}' has none of {[f'{s}_labels/' for s in CAMVID_SPLITS]}")

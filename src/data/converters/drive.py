@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.data.converters.retinal import Sample, find_pairs, open_sources, write_samples
+from src.data.converters.retinal import convert_retinal
 
 IMAGE_RE = re.compile(r"(?:^|/)(?P<part>training|test)/images/(?P<num>\d+)_(?P=part)\.tif$")
 LABEL_RE = re.compile(r"(?:^|/)(?P<part>training|test)/1st_manual/(?P<num>\d+)_manual1\.gif$")
@@ -23,10 +23,13 @@ SPLIT_OF_PART = {"training": "training", "test": "validation"}
 
 def convert_drive(sources: Sequence[str | Path], out: str | Path) -> dict:
     """Convert the DRIVE release (zips and/or folders) into `out`; returns the meta written."""
-    srcs = open_sources(sources, "DRIVE")
-    pairs = find_pairs(srcs, IMAGE_RE, LABEL_RE, lambda m: (m["part"], m["num"]), "DRIVE")
-    samples = [
-        Sample(SPLIT_OF_PART[part], image, label, image.stem, f"{image.stem}_manual1")
-        for (part, _), (image, label) in pairs.items()
-    ]
-    return write_samples(samples, out, "DRIVE", srcs)
+    return convert_retinal(
+        sources,
+        out,
+        "DRIVE",
+        IMAGE_RE,
+        LABEL_RE,
+        key=lambda m: (m["part"], m["num"]),
+        split_of=lambda keys: {k: SPLIT_OF_PART[k[0]] for k in keys},
+        label_name=lambda image, label: f"{image.stem}_manual1",
+    )

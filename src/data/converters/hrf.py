@@ -9,11 +9,11 @@ of view); 15 per category, the first 5 of each (sorted) -> training::
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
-from src.data.converters.retinal import Sample, find_pairs, first_n_training, open_sources, write_samples
+from src.data.converters.retinal import convert_retinal, first_n_training
 
 IMAGE_RE = re.compile(r"(?:^|/)(?P<num>\d+)_(?P<cat>h|g|dr)\.jpe?g$", re.IGNORECASE)
 LABEL_RE = re.compile(r"(?:^|/)(?P<num>\d+)_(?P<cat>h|g|dr)\.tif$", re.IGNORECASE)
@@ -22,11 +22,13 @@ N_TRAIN_PER_CATEGORY = 5
 
 def convert_hrf(sources: Sequence[str | Path], out: str | Path, n_train: int = N_TRAIN_PER_CATEGORY) -> dict:
     """Convert the HRF release into `out`; returns the meta written."""
-    srcs = open_sources(sources, "HRF")
-    pairs = find_pairs(srcs, IMAGE_RE, LABEL_RE, lambda m: (m["cat"].lower(), m["num"]), "HRF")
-    by_category = defaultdict(list)
-    for key in pairs:
-        by_category[key[0]].append(key)
-    split = {k: s for keys in by_category.values() for k, s in first_n_training(keys, n_train).items()}
-    samples = [Sample(split[k], img, lbl, img.stem, img.stem) for k, (img, lbl) in pairs.items()]
-    return write_samples(samples, out, "HRF", srcs)
+    return convert_retinal(
+        sources,
+        out,
+        "HRF",
+        IMAGE_RE,
+        LABEL_RE,
+        key=lambda m: (m["cat"].lower(), m["num"]),
+        split_of=partial(first_n_training, n_train=n_train, group=lambda key: key[0]),  # n per category
+        label_name=lambda image, label: image.stem,
+    )

@@ -1,17 +1,15 @@
 """What the retinal-vessel converters (DRIVE, CHASE_DB1, STARE, HRF) share: find, pair, split, decode, write.
 
 Each dataset module only declares how its release names images and labels (two path regexes), how an
-image's key is formed, and which keys go to training; this module does the rest.
+image's key is formed, and which keys go to training. Written (MMSegmentation's layout)::
 
-Layout written (MMSegmentation's, which the dataset configs read)::
-
-    <out>/images/{training,validation}/<image name>.png        RGB
+    <out>/images/{training,validation}/<image stem>.png        RGB
     <out>/annotations/{training,validation}/<label name>.png   uint8: 0 background, 1 vessel
-    <out>/meta.json                                            sources, counts, split rule
+    <out>/meta.json                                            sources, counts, label rule
 
 Labels are binarised with `pixel > 127 -> 1` (MMSegmentation's `// 128`: some released masks are not
-exactly {0, 255}). Images and labels are decoded with PIL, which reads TIFF, GIF (OpenCV cannot), PPM and
-JPEG; a member ending in `.gz` (STARE) is gunzipped first.
+exactly {0, 255}). Files are decoded with PIL, which reads TIFF and GIF (OpenCV cannot); a member ending in
+`.gz` (STARE) is gunzipped first.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ import gzip
 import io
 import re
 import warnings
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from src.data.converters.sources import Source, match_members, open_source
+from src.data.converters.sources import Source, open_source
 from src.data.converters.writers import write_json, write_mask_png, write_rgb_png
 
 SPLITS = ("training", "validation")
@@ -56,23 +55,6 @@ class Member:
         return gzip.decompress(data) if self.name.endswith(".gz") else data
 
 
-@dataclass(frozen=True)
-class Sample:
-    """An image/label pair and where it goes: `images/<split>/<image_name>.png` and its annotation."""
-
-    split: str
-    image: Member
-    label: Member
-    image_name: str
-    label_name: str
-
-
-def open_sources(paths: Sequence[str | Path], what: str) -> list[Source]:
-    if not paths:
-        raise ValueError(f"{what}: no input given (expected the release archives or their folder)")
-    return [open_source(p, f"{what} release") for p in paths]
-
-
 def find_pairs(
     sources: Sequence[Source],
     image_re: re.Pattern[str],
@@ -87,13 +69,16 @@ def find_pairs(
     """
     found: dict[str, dict[Hashable, Member]] = {"image": {}, "label": {}}
     for kind, pattern in (("image", image_re), ("label", label_re)):
-        for source, name, m in match_members(list(sources), pattern):
-            k, member = key(m), Member(source, name)
-            if k in found[kind]:
-                raise ValueError(
-                    f"{what}: two {kind}s for '{k}': '{found[kind][k].where}' and '{member.where}'"
-                )
-            found[kind][k] = member
+        for source in sources:
+            for name in source.members():
+                if not (m := pattern.search(name)):
+                    continue
+                k, member = key(m), Member(source, name)
+                if k in found[kind]:
+                    raise ValueError(
+                        f"{what}: two {kind}s for '{k}': '{found[kind][k].where}' and '{member.where}'"
+                    )
+                found[kind][k] = member
     images, labels = found["image"], found["label"]
     where = ", ".join(f"'{s.path}'" for s in sources)
     if not images:
@@ -106,25 +91,21 @@ def find_pairs(
         warnings.warn(
             f"{what}: skipped {len(unlabelled)} images with no label matching {label_re.pattern!r}, "
             f"e.g. '{unlabelled[0]}'",
-            stacklevel=2,
+            stacklevel=3,
         )
     return {k: (images[k], labels[k]) for k in sorted(labels, key=str)}
 
 
-def first_n_training(keys: Sequence[Hashable], n_train: int) -> dict[Hashable, str]:
-    """The first `n_train` keys in sorted order -> training, the rest -> validation."""
-    ordered = sorted(keys, key=str)
-    return {k: SPLITS[0] if i < n_train else SPLITS[1] for i, k in enumerate(ordered)}
-
-
-def read_rgb(member: Member) -> np.ndarray:
-    return np.array(_open(member).convert("RGB"))
-
-
-def read_vessels(member: Member) -> np.ndarray:
-    """A vessel mask as uint8 {0, 1}: grey (or the palette's grey, for GIF) > 127 -> 1."""
-    grey = np.array(_open(member).convert("L"))
-    return (grey > 127).astype(np.uint8)
+def first_n_training(
+    keys: Sequence[Hashable], n_train: int, group: Callable[[Hashable], Hashable] = lambda key: None
+) -> dict[Hashable, str]:
+    """The first `n_train` keys of each `group(key)`, in sorted order, -> training; the rest -> validation."""
+    taken: Counter[Hashable] = Counter()
+    split = {}
+    for k in sorted(keys, key=str):
+        split[k] = SPLITS[0] if taken[group(k)] < n_train else SPLITS[1]
+        taken[group(k)] += 1
+    return split
 
 
 def _open(member: Member) -> Image.Image:
@@ -136,25 +117,39 @@ def _open(member: Member) -> Image.Image:
     return img
 
 
-def write_samples(
-    samples: Sequence[Sample], out: str | Path, dataset: str, sources: Sequence[Source]
+def convert_retinal(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    dataset: str,
+    image_re: re.Pattern[str],
+    label_re: re.Pattern[str],
+    key: Callable[[re.Match[str]], Hashable],
+    split_of: Callable[[list[Hashable]], dict[Hashable, str]],
+    label_name: Callable[[Member, Member], str] = lambda image, label: label.stem,
 ) -> dict:
-    """Decode, check and write every sample; write and return `meta.json`."""
+    """Pair the release's files by `key`, split the keys (`split_of`), decode, check and write every pair as
+    `images/<split>/<image stem>.png` and `annotations/<split>/<label_name>.png`; returns meta.json's content."""
+    if not sources:
+        raise ValueError(f"{dataset}: no input given (expected the release archives or their folder)")
+    srcs = [open_source(p, f"{dataset} release") for p in sources]
+    pairs = find_pairs(srcs, image_re, label_re, key, dataset)
+    split = split_of(list(pairs))
     out = Path(out)
     counts = dict.fromkeys(SPLITS, 0)
-    for s in samples:
-        image, label = read_rgb(s.image), read_vessels(s.label)
+    for k, (img, lbl) in pairs.items():
+        image = np.array(_open(img).convert("RGB"))
+        label = (np.array(_open(lbl).convert("L")) > 127).astype(np.uint8)  # GIF: its palette's grey
         if image.shape[:2] != label.shape:
             raise ValueError(
-                f"{dataset}: label '{s.label.where}' is {label.shape[1]}x{label.shape[0]} (WxH) but its "
-                f"image '{s.image.where}' is {image.shape[1]}x{image.shape[0]}; expected the same size"
+                f"{dataset}: label '{lbl.where}' is {label.shape[1]}x{label.shape[0]} (WxH) but its "
+                f"image '{img.where}' is {image.shape[1]}x{image.shape[0]}; expected the same size"
             )
-        write_rgb_png(out / "images" / s.split / f"{s.image_name}.png", image)
-        write_mask_png(out / "annotations" / s.split / f"{s.label_name}.png", label)
-        counts[s.split] += 1
+        write_rgb_png(out / "images" / split[k] / f"{img.stem}.png", image)
+        write_mask_png(out / "annotations" / split[k] / f"{label_name(img, lbl)}.png", label)
+        counts[split[k]] += 1
     meta = {
         "dataset": dataset,
-        "sources": [str(Path(src.path).resolve()) for src in sources],
+        "sources": [str(Path(src.path).resolve()) for src in srcs],
         "classes": ["background", "vessel"],
         "label_rule": "pixel > 127 -> 1 (vessel), else 0",
         "counts": counts,

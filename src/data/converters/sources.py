@@ -1,19 +1,15 @@
 """One read-only view over a dataset release, whether it is a folder, a .zip or a .tar(.gz).
 
-Why: every release comes both as the archive its authors distribute and as the folder a user already
-extracted. Converters match files by their path *inside* the release (a regex on a posix path), so they
-never extract everything to disk first and never care which form they got.
-
-A folder's members are named with the folder's own name first (`DRIVE/training/images/21_training.tif` for
-the folder `.../DRIVE`), so that a path pattern written for the archive also matches the extracted folder
-(and a user may point at `DRIVE/` or at `DRIVE/training/`).
+Converters match files by their path inside the release (a regex on a posix path), so they never extract
+everything to disk first and never care which form they got. A folder's members are named with the
+folder's own name first (`DRIVE/training/images/21_training.tif` for `.../DRIVE`), so that a pattern
+written for the archive also matches the extracted folder.
 """
 
 from __future__ import annotations
 
 import gzip
 import lzma
-import re
 import tarfile
 import zipfile
 import zlib
@@ -138,14 +134,3 @@ def open_source(path: str | Path, what: str = "dataset release") -> Source:
     raise ValueError(
         f"{what} '{path}' is neither a folder nor a readable archive ({', '.join(ARCHIVE_SUFFIXES)})"
     )
-
-
-def match_members(sources: list[Source], pattern: re.Pattern[str]) -> list[tuple[Source, str, re.Match[str]]]:
-    """Every member of every source whose path matches `pattern` (searched, not anchored at the start)."""
-    found = []
-    for source in sources:
-        for member in source.members():
-            m = pattern.search(member)
-            if m:
-                found.append((source, member, m))
-    return found

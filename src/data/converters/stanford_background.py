@@ -12,9 +12,8 @@ Output (`conf/dataset/stanford_background.yaml` relies on it exactly)::
     <out>/splits/val.txt
     <out>/meta.json            source, counts, split seed and rule
 
-The release has no official split. Ours, like MMSegmentation's tutorial, is a random 4:1 split, made
-deterministic: the sorted ids are shuffled with `random.Random(seed)`, the first `int(0.8 * n)` are train
-(572 of the 715) and the rest val (143).
+The release has no official split: ours, like MMSegmentation's tutorial, is a random 4:1 split, made
+deterministic by `split_ids` (572 train and 143 val of the 715).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
-from src.data.converters.retinal import Sample, find_pairs, first_n_training, open_sources, write_samples
+from src.data.converters.retinal import convert_retinal, first_n_training
 
 IMAGE_RE = re.compile(r"(?:^|/)(?P<key>im\d+)\.ppm(?:\.gz)?$")
 LABEL_RE = re.compile(r"(?:^|/)(?P<key>im\d+)\.ah\.ppm(?:\.gz)?$")
@@ -21,8 +22,5 @@ N_TRAIN = 10
 
 def convert_stare(sources: Sequence[str | Path], out: str | Path, n_train: int = N_TRAIN) -> dict:
     """Convert the STARE release into `out`; returns the meta written."""
-    srcs = open_sources(sources, "STARE")
-    pairs = find_pairs(srcs, IMAGE_RE, LABEL_RE, lambda m: m["key"], "STARE")
-    split = first_n_training(list(pairs), n_train)
-    samples = [Sample(split[k], img, lbl, img.stem, lbl.stem) for k, (img, lbl) in pairs.items()]
-    return write_samples(samples, out, "STARE", srcs)
+    split_of = partial(first_n_training, n_train=n_train)
+    return convert_retinal(sources, out, "STARE", IMAGE_RE, LABEL_RE, lambda m: m["key"], split_of)

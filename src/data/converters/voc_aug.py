@@ -1,33 +1,27 @@
 """Pascal VOC 2012 + SBD ("VOC aug"), as MMSegmentation's `tools/dataset_converters/voc_aug.py`.
 
-Inputs: the VOC devkit (`<devkit>/VOC2012/...`, or the archive `VOCtrainval_11-May-2012.tar`) and SBD
-(`benchmark_RELEASE/dataset/{cls/*.mat, train.txt, val.txt}`, or the archive `benchmark.tgz`). Archives are
-first extracted into the output root (`<out>/VOC2012`, `<out>/benchmark_RELEASE`); a devkit folder is
-converted in place. Written into `<devkit>/VOC2012`::
+Inputs: the VOC devkit folder (or `VOCtrainval_11-May-2012.tar`) and SBD's `benchmark_RELEASE` (or
+`benchmark.tgz`); archives are first extracted into the output root, a devkit folder is converted in place.
+Written into `<devkit>/VOC2012`::
 
     SegmentationClassAug/<id>.png         uint8 index masks (0..20, 255 = boundary/ignore) for every SBD
                                           .mat, plus VOC's own mask for each aug id that SBD lacks
     ImageSets/Segmentation/aug.txt        sorted(set(SBD train + SBD val + VOC train) - set(VOC val))
 
-On the full data the list has 10582 ids (MMSegmentation's `AUG_LEN`, asserted there; reported here). As in
-MMSegmentation's voc12aug config, `conf/dataset/voc12aug.yaml` trains on train.txt (SegmentationClass)
-concatenated with aug.txt (SegmentationClassAug).
-
-VOC's `SegmentationClass/*.png` are palette PNGs: their pixel values are the palette indices, read with
-PIL (OpenCV would return the palette's colours).
+On the full data the list has 10582 ids (MMSegmentation's `AUG_LEN`). VOC's `SegmentationClass/*.png` are
+palette PNGs: read with PIL, whose pixel values are the palette indices (OpenCV would give the colours).
 """
 
 from __future__ import annotations
 
 import tarfile
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from src.data.converters.writers import write_mask_png, write_text
+from src.data.converters.writers import map_in_processes, write_mask_png, write_text
 
 AUG_LEN = 10582  # MMSegmentation's count on the full VOC 2012 + SBD data
 DEFAULT_OUT = Path("data/VOCdevkit")
@@ -123,14 +117,7 @@ def convert_voc_aug(
 
     seg_aug = voc / "SegmentationClassAug"
     mats = sorted((sbd_dir / "cls").glob("*.mat"))
-    work = partial(convert_mat, out_dir=seg_aug)
-    if nproc > 1:
-        with Pool(nproc) as pool:
-            for _ in pool.imap_unordered(work, mats, chunksize=64):
-                pass
-    else:
-        for mat in mats:
-            work(mat)
+    map_in_processes(partial(convert_mat, out_dir=seg_aug), mats, nproc, chunksize=64)
 
     lists = voc / "ImageSets" / "Segmentation"
     sbd_ids = read_ids(sbd_dir / "train.txt") + read_ids(sbd_dir / "val.txt")

@@ -1,28 +1,23 @@
 """Atomic writers for converted datasets: PNG images, index masks, text lists and JSON.
 
-Why atomic: a conversion stopped half way must never leave a truncated PNG that a later run (or a dataset
-scan) takes for a finished file. Each writer encodes in memory, writes `<name>.tmp` beside the target and
-renames it over the target (`src.utils.files.atomic_write_bytes`).
+Atomic (`src.utils.files.atomic_write_bytes`) so that a conversion stopped half way never leaves a truncated
+PNG that a later run, or a dataset scan, takes for a finished file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from src.utils.files import atomic_write_bytes
+from src.utils.files import atomic_write_bytes as write_bytes  # creates the parent folders
 
 IGNORE_INDEX = 255
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically, creating the parent folders."""
-    return atomic_write_bytes(path, data)
 
 
 def write_text(path: str | Path, lines: Iterable[str]) -> Path:
@@ -63,3 +58,14 @@ def _write_png(path: str | Path, array: np.ndarray, params: list[int] | None = N
     if not ok:
         raise RuntimeError(f"OpenCV could not encode '{path}' as PNG")
     return write_bytes(path, buf.tobytes())
+
+
+def map_in_processes(work: Callable[[Any], Any], items: Sequence[Any], nproc: int, chunksize: int) -> None:
+    """`work(item)` for every item (each writes its own files), in a pool of `nproc` processes when `nproc > 1`."""
+    if nproc > 1:
+        with Pool(nproc) as pool:
+            for _ in pool.imap_unordered(work, items, chunksize=chunksize):
+                pass
+    else:
+        for item in items:
+            work(item)

@@ -24,6 +24,3 @@ class StanfordBackgroundDataset(BaseSegDataset):
         "`python scripts/convert_dataset.py stanford_background data/iccv09Data.tar.gz "
         "--out data/stanford_background` (or set paths.data_dir / dataset.data_root to where it is)."
     )
-
-    def __init__(self, img_suffix: str = ".jpg", seg_map_suffix: str = ".png", **kwargs: Any) -> None:
-        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)

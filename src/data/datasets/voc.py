@@ -31,6 +31,3 @@ class PascalVOCDataset(BaseSegDataset):
         "`python scripts/convert_dataset.py voc_aug data/VOCtrainval_11-May-2012.tar data/benchmark.tgz "
         "--out data/VOCdevkit` (or set paths.data_dir / dataset.data_root to where VOC2012 is)."
     )
-
-    def __init__(self, img_suffix: str = ".jpg", seg_map_suffix: str = ".png", **kwargs: Any) -> None:
-        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
