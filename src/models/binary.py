@@ -1,22 +1,15 @@
 """Binary segmentation with one sigmoid logit, MMSegmentation's way (`out_channels=1`, `threshold`).
 
-A head built with `num_classes: 1` (the short spelling) or `num_classes: 2, out_channels: 1` (MMSegmentation's
-spelling, from its FAQ) has ONE output channel, a foreground logit `x`, trained with sigmoid losses
-(`use_sigmoid: true` in `src.models.losses`). A pixel is foreground when `sigmoid(x) > threshold` (0.3 by default,
-MMSegmentation's `BaseDecodeHead` default).
+A head with `num_classes: 1` (the short spelling) or `num_classes: 2, out_channels: 1` (MMSegmentation's) has ONE
+output channel, a foreground logit `x`, trained with sigmoid losses (`use_sigmoid: true`); a pixel is foreground
+when `sigmoid(x) > threshold` (0.3 by default, MMSegmentation's `BaseDecodeHead` default).
 
-Everything after the head (validation metrics, `src.eval`, the inference API, export, sliding-window and TTA
-merging) works on class logits `[N, C, H, W]` and takes `argmax`. So that none of it needs a binary branch,
-the head's prediction (`predict_by_feat`) turns the one logit into two class logits:
-
-    [logit(threshold), x]      (channel 0: background, a constant; channel 1: foreground)
-
-- `argmax` is 1 exactly where `x > logit(threshold)`, i.e. `sigmoid(x) > threshold` (ties go to background, as
-  MMSegmentation's strict `>`);
-- `softmax` gives `sigmoid(x - logit(threshold))` for the foreground: the sigmoid probability itself when
-  `threshold=0.5`, otherwise the probability shifted so that the threshold sits at 0.5. Averaging these (slide
-  windows average the logits, TTA the softmax) then thresholding at 0.5 is what the merged prediction does;
-  MMSegmentation's TTA averages `sigmoid(x)` and thresholds that, which can differ at a few borderline pixels.
+So that nothing after the head (metrics, `src.eval`, the inference API, export, slide and TTA merging: all take
+`argmax` of class logits) needs a binary branch, `predict_by_feat` returns two class logits `[logit(threshold), x]`:
+`argmax` is 1 exactly where `sigmoid(x) > threshold` (ties go to background, as MMSegmentation's strict `>`), and
+the foreground's `softmax` is `sigmoid(x - logit(threshold))`, the probability shifted so that the threshold sits
+at 0.5. Merging views averages these (slide: the logits, TTA: the softmax); MMSegmentation's TTA averages
+`sigmoid(x)` and thresholds that, which can differ at a few borderline pixels.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
-"""BatchNorm folded into the convolution before it, for inference (`fold_bn` in `src.eval`, `src.infer` and
-`Segmenter`, on by default).
+"""BatchNorm folded into the convolution before it, for inference (`fold_bn` in `src.eval`, `src.infer`,
+`Segmenter`; on by default): one pass over the feature map less per pair, the same logits up to float rounding.
 
-In eval mode a BatchNorm is a per-channel affine map, so after a convolution it folds into the convolution's
-weight and bias (`torch.nn.utils.fusion.fuse_conv_bn_eval`): one pass over the feature map less per pair, the same
-logits up to float rounding. Torch fuses a given pair, but finding the pairs needs the data flow, and timm's and
-this project's blocks call their modules from Python (no FX graph), so one forward pass on a small random image,
-with hooks, finds them: a BatchNorm whose input is the very output of a convolution, each called once. The folded
-copy is checked against the model on that image; the model itself (what is saved and exported) is left as it is.
+Torch fuses a given pair (`fuse_conv_bn_eval`), but timm's and our blocks call their modules from Python (no FX
+graph), so hooks on one forward pass of a small random image find the pairs: a BatchNorm whose input is the very
+output of a convolution, each called once. The folded copy is checked against the model on that image; the model
+itself (what is saved and exported) is left as it is.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""`torch.compile` of a segmentor (`runtime.compile` in training, `compile=true` in `src.eval` / `src.infer` and
-`Segmenter(compile=True)`), with a way back when the compiler fails on a model.
+"""`torch.compile` of a segmentor (`runtime.compile`, `compile=true` in `src.eval` / `src.infer`, `Segmenter`).
 
-The parts (backbone, neck, decode head, auxiliary heads) are compiled in place (`nn.Module.compile`): parameter
-names and checkpoints stay as they are, and the training loss and every inference mode go through the compiled
-parts. Compilation is lazy: the first call compiles, and where the compiler fails there, `CompiledCall` undoes it,
-says so in one warning line naming the model and the reason, and runs that call (and every later one) eagerly.
+The parts (backbone, neck, heads) are compiled in place (`nn.Module.compile`), so parameter names and checkpoints
+stay as they are. Compilation is lazy: where the compiler fails on the first call, `CompiledCall` undoes it, says
+so in one warning line, and runs that call (and every later one) eagerly.
 """
 
 from __future__ import annotations
@@ -44,12 +42,6 @@ def compile_segmentor(segmentor: nn.Module, **options: Any) -> nn.Module:
     return segmentor
 
 
-def uncompile_segmentor(segmentor: nn.Module) -> None:
-    """Back to eager mode: the parts' compiled calls dropped (`nn.Module.compile` keeps them there)."""
-    for part in segmentor_parts(segmentor):
-        part._compiled_call_impl = None
-
-
 def is_compiled(segmentor: nn.Module) -> bool:
     return any(getattr(p, "_compiled_call_impl", None) is not None for p in segmentor_parts(segmentor))
 
@@ -68,7 +60,8 @@ class CompiledCall:
         try:
             return self.method(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - whatever the compiler raises (its exception types vary)
-            uncompile_segmentor(self.segmentor)
+            for part in segmentor_parts(self.segmentor):  # back to eager: drop what `nn.Module.compile` set
+                part._compiled_call_impl = None
             name = getattr(self.segmentor, "name", None) or type(self.segmentor).__name__
             reason = (str(err).strip().splitlines() or [""])[0][:200]
             log.warning(

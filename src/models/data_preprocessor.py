@@ -51,15 +51,13 @@ class SegDataPreProcessor(nn.Module):
         masks: torch.Tensor | Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return normalised images `[N, 3, H, W]` (float) and padded masks `[N, H, W]` (long) or None."""
-        images = list(images) if not torch.is_tensor(images) else list(images.unbind(0))
+        images = list(images)
         size = (max(im.shape[-2] for im in images), max(im.shape[-1] for im in images))
         batch = self.normalize(torch.stack([_pad(im.float(), size, self.pad_val) for im in images]))
         if masks is None:
             return batch, None
-        masks = list(masks) if not torch.is_tensor(masks) else list(masks.unbind(0))
         size = tuple(batch.shape[-2:])  # the images' padded size
-        mask_batch = torch.stack([_pad(m.long(), size, self.seg_pad_val) for m in masks])
-        return batch, mask_batch
+        return batch, torch.stack([_pad(m.long(), size, self.seg_pad_val) for m in masks])
 
 
 def _pad(t: torch.Tensor, size: tuple[int, int], value: float) -> torch.Tensor:

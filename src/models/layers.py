@@ -33,13 +33,10 @@ def norm_layer(norm: str = "bn", num_groups: int = 32) -> type[nn.Module] | part
 
 def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every `nn.SyncBatchNorm` in `module` by an `nn.BatchNorm2d` holding the same parameter and buffer
-    tensors (the same objects: an optimiser or DDP built before still sees them); returns `module` (or the
-    replacement, when `module` itself is one).
+    tensors (an optimiser or DDP built before still sees them); returns `module`, or its replacement.
 
-    PyTorch's SyncBatchNorm trains on GPUs only (its statistics kernels and the check in its `forward` are
-    CUDA's): on CPUs each process then normalises with its own batch statistics, as MMEngine's
-    `revert_sync_batchnorm` does for CPU training. In eval mode both are the same function of the running
-    statistics; the state-dict keys are the same, so checkpoints load either way.
+    PyTorch's SyncBatchNorm trains on GPUs only: on CPUs each process then normalises with its own batch
+    statistics, as MMEngine's `revert_sync_batchnorm` does. The state-dict keys are the same.
     """
     if isinstance(module, nn.SyncBatchNorm):
         with_act = isinstance(module, SyncBatchNormAct)  # timm's norm + activation (`conv_module`'s)

@@ -1,26 +1,19 @@
-"""Loss terms: each a named, weighted `nn.Module` so that a head holds a list of them and every term is logged
-as `train/<loss_name>` (MMSegmentation's `loss_decode` list).
+"""Loss terms: each a named, weighted `nn.Module`, so that a head holds a list of them (MMSegmentation's
+`loss_decode`) and each is logged as `train/<loss_name>`.
 
-Every term is called as `loss(logits [N, C, H, W], target [N, H, W] long, weight=None) -> scalar`, already
-multiplied by its `loss_weight`. `weight` is an optional per-pixel weight `[N, H, W]` (the OHEM sampler's
-`seg_weight`, see `src.models.samplers`); each term applies it where it has a meaning (documented per class).
-Pixels labelled `ignore_index` contribute no target; the logits at those pixels get no value and no gradient,
-except in `DiceLoss`, whose denominator holds every pixel's prediction as MMSegmentation 1.2.2's does.
-
-The constructor arguments and defaults are MMSegmentation 1.2.2's (`CrossEntropyLoss(avg_non_ignore, class_weight,
-use_sigmoid)`, `DiceLoss(use_sigmoid=True, naive_dice=False, eps=1e-3)`, `LovaszLoss(loss_type, classes,
-per_image)`), so an entry of an MMSegmentation config's `loss_decode` means the same here: the values equal its
-own on `../shared/mmseg/loss_case` (tests/models/test_losses.py); each class says where and why it departs.
-
-A head's losses in a config, e.g. MMSegmentation's UNet recipe (`loss_decode=[CE 1.0, Dice 3.0]`):
+Every term is called as `loss(logits [N, C, H, W], target [N, H, W] long, weight=None) -> scalar`, already times
+its `loss_weight`; `weight` is an optional per-pixel weight `[N, H, W]` (the OHEM sampler's, `src.models.samplers`).
+Pixels labelled `ignore_index` get no target, and their logits no value and no gradient, except in `DiceLoss`
+(MMSegmentation's denominator holds every pixel's prediction). Arguments, defaults and values are MMSegmentation
+1.2.2's (equal on `../shared/mmseg/loss_case`, tests/models/test_losses.py); each class says where it departs:
 
     losses:
       - {_target_: src.models.losses.CrossEntropyLoss, loss_weight: 1.0}
       - {_target_: src.models.losses.DiceLoss, loss_weight: 3.0}
 
-`use_sigmoid: true` (CE, Dice (its default), Focal; Lovasz's `loss_type: binary`) scores each logit channel with a
-sigmoid instead of a softmax over the channels. With ONE channel (a binary head, `num_classes: 1`, see `src.models.binary`) the channel is the
-foreground and the target is `label == 1`; with C channels each is one-vs-all against the one-hot label.
+`use_sigmoid: true` scores each logit channel with a sigmoid instead of a softmax over the channels: with ONE
+channel (a binary head, `src.models.binary`) against the foreground `label == 1`, with C channels one-vs-all
+against the one-hot label.
 """
 
 from __future__ import annotations
@@ -35,8 +28,10 @@ from torch import nn
 
 
 class LossTerm(nn.Module):
-    """What every loss term shares: the key it is logged under, its weight, the ignored label, and optional
-    per-class weights (a list or a file) as a non-persistent buffer that follows the module's device."""
+    """What every term shares. `loss_weight`: multiplier of the term; `ignore_index`: the label that contributes
+    no target; `loss_name`: the key the term is returned and logged under; `class_weight`: per-class weights, a
+    list or the path of a text/JSON file with one number per class (a non-persistent buffer: it follows the
+    module's device)."""
 
     def __init__(
         self,
@@ -53,36 +48,23 @@ class LossTerm(nn.Module):
 
 
 class CrossEntropyLoss(LossTerm):
-    """Pixel-wise cross-entropy with MMSegmentation 1.2.2's reduction (equal to its values, tested on
-    `../shared/mmseg/loss_case`).
+    """Pixel-wise cross-entropy with MMSegmentation 1.2.2's reduction.
 
     PyTorch's `reduction="mean"` divides by the summed class weights of the valid pixels; MMSegmentation divides
-    by the number of pixels: all of them (`avg_non_ignore=False`, its default, so ignored pixels count as zero
-    loss) or only the non-ignored ones (`avg_non_ignore=True`). With `class_weight` it divides by the summed
-    class weights of those pixels instead (`avg_factor = sum(class_weight[label])`). We keep MMSegmentation's
-    so that its loss weights and learning rates carry over.
+    by the number of pixels: all of them (`avg_non_ignore=False`, its default: ignored pixels count as zero loss)
+    or the non-ignored ones (`avg_non_ignore=True`); with `class_weight`, by the summed class weights of those
+    pixels (`avg_factor`). Kept so that MMSegmentation's loss weights and learning rates carry over.
 
-    Where MMSegmentation 1.2.2 fails: with `class_weight`, any label holding the ignore index raises an
-    IndexError there (`class_weight[255]`), even with `avg_non_ignore=True`, whose code then zeroes those very
-    pixels. Here a valid pixel counts with its class's weight and an ignored one with 0 (`avg_non_ignore=True`,
-    what that code computes once it stops failing: PyTorch's weighted mean) or with 1 (`avg_non_ignore=False`,
-    as an ignored pixel counts without class weights). Without ignored pixels both are MMSegmentation's value.
+    Where MMSegmentation 1.2.2 fails: with `class_weight`, a label holding the ignore index raises an IndexError
+    there (`class_weight[255]`). Here an ignored pixel counts with 0 (`avg_non_ignore=True`: PyTorch's weighted
+    mean) or with 1 (`avg_non_ignore=False`); without ignored pixels both are MMSegmentation's value.
 
-    A per-pixel `weight` multiplies each pixel's loss before the reduction and leaves the denominator as it is,
-    as MMSegmentation's `weight_reduce_loss`: with OHEM the loss of the kept pixels is divided by the count of
-    all (valid) pixels, not of the kept ones.
+    A per-pixel `weight` multiplies each pixel's loss and leaves the denominator as it is (MMSegmentation's
+    `weight_reduce_loss`): with OHEM the loss of the kept pixels is divided by the count of all valid pixels.
 
-    Args:
-        loss_weight: multiplier of this term.
-        class_weight: per-class weights, a list or the path of a text/JSON file with one number per class.
-        avg_non_ignore: average over non-ignored pixels only.
-        ignore_index: label that contributes no loss.
-        label_smoothing: as `F.cross_entropy` (softmax only).
-        loss_name: the key under which the term is returned and logged.
-        use_sigmoid: binary cross-entropy with logits (MMSegmentation's `use_sigmoid=True`): per pixel and channel
-            against the target `label == 1` (one channel) or the one-hot label (C channels), `class_weight` as
-            BCE's `pos_weight` per channel; the reduction is the same (all pixels, or the non-ignored ones with
-            `avg_non_ignore`), times the channels for C > 1 (MMSegmentation's mean over the [N, C, H, W] loss).
+    `use_sigmoid`: binary cross-entropy per pixel and channel against the sigmoid target (module doc),
+    `class_weight` as BCE's `pos_weight` per channel, the same denominator times the channels for C > 1
+    (MMSegmentation's mean over the [N, C, H, W] loss). `label_smoothing`: as `F.cross_entropy`, softmax only.
     """
 
     def __init__(
@@ -122,7 +104,7 @@ class CrossEntropyLoss(LossTerm):
             loss = loss * _check_pixel_weight(weight, target, self.loss_name)
         valid = target != self.ignore_index
         if class_weight is not None:
-            # MMSegmentation's avg_factor: the class weights of the pixels (see the class docstring for ignored ones)
+            # MMSegmentation's avg_factor (ignored pixels: see the class docstring)
             counted = class_weight[torch.where(valid, target, 0)]
             denom = counted.masked_fill(~valid, 0.0 if self.avg_non_ignore else 1.0).sum()
             denom = torch.where(denom > 0, denom, 1.0)  # no valid pixel: the sum is 0 too
@@ -153,8 +135,7 @@ class CrossEntropyLoss(LossTerm):
 
 
 class DiceLoss(LossTerm):
-    """Dice loss as MMSegmentation 1.2.2's `DiceLoss` (its arguments, defaults and values; tested on
-    `../shared/mmseg/loss_case`), so that a `loss_decode` entry of an MMSegmentation config means the same here:
+    """MMSegmentation 1.2.2's `DiceLoss`:
 
         p = sigmoid(logits) (use_sigmoid, the default) or softmax(logits); t = one-hot(target), 0 at ignored pixels
         the channel `ignore_index` is dropped when it is a class index
@@ -163,31 +144,16 @@ class DiceLoss(LossTerm):
           naive (naive_dice=True):  dice_n = (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)
         loss = loss_weight * mean_n(1 - dice_n)     (reduction="sum": the sum over images)
 
-    What follows from MMSegmentation's definition, kept here for equal values:
-    - ignored pixels have an all-zero target, but their predictions still enter `sum(p^2)` (or `sum(p)`): the
-      loss pushes every probability there towards 0 (open-mmlab/mmsegmentation#2996);
-    - with `use_sigmoid=True` (the default, also for multi-class logits) each channel is a sigmoid, not a
-      distribution over classes, and all classes pool into ONE Dice per image. MMSegmentation's UNet recipes
-      `..._ce-1.0-dice-3.0_...` train with exactly this in 1.2.2 (their published figures were made with 0.x's
-      per-class softmax Dice, a different loss).
+    Kept for equal values: ignored pixels still enter `sum(p^2)` (or `sum(p)`), which pushes their probabilities
+    towards 0 (open-mmlab/mmsegmentation#2996); with `use_sigmoid` all classes pool into ONE Dice per image, as
+    MMSegmentation's UNet `..._ce-1.0-dice-3.0_...` recipes train in 1.2.2 (their published figures were made
+    with 0.x's per-class softmax Dice, a different loss).
 
-    Where this differs, and why:
-    - one logit channel (a binary head, `src.models.binary`): the target is the foreground, `label == 1`, as
-      for every sigmoid loss here. MMSegmentation 1.2.2 cuts the one-hot of {0, 1} to its first column, so its
-      target there is the background (the opposite of its own sigmoid cross-entropy's target).
-    - a per-pixel `weight` (the OHEM sampler's) multiplies `p` and `t` pixel by pixel, so a 0/1 weight takes the
-      Dice over the kept pixels; MMSegmentation 1.2.2 takes only a per-image weight and fails on a per-pixel one.
-    - smp's `DiceLoss` is not reused: it keeps one Dice per class over the batch, with other smoothing.
-
-    Args:
-        loss_weight: multiplier of this term.
-        ignore_index: label that contributes no target (and a class channel dropped, as MMSegmentation).
-        loss_name: the key under which the term is returned and logged.
-        use_sigmoid: sigmoid per channel (True, MMSegmentation 1.x's default) or softmax over the channels.
-        activate: apply the sigmoid/softmax (False: the logits are already probabilities).
-        naive_dice: first powers in the denominator (see above) instead of V-Net's squares.
-        eps: MMSegmentation's `eps` (1e-3), where the formulas above put it.
-        reduction: "mean" or "sum" over the images.
+    Departures: with one logit channel the target is the foreground `label == 1`, as every sigmoid loss here
+    (MMSegmentation 1.2.2 cuts the one-hot to its first column: the background). A per-pixel `weight` multiplies
+    `p` and `t`, so a 0/1 weight takes the Dice over the kept pixels (MMSegmentation fails on one). smp's
+    `DiceLoss` is not reused: it keeps one Dice per class over the batch, with other smoothing.
+    `activate=False`: the logits are already probabilities.
     """
 
     def __init__(
@@ -224,15 +190,11 @@ class DiceLoss(LossTerm):
         pred = logits.float()
         if self.activate:
             pred = pred.sigmoid() if self.use_sigmoid else pred.softmax(dim=1)
-        goal = sigmoid_target(
-            target, valid, channels
-        )  # one-hot, 0 at ignored pixels; `label == 1` for one channel
+        goal = sigmoid_target(target, valid, channels)
         if weight is not None:
             pixel = _check_pixel_weight(weight, target, self.loss_name).unsqueeze(1)
             pred, goal = pred * pixel, goal * pixel
-        if (
-            channels > 1 and 0 <= self.ignore_index < channels
-        ):  # MMSeg drops that channel (slices: no host sync)
+        if channels > 1 and 0 <= self.ignore_index < channels:  # MMSeg drops it (slices: no host sync)
             i = self.ignore_index
             pred = torch.cat([pred[:, :i], pred[:, i + 1 :]], dim=1)
             goal = torch.cat([goal[:, :i], goal[:, i + 1 :]], dim=1)
@@ -247,30 +209,16 @@ class DiceLoss(LossTerm):
 
 
 class FocalLoss(LossTerm):
-    """Sigmoid focal loss over the one-hot target (one-vs-all per class), via smp's `focal_loss_with_logits`:
-    the value of `smp.losses.FocalLoss(mode="multiclass", alpha, gamma, ignore_index)` (tested), i.e. per class
-    the mean over the non-ignored pixels, then the mean over classes (the class-weighted mean with
-    `class_weight`, smp's `class_weights`).
+    """Sigmoid focal loss, one-vs-all per class, via smp's `focal_loss_with_logits`: the value of
+    `smp.losses.FocalLoss(mode="multiclass", alpha, gamma, ignore_index)` (one channel: `mode="binary"`), i.e.
+    per class the mean over the non-ignored pixels, then the mean over classes (weighted by `class_weight`,
+    normalised by its sum as smp's `class_weights`).
 
-    Deviations, and why:
-    - smp's module is not called directly because it has no per-pixel weight; we call the same function it calls
-      with `reduction="none"` and reduce ourselves. A per-pixel `weight` multiplies each pixel's loss; the
-      denominator stays the count of non-ignored pixels (as `CrossEntropyLoss(avg_non_ignore=True)`).
-    - `alpha=0.5` by default, MMSegmentation's default (smp's is None, no balancing; 0.5 halves the loss).
-    - MMSegmentation's `FocalLoss` (same formula) divides by all pixels x classes, ignored ones included; smp's
-      (kept here) by the non-ignored ones. The two differ by the fraction of valid pixels.
-    - no valid pixel at all: 0 (with a gradient graph) instead of smp's NaN.
-
-    Args:
-        loss_weight: multiplier of this term.
-        gamma: focusing exponent.
-        alpha: weight of the positive (target class) term, `1 - alpha` of the negatives; None: no balancing.
-        ignore_index: label that contributes no loss.
-        loss_name: the key under which the term is returned and logged.
-        class_weight: per-class weights (list or file), normalised by their sum as smp's `class_weights`.
-        use_sigmoid: the loss is always the sigmoid one (MMSegmentation's FocalLoss supports only
-            `use_sigmoid=True`); accepted so that configs read alike. One logit channel is smp's
-            `FocalLoss(mode="binary")` (target `label == 1`, tested).
+    Departures: smp's module takes no per-pixel weight, so the function it calls is reduced here; a `weight`
+    multiplies each pixel's loss over the same denominator. `alpha=0.5` by default, MMSegmentation's (smp's
+    None). MMSegmentation divides by all pixels x classes, ignored ones included (smp's denominator is kept).
+    No valid pixel gives 0 instead of smp's NaN. `use_sigmoid` must be true (MMSegmentation's FocalLoss supports
+    only that); it is accepted so that configs read alike.
     """
 
     def __init__(
@@ -314,37 +262,19 @@ class FocalLoss(LossTerm):
 
 
 class LovaszLoss(LossTerm):
-    """Lovasz-Softmax (Berman et al., CVPR 2018) and Lovasz hinge as MMSegmentation 1.2.2's `LovaszLoss`, with its
-    arguments (`loss_type`, `classes`, `per_image`, `reduction`, `class_weight`) and values (tested on
-    `../shared/mmseg/loss_case`):
+    """Lovasz-Softmax (Berman et al., CVPR 2018) and Lovasz hinge as MMSegmentation 1.2.2's `LovaszLoss`:
 
         multi_class: p = softmax(logits) over the valid pixels; for each class c of `classes` ("present": those
         in the labels, "all", or a list), the dot product of the sorted errors |[label == c] - p_c| with the
         Lovasz gradient of the Jaccard loss, times `class_weight[c]`; the mean over those classes
-        binary: the Lovasz hinge of the one-channel logit against `label == 1`
+        binary: the Lovasz hinge of the one-channel logit against `label == 1` (`use_sigmoid`: older spelling)
         per_image: that loss per image, then the mean (`reduction="mean"`) or sum over the images
 
-    Written here rather than taken from smp: smp's `LovaszLoss` has no `classes` list and no `class_weight`; its
-    multi-class values are the same as this one's for the default arguments (tested).
-
-    Deviations, and why:
-    - The Lovasz extension is not a sum over pixels, so a per-pixel weight has no meaning beyond selecting
-      pixels: a 0/1 `weight` (the OHEM sampler's) treats the pixels of weight 0 as ignored; any other value
-      raises a ValueError. (MMSegmentation uses `weight` as a per-image weight only with `per_image=True`.)
-    - An image (or a batch) without valid pixels counts as 0, where MMSegmentation's stack of empty results fails.
-    - MMSegmentation requires `reduction="none"` when `per_image=False` (there is nothing to reduce); any value
-      is accepted here and has no effect then.
-
-    Args:
-        loss_weight: multiplier of this term.
-        ignore_index: label that contributes no loss.
-        loss_name: the key under which the term is returned and logged.
-        loss_type: "multi_class" (softmax) or "binary" (one logit channel, hinge).
-        classes: "present", "all", or a list of class indices to average over.
-        per_image: one loss per image, reduced over the images, instead of one over the batch.
-        reduction: "mean" or "sum" over the images (with `per_image`).
-        class_weight: per-class weights (list or file), multiplied into each class's loss (multi_class).
-        use_sigmoid: this project's older spelling of `loss_type="binary"`.
+    Not smp's: its `LovaszLoss` has no `classes` list and no `class_weight` (equal values for the defaults).
+    Departures: the Lovasz extension is not a sum over pixels, so a per-pixel `weight` may only select pixels
+    (0/1, as OHEM's: weight 0 is ignored; other values raise), where MMSegmentation uses it per image with
+    `per_image`. No valid pixels count as 0 (MMSegmentation's stack of empty results fails). `reduction` has no
+    effect without `per_image` (MMSegmentation requires "none" there).
     """
 
     def __init__(

@@ -1,9 +1,6 @@
-"""Pixel samplers: which pixels a head's loss is computed on, as MMSegmentation's `OHEMPixelSampler`.
-
-A sampler is set on a decode head (`BaseDecodeHead(sampler=...)`); the head calls
-`seg_weight = sampler.sample(logits, masks)` on the logits resized to the label and passes `weight=seg_weight`
-to each of its loss terms (MMSegmentation's `BaseDecodeHead.loss_by_feat`). In a config, under `decode_head:`
-(MMSegmentation's Cityscapes OHEM recipes):
+"""Pixel samplers: which pixels a head's loss is computed on. The head (`BaseDecodeHead(sampler=...)`) passes
+`sampler.sample(logits, masks)` to each loss term as `weight=`. In a config, under `decode_head:` (MMSegmentation's
+Cityscapes OHEM recipes):
 
     sampler: {_target_: src.models.samplers.OHEMPixelSampler, thresh: 0.7, min_kept: 100000}
 """
@@ -22,35 +19,24 @@ class PixelSampler(Protocol):
 
 
 class OHEMPixelSampler:
-    """Online hard example mining over pixels, as MMSegmentation's `OHEMPixelSampler`
-    (`mmseg/structures/sampler/ohem_pixel_sampler.py`).
+    """Online hard example mining over pixels, as MMSegmentation's `OHEMPixelSampler`.
 
     `sample(seg_logit [N, C, H, W], seg_label [N, H, W] or [N, 1, H, W]) -> seg_weight [N, H, W]` (float32, 0/1),
-    computed without gradients and without a host-device synchronisation (tensor ops only, so a GPU step is not
-    stalled). Ignored pixels always get 0. With `batch_kept = min_kept * N` (min_kept is per
-    image, as MMSegmentation):
+    without gradients and without a host-device synchronisation (a GPU step is not stalled). Ignored pixels get 0.
+    With `batch_kept = min_kept * N` (`min_kept` is per image, as MMSegmentation's):
 
-    - thresh mode (`thresh` set): p = softmax probability of the label class. The threshold is
-      `max(thresh, p_sorted[min(batch_kept, n_valid - 1)])` and the pixels with p < threshold are kept: all the
-      low-confidence pixels (p < thresh), and at least the `batch_kept` least confident ones.
+    - thresh mode (`thresh` in (0, 1]): p = softmax probability of the label class; the pixels with
+      p < max(thresh, p_sorted[min(batch_kept, n_valid - 1)]) are kept: all those below `thresh`, and at least
+      the `batch_kept` least confident ones.
     - loss mode (`thresh=None`): the `batch_kept` valid pixels of highest cross-entropy.
 
     Deviations from MMSegmentation, and why:
     - thresh mode also keeps the `batch_kept` lowest-p pixels explicitly (a superset of MMSegmentation's set):
-      MMSegmentation's strict `p < threshold` keeps fewer than `batch_kept` when probabilities tie at the
-      threshold (saturated softmax gives many exact 1.0s), and when `n_valid <= batch_kept` it drops the most
-      confident pixel. Otherwise the sets are equal.
-    - loss mode ranks by plain per-pixel cross-entropy; MMSegmentation ranks by the sum of the head's loss terms
-      with `reduction_override="none"` (the sampler holds the head as `context`). For a head whose only loss is
-      cross-entropy without class weights (MMSegmentation's OHEM recipes) the ranking is the same; a Dice or
-      Lovasz term has no per-pixel value to rank by anyway.
-    - `ignore_index` is an argument (MMSegmentation reads the head's): keep it equal to the losses' (the head
-      checks).
-
-    Args:
-        thresh: probability threshold of hard pixels, in (0, 1]; None: loss mode.
-        min_kept: pixels kept at least, per image.
-        ignore_index: label of pixels never kept.
+      its strict `p < threshold` keeps fewer when probabilities tie at the threshold (a saturated softmax gives
+      many exact 1.0s), and drops the most confident pixel when `n_valid <= batch_kept`.
+    - loss mode ranks by plain cross-entropy, MMSegmentation by the sum of the head's loss terms: the same for a
+      head whose only loss is unweighted cross-entropy (its OHEM recipes); Dice or Lovasz have no per-pixel value.
+    - `ignore_index` is an argument (MMSegmentation reads the head's); the head checks it equals the losses'.
     """
 
     def __init__(self, thresh: float | None = None, min_kept: int = 100000, ignore_index: int = 255) -> None:

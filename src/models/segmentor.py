@@ -197,16 +197,13 @@ class EncoderDecoder(nn.Module):
         gives the scales and flip. With TTA the result is the log of the averaged softmax probabilities:
         `softmax` of it gives them back and `argmax` is the merged prediction, so callers need not know.
         """
+        img_shapes = img_shapes or [tuple(im.shape[-2:]) for im in images]
         if tta:
-            cfg = self.resolve_tta(tta)
-            img_shapes = img_shapes or [tuple(im.shape[-2:]) for im in images]
             views = [im[..., : int(s[0]), : int(s[1])] for im, s in zip(images, img_shapes)]
-            probs = tta_probabilities(self, views, ori_shapes or img_shapes, cfg)
+            probs = tta_probabilities(self, views, ori_shapes or img_shapes, self.resolve_tta(tta))
             return [p.clamp_min(torch.finfo(p.dtype).tiny).log() for p in probs]
         batch, _ = self.data_preprocessor(images)
-        logits = self.predict(batch)
-        img_shapes = img_shapes or [tuple(im.shape[-2:]) for im in images]
-        return self.postprocess(logits, img_shapes, ori_shapes)
+        return self.postprocess(self.predict(batch), img_shapes, ori_shapes)
 
     def resolve_tta(self, tta: bool | Mapping | TTAConfig) -> TTAConfig:
         """`True`: the model's `test_cfg.tta` (MMSegmentation's ratios with flip if it has none)."""

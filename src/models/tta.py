@@ -1,15 +1,12 @@
 """Test-time augmentation, as MMSegmentation's `TestTimeAug` (multi-scale x flip) + `SegTTAModel` (merge).
 
-Every view of an image (each scale ratio, each with and without a horizontal flip) is predicted in the model's
-configured test mode (whole or slide); its logits are cropped to the view (padding off), flipped back, resized to
-the original image size and turned into softmax probabilities, which are averaged over the views. This is
-MMSegmentation's order: `postprocess_result` resizes each view's logits to the original shape and
-`SegTTAModel.merge_preds` averages their softmax.
+Every view (each scale ratio, with and without a horizontal flip) is predicted in the configured test mode; its
+logits are cropped to the view, flipped back, resized to the original size and softmaxed, and the probabilities
+are averaged over the views, in MMSegmentation's order (`postprocess_result`, then `merge_preds`).
 
-One difference, on purpose: MMSegmentation's TTA pipeline resizes the original image straight to
-`img_scale * ratio`, while here the ratio rescales the image that the test pipeline produced (already at
-`img_scale`), so that TTA needs no pipeline of its own and works for any `test_pipeline`. The scaled image is
-rounded back to 0..255, as the uint8 image of MMSegmentation's resize would be.
+One difference, on purpose: MMSegmentation's TTA pipeline resizes the original image to `img_scale * ratio`; here
+the ratio rescales the test pipeline's image (already at `img_scale`), so that TTA works for any `test_pipeline`.
+The scaled image is rounded to 0..255, as MMSegmentation's uint8 resize would be.
 """
 
 from __future__ import annotations
@@ -65,14 +62,10 @@ class TTAConfig:
         return len(self.scales) * (2 if self.flip else 1)
 
 
-def scaled_size(height: int, width: int, ratio: float) -> tuple[int, int]:
-    """`(h, w)` times `ratio`, rounded half up, as mmcv's `rescale_size` (at least 1 px)."""
-    return max(1, int(height * ratio + 0.5)), max(1, int(width * ratio + 0.5))
-
-
 def rescale_image(image: torch.Tensor, ratio: float) -> torch.Tensor:
-    """A `[3, h, w]` image (0..255) rescaled bilinearly by `ratio` and rounded to integer values, as float."""
-    size = scaled_size(image.shape[-2], image.shape[-1], ratio)
+    """A `[3, h, w]` image (0..255) rescaled bilinearly by `ratio` and rounded to integer values, as float; the
+    size is rounded half up, as mmcv's `rescale_size` (at least 1 px)."""
+    size = tuple(max(1, int(n * ratio + 0.5)) for n in image.shape[-2:])
     if size == tuple(image.shape[-2:]):
         return image
     out = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]

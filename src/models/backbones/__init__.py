@@ -17,7 +17,6 @@ from src.models.backbones.timm_backbone import (
     TimmBackbone,
     default_out_indices,
     load_pretrained_weights,
-    undilate_basic_block_conv2,
 )
 from src.models.backbones.unet import UNet
 from src.models.backbones.vit import ViTBackbone
@@ -32,5 +31,4 @@ __all__ = [
     "ViTBackbone",
     "default_out_indices",
     "load_pretrained_weights",
-    "undilate_basic_block_conv2",
 ]

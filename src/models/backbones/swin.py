@@ -1,18 +1,16 @@
 """Swin Transformer as MMSegmentation builds it (`mmseg/models/backbones/swin.py`), on timm's Swin modules.
 
 MMSegmentation's SwinTransformer is timm's without the classifier and final norm, plus one LayerNorm per returned
-level (`norm0`..`norm3`). Its stages pad each block's input to a multiple of the window and partition every
-stage into full windows (a 512x512 crop gives 128x128 tokens, padded to 133x133 for 7x7 windows), with shifted
-windows in every other block, also at stage 4. timm builds the same parameters (`always_partition=True`,
-`dynamic_img_size=True` for any input size), but timm's block rolls the tokens before padding them while
-MMSegmentation (and the original Swin segmentation code) pads first, then rolls: the attention masks then cover
-different tokens whenever a side is not a multiple of the window. `_PadThenShiftBlock` keeps timm's block,
-attention and mask code and only swaps those two steps. Swin-T: 27,520,698 parameters, as MMSegmentation's.
+level (`norm0`..`norm3`). Its stages pad each block's input to whole windows (a 512x512 crop: 128x128 tokens,
+padded to 133x133 for 7x7 windows), with shifted windows in every other block, also at stage 4. timm builds the
+same parameters (`always_partition=True`, `dynamic_img_size=True`), but its block rolls the tokens before padding
+them where MMSegmentation pads, then rolls: the attention masks then differ whenever a side is not a multiple of
+the window. `_PadThenShiftBlock` swaps only those two steps. Swin-T: 27,520,698 parameters, as MMSegmentation's.
 
-The size arithmetic (each stage's size from the input's, padding to whole windows, window partition, shift
-mask, PatchMerging's padding) is written here rather than taken from timm: with a symbolic height and width,
-timm's nested `Mod`/`-1`-view expressions kept `torch.export` simplifying for over 15 minutes; these export in
-seconds and give bit-identical outputs (docs/export_onnx.md).
+The size arithmetic (stage sizes, window padding and partition, shift mask, PatchMerging's padding) is written
+here rather than taken from timm: with a symbolic height and width, timm's nested `Mod`/`-1`-view expressions
+kept `torch.export` simplifying for over 15 minutes; these export in seconds with bit-identical outputs
+(docs/export_onnx.md).
 """
 
 from __future__ import annotations
@@ -101,9 +99,7 @@ class _PadThenShiftBlock(SwinTransformerBlock):
         shifted = any(self.shift_size)
         if shifted:
             x = torch.roll(x, shifts=(-self.shift_size[0], -self.shift_size[1]), dims=(1, 2))
-        mask = (
-            self._shift_mask(Hp, Wp, x) if shifted else None
-        )  # over the padded, shifted map, as MMSegmentation's
+        mask = self._shift_mask(Hp, Wp, x) if shifted else None  # over the padded, shifted map, as MMSeg's
         windows = self.attn(_partition(x, win_h, win_w), mask=mask)
         x = _unpartition(windows, B, Hp, Wp, win_h, win_w)
         if shifted:
@@ -164,9 +160,7 @@ class SwinBackbone(nn.Module):
                 drop_path_rate=drop_path_rate,
                 dynamic_img_size=True,  # any input size: attention masks built per forward
                 always_partition=True,  # full windows and shifts at every stage, whatever the input size
-                embed_layer=partial(
-                    PatchEmbed, dynamic_img_pad=True
-                ),  # pad the input to the patch size, as MMSeg
+                embed_layer=partial(PatchEmbed, dynamic_img_pad=True),  # pad to the patch size, as MMSeg
                 **kwargs,
             )
         if type(model).__name__ != "SwinTransformer":

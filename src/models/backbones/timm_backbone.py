@@ -1,23 +1,18 @@
-"""One factory over timm for every backbone: a feature pyramid from `features_only`.
+"""One factory over timm for every backbone: a feature pyramid from any model with `features_only`, its levels'
+channels and strides read from timm's `feature_info` (probed on the meta device), returned NCHW.
 
-Any timm model that supports `features_only` works: its levels' channels and strides come from timm's
-`feature_info` (read once, cheaply, on the meta device), `out_indices=None` picks the levels at strides 4, 8, 16
-and 32, and models whose features come out channels-last (Swin) are returned NCHW like every other.
-
-MMSegmentation's ResNetV1c is timm's `resnet50c`/`resnet101c` (a deep, 32-wide stem); `resnet18c`/`resnet34c`
-are registered in `resnet_v1c.py`. `output_stride=8` replaces the strides of the last two stages with dilations 2
-and 4. timm gives the first block of each dilated stage the previous stage's dilation, which is MMSegmentation's
-`contract_dilation`. timm's BasicBlock (ResNet-18/34) dilates both of its 3x3 convs; MMSegmentation's dilates only
-the first, so the second is set back to dilation 1 (`mmseg_basic_block`; same weights, MMSegmentation's
-receptive field).
+MMSegmentation's ResNetV1c is timm's `resnet50c`/`resnet101c` (`resnet18c`/`resnet34c`: `resnet_v1c.py`).
+`output_stride=8` dilates the last two stages by 2 and 4; timm gives the first block of each dilated stage the
+previous stage's dilation, which is MMSegmentation's `contract_dilation`. timm's BasicBlock (ResNet-18/34)
+dilates both 3x3 convs, MMSegmentation's only the first, so the second is set back to 1 (`mmseg_basic_block`).
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import re
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +21,7 @@ import torch
 from torch import nn
 
 import src.models.backbones.resnet_v1c  # noqa: F401  (registers resnet18c / resnet34c with timm)
-from src.models.backbones.common import nhwc_to_nchw, output_stride_error
+from src.models.backbones.common import nhwc_to_nchw, output_stride_error, timm_weights_guard
 from src.models.layers import NORMS
 
 log = logging.getLogger(__name__)
@@ -46,9 +41,7 @@ class TimmBackbone(nn.Module):
             strides the model supports.
         pretrained: load timm's pretrained weights (needs the hub, or timm's local cache).
         pretrained_path: load weights from a local file instead (`weights_only=True`).
-        in_chans: input channels.
-        norm: None (the model's own, BatchNorm for ResNets), "bn", "syncbn" or "gn" (32 groups), passed to timm as
-            `norm_layer` for models that take one (ResNet, ConvNeXt, ...).
+        norm: None (the model's own), "bn", "syncbn" or "gn" (32 groups): timm's `norm_layer`, where it takes one.
         mmseg_basic_block: undilate the second conv of ResNet BasicBlocks, as MMSegmentation's BasicBlock.
         **kwargs: passed to `timm.create_model` (e.g. `drop_path_rate=0.1`). Models that take `dynamic_img_size`
             (ViT, Swin) get `dynamic_img_size=True` unless it is given, so that any input size works.
@@ -74,14 +67,9 @@ class TimmBackbone(nn.Module):
         levels, kwargs = _probe_with_dynamic_size(model_name, kwargs)
         native = max(r for _, r in levels)
         if output_stride is not None and output_stride != native:
-            dilated = _probe_output_stride(model_name, kwargs, output_stride)
-            if dilated is None:
-                raise output_stride_error(
-                    model_name,
-                    output_stride,
-                    _supported_strides(model_name, kwargs, native),
-                    _why_not(model_name),
-                )
+            if _probe_output_stride(model_name, kwargs, output_stride) is None:
+                ok = [s for s in (8, 16, 32) if s < native and _probe_output_stride(model_name, kwargs, s)]
+                raise output_stride_error(model_name, output_stride, [native, *ok], _why_not(model_name))
             kwargs["output_stride"] = output_stride
         if out_indices is None:
             out_indices = default_out_indices([r for _, r in levels])
@@ -129,16 +117,14 @@ def check_timm_name(model_name: str) -> None:
 
 def _create(model_name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """timm.create_model(features_only=True) with errors that name the config key at fault."""
-    # pretrained weights: local cache first, fail fast offline (src/weights/offline.py)
-    from src.weights.offline import timm_pretrained
-
     try:
-        with timm_pretrained(model_name) if pretrained else nullcontext():
+        with timm_weights_guard(model_name, pretrained):
             return timm.create_model(model_name, pretrained=pretrained, features_only=True, **kwargs)
     except TypeError as e:
-        bad = _unexpected_kwarg(e)
-        if bad is None:
+        found = re.search(r"unexpected keyword argument '([^']*)'", str(e))
+        if found is None:
             raise
+        bad = found.group(1)
         raise ValueError(
             f"model.backbone.{bad}={kwargs.get(bad)!r}: timm's {model_name} takes no argument '{bad}' "
             f"(model.backbone.model_name={model_name}); remove it from the backbone config"
@@ -185,10 +171,6 @@ def _probe_output_stride(
     return levels if max(r for _, r in levels) == stride else None
 
 
-def _supported_strides(model_name: str, kwargs: dict[str, Any], native: int) -> list[int]:
-    return [native] + [s for s in (8, 16, 32) if s < native and _probe_output_stride(model_name, kwargs, s)]
-
-
 def _why_not(model_name: str) -> str:
     """A short reason for the stride error, from timm's class of the model."""
     try:
@@ -199,24 +181,13 @@ def _why_not(model_name: str) -> str:
     return f"no dilation in timm's {cls}"
 
 
-def _unexpected_kwarg(error: TypeError) -> str | None:
-    msg = str(error)
-    marker = "unexpected keyword argument '"
-    if marker not in msg:
-        return None
-    return msg.split(marker, 1)[1].split("'", 1)[0]
-
-
-def undilate_basic_block_conv2(model: nn.Module) -> int:
-    """Give the second 3x3 conv of every timm ResNet BasicBlock dilation 1 (padding 1); returns how many changed."""
+def undilate_basic_block_conv2(model: nn.Module) -> None:
+    """Give the second 3x3 conv of every timm ResNet BasicBlock dilation 1 (padding 1)."""
     from timm.models.resnet import BasicBlock
 
-    changed = 0
     for block in model.modules():
         if isinstance(block, BasicBlock) and block.conv2.dilation != (1, 1):
             block.conv2.dilation, block.conv2.padding = (1, 1), (1, 1)
-            changed += 1
-    return changed
 
 
 def _timm_norm_layer(norm: str) -> str | type[nn.Module]:
@@ -234,12 +205,9 @@ def load_pretrained_weights(
     config_key: str = "model.backbone.pretrained_path",
     key_prefixes: Sequence[str] = ("",),
 ) -> None:
-    """Load a local state dict (a classification checkpoint, say) into `module`, ignoring what does not fit.
-
-    `key_prefixes`: prefixes tried on the file's keys (the one that fits most tensors wins), e.g. ("", "model.")
-    to accept both an smp encoder's own keys and a bare timm model's. Raises FileNotFoundError naming the
-    config key when the file is missing, ValueError when none of its tensors fit; warns about tensors left at
-    their initial values.
+    """Load a local state dict (a classification checkpoint, say) into `module`, ignoring what does not fit, and
+    warn about tensors left at their initial values. `key_prefixes`: prefixes tried on the file's keys (the one
+    that fits most tensors wins), e.g. ("", "model.") for both an smp encoder's own keys and a bare timm model's.
     """
     path = Path(path)
     if not path.is_file():

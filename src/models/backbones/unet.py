@@ -155,9 +155,6 @@ class UNet(nn.Module):
         upsample: "interp" (MMSegmentation's default `InterpConv`) or "deconv" (`DeconvModule`).
         with_cp: gradient checkpointing of each conv block (less memory, slower).
         norm_eval: keep BN layers in eval mode (frozen statistics) while training.
-
-    Raises ValueError for inconsistent argument lengths and, in `forward`, for an input whose height or width
-    is not divisible by the whole downsampling rate (16 for UNet-S5-D16).
     """
 
     def __init__(
@@ -206,12 +203,16 @@ class UNet(nn.Module):
 
         self.encoder = nn.ModuleList()
         self.decoder = nn.ModuleList()
+        # per encoder stage, its downsampling factor with respect to the input (MMSegmentation counts a stage as
+        # downsampling when its stride is 2 or its max-pool flag is set: `_check_input_divisible`)
+        enc_reductions = [1]
         for i in range(num_stages):
             enc_block: list[nn.Module] = []
             if i != 0:
                 if strides[i] == 1 and downsamples[i - 1]:
                     enc_block.append(nn.MaxPool2d(kernel_size=2))
                 upsampled = strides[i] != 1 or downsamples[i - 1]
+                enc_reductions.append(enc_reductions[-1] * (2 if upsampled else 1))
                 self.decoder.append(
                     UpConvBlock(
                         in_channels=base_channels * 2**i,
@@ -237,13 +238,6 @@ class UNet(nn.Module):
             )
             self.encoder.append(nn.Sequential(*enc_block))
             in_channels = base_channels * 2**i
-
-        # Per encoder stage, its downsampling factor with respect to the input (MMSegmentation counts a stage
-        # as downsampling when its stride is 2 or its max-pool flag is set: `_check_input_divisible`).
-        enc_reductions = [1]
-        for i in range(1, num_stages):
-            factor = 2 if strides[i] == 2 or downsamples[i - 1] else 1
-            enc_reductions.append(enc_reductions[-1] * factor)
         self.divisor = enc_reductions[-1]
         # Outputs: the bottleneck, then the decoder stages from coarse to fine (as TimmBackbone's attributes).
         self.out_channels: list[int] = [base_channels * 2**i for i in reversed(range(num_stages))]

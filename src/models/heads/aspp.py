@@ -17,18 +17,6 @@ from src.models.layers import conv_module
 from src.models.utils import like_memory_format, resize
 
 
-class ASPPModule(nn.ModuleList):
-    """One conv-norm-ReLU per dilation: 1x1 for dilation 1, else a 3x3 with that dilation ('same' padding)."""
-
-    def __init__(self, dilations: Sequence[int], in_channels: int, channels: int, norm: str = "bn") -> None:
-        super().__init__(
-            conv_module(in_channels, channels, 1 if d == 1 else 3, dilation=d, norm=norm) for d in dilations
-        )
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [branch(x) for branch in self]
-
-
 class ASPPHead(BaseDecodeHead):
     """Args:
     dilations: one ASPP branch per dilation.
@@ -46,7 +34,11 @@ class ASPPHead(BaseDecodeHead):
         self.image_pool = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), conv_module(self.in_channels, self.channels, 1, norm=self.norm)
         )
-        self.aspp_modules = ASPPModule(self.dilations, self.in_channels, self.channels, self.norm)
+        # one conv-norm-ReLU per dilation: 1x1 for dilation 1, else a 3x3 with that dilation
+        self.aspp_modules = nn.ModuleList(
+            conv_module(self.in_channels, self.channels, 1 if d == 1 else 3, dilation=d, norm=self.norm)
+            for d in self.dilations
+        )
         self.bottleneck = conv_module(
             (len(self.dilations) + 1) * self.channels, self.channels, 3, norm=self.norm
         )
@@ -54,10 +46,9 @@ class ASPPHead(BaseDecodeHead):
     def _aspp(self, x: torch.Tensor) -> torch.Tensor:
         """Image pool + ASPP branches, concatenated and fused by the bottleneck (shared with DeepLabV3+)."""
         pooled = resize(self.image_pool(x), x.shape[2:], align_corners=self.align_corners)
-        pooled = like_memory_format(
-            pooled, x
-        )  # else the concatenation below is contiguous in a channels_last model
-        return self.bottleneck(torch.cat([pooled, *self.aspp_modules(x)], dim=1))
+        # in the layout of x: else the concatenation is contiguous in a channels_last model
+        pooled = like_memory_format(pooled, x)
+        return self.bottleneck(torch.cat([pooled, *[branch(x) for branch in self.aspp_modules]], dim=1))
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.cls_seg(self._aspp(self._transform_inputs(inputs)))

@@ -1,9 +1,7 @@
-"""The base of every decode head, as MMSegmentation's `BaseDecodeHead`.
+"""The base of every decode head, as MMSegmentation's `BaseDecodeHead`: features -> logits at feature resolution.
 
-A head maps backbone (or neck) features to class logits at feature resolution. The base holds what all heads
-share: input selection, dropout + the 1x1 classifier (`cls_seg`), and the template methods `loss_by_feat`
-(logits resized to the label, optional pixel sampling, each weighted loss term) and `predict_by_feat` (logits
-resized to the input).
+It holds what all heads share: input selection, dropout + the 1x1 classifier (`cls_seg`), and the template
+methods `loss_by_feat` and `predict_by_feat`.
 """
 
 from __future__ import annotations
@@ -31,14 +29,8 @@ class BaseDecodeHead(nn.Module):
     norm: "bn", "syncbn" or "gn".
     align_corners: for every bilinear resize of this head.
     losses: the weighted, named loss terms (default: cross-entropy, weight 1).
-    sampler: optional pixel sampler (an object with `.sample(logits, masks) -> [N, H, W] weights`), e.g. OHEM;
-        its weights are passed to every loss term as `weight=` (see `src.models.samplers`). In a config, under
-        `decode_head:`:
-
-            sampler: {_target_: src.models.samplers.OHEMPixelSampler, thresh: 0.7, min_kept: 100000}
-            losses:
-              - {_target_: src.models.losses.CrossEntropyLoss, loss_weight: 1.0}
-              - {_target_: src.models.losses.DiceLoss, loss_weight: 3.0}
+    sampler: optional pixel sampler (`.sample(logits, masks) -> [N, H, W] weights`, e.g. `src.models.samplers`'s
+        OHEM); its weights are passed to every loss term as `weight=`.
     out_channels: logit channels, `num_classes` by default; 1 (with `num_classes` 2) is MMSegmentation's
         spelling of binary segmentation with a sigmoid. With one channel every loss needs `use_sigmoid: true`.
     threshold: foreground when `sigmoid(logit) > threshold`, one-channel heads only (default 0.3, as
@@ -100,7 +92,7 @@ class BaseDecodeHead(nn.Module):
                 )
         if ignore_index is not None:
             for part in [*self.losses, sampler]:
-                if part is not None and hasattr(part, "ignore_index"):
+                if hasattr(part, "ignore_index"):
                     part.ignore_index = int(ignore_index)
         names = [loss.loss_name for loss in self.losses]
         if len(set(names)) != len(names):
@@ -129,11 +121,8 @@ class BaseDecodeHead(nn.Module):
         input_transform: str | None = None,
         **_: object,
     ) -> dict[str, int | list[int]]:
-        """The channel arguments this head needs, read off the channels of the features it is given.
-
-        Lets a config name only what it selects (`in_index`), so that any backbone sits under the head; heads
-        with more inputs (DeepLabV3+'s low-level skip) extend it.
-        """
+        """The channel arguments this head needs, read off the channels of the features it is given, so that a
+        config names only what it selects (`in_index`); heads with more inputs (DeepLabV3+'s skip) extend it."""
         in_index = cls.default_in_index if in_index is None else in_index
         if isinstance(in_index, Sequence):
             return {"in_channels": [int(feature_channels[i]) for i in in_index]}
@@ -156,21 +145,16 @@ class BaseDecodeHead(nn.Module):
         raise NotImplementedError
 
     def loss_by_feat(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each loss term on logits resized to the label size (MMSegmentation resizes logits, not labels).
+        """Each loss term on logits resized to the label size (MMSegmentation resizes logits, not labels), with the
+        sampler's per-pixel weights as `weight=` when there is one.
 
-        With a sampler, its per-pixel weights (computed without gradients) go to every term as `weight=`, as
-        MMSegmentation's `BaseDecodeHead.loss_by_feat`; without one the terms are called as `loss(logits, masks)`.
-
-        The logits are cast to float32 first: under mixed precision (autocast) the head computes in bf16/fp16,
-        but the upsampling to full resolution, the sampler and every loss term work in float32. They are also made
-        contiguous (NCHW; a small map): in a channels_last model the full-resolution logits would otherwise be
-        channels_last, which softmax over the class dim and the upsampling's backward copy back to NCHW.
+        The logits are cast to float32 first (under autocast the upsampling, the sampler and the losses still
+        work in float32) and made contiguous (NCHW; a small map): channels_last full-resolution logits would be
+        copied back to NCHW by the softmax over classes and the upsampling's backward.
         """
         logits = resize(logits.float().contiguous(), masks.shape[-2:], align_corners=self.align_corners)
-        if self.sampler is None:
-            return {loss.loss_name: loss(logits, masks) for loss in self.losses}
-        seg_weight = self.sampler.sample(logits, masks)
-        return {loss.loss_name: loss(logits, masks, weight=seg_weight) for loss in self.losses}
+        extra = {} if self.sampler is None else {"weight": self.sampler.sample(logits, masks)}
+        return {loss.loss_name: loss(logits, masks, **extra) for loss in self.losses}
 
     def predict_by_feat(self, logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Logits resized to `size`, in float32 (also under autocast: argmax and softmax of bf16 logits tie).

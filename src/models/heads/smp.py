@@ -1,15 +1,10 @@
 """segmentation_models_pytorch architectures as one decode head, so that they train through the same segmentor.
 
-An smp model (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3, DeepLabV3Plus, UPerNet, Segformer, ...) owns its
-encoder, so it cannot be split into our backbone + head without reaching into its internals. Instead the whole
-smp model is the decode head and the backbone is `ImageAsFeatures` (`src.models.backbones.image`), a
-pass-through that hands the normalised image on as the one "feature map":
+An smp model owns its encoder, so the whole model is the decode head and the backbone is `ImageAsFeatures`, which
+hands the normalised image on as the one "feature map"; losses, inference modes and checkpoints are as for any
+head. Parameter names are `decode_head.model.<smp names>`:
 
     EncoderDecoder(backbone=ImageAsFeatures(), decode_head=SMPHead(arch="Unet", encoder_name="tu-resnet18"))
-
-Everything around the model is unchanged: the data preprocessor, the list of named losses (`loss_by_feat`),
-whole / slide inference, auxiliary heads (over the image, rarely useful), checkpoints and the inference API.
-Parameter names are `decode_head.model.<smp names>` (the encoder under `decode_head.model.encoder`).
 """
 
 from __future__ import annotations
@@ -39,16 +34,10 @@ class SMPHead(BaseDecodeHead):
         pretrained_path: a local state dict (`weights_only=True`) for the encoder, either with the smp encoder's
             keys (`model.conv1.weight` for `tu-` encoders) or a timm classification checkpoint
             (`conv1.weight`, the classifier is ignored). Optionally wrapped in `{"state_dict": ...}`.
-        in_channels: image channels.
-        in_index: which input the head reads (the image from `ImageAsFeatures`: 0).
-        align_corners: for the (no-op) resize of logits to the label / input size.
-        losses: the weighted, named loss terms, as for every head; `ignore_index` given once for them, as every head.
-        **smp_kwargs: passed on to the smp architecture (`encoder_depth`, `decoder_channels`,
-            `encoder_output_stride`, ...).
+        **smp_kwargs: passed on to the smp architecture (`encoder_depth`, `decoder_channels`, ...).
 
-    `BaseDecodeHead` builds a dropout and a 1x1 classifier (`conv_seg`); the smp model has its own segmentation
-    head, so both are `nn.Identity` here (dropout_ratio=0, `conv_seg` replaced): no parameter goes unused (DDP
-    would fail on one) and the parameter count is exactly the bare smp model's.
+    The smp model has its own segmentation head, so the base's dropout and `conv_seg` are `nn.Identity` here:
+    no parameter goes unused (DDP would fail on one) and the parameter count is exactly the bare smp model's.
 
     Inputs whose size is not a multiple of the encoder's output stride (smp refuses them) are zero-padded at the
     bottom and right (zero = the mean colour after normalisation) and the logits cropped back, so whole-image
@@ -79,7 +68,6 @@ class SMPHead(BaseDecodeHead):
             losses=losses,
             ignore_index=ignore_index,
         )
-        # The smp model ends in its own segmentation head: the base's classifier would be an unused parameter.
         self.conv_seg = nn.Identity()
         for key in ("aux_params", "activation", "classes", "in_channels"):
             if smp_kwargs.get(key) is not None:

@@ -66,11 +66,6 @@ class MultiLevelNeck(nn.Module):
         self.lateral_convs = nn.ModuleList(_conv(c, out_channels, 1, norm, act) for c in in_channels)
         self.convs = nn.ModuleList(_conv(out_channels, out_channels, 3, norm, act) for _ in scales)
 
-    def out_reductions(self, in_reductions: Sequence[float]) -> list[float]:
-        """The strides of the outputs, given the strides of the inputs (e.g. [16] * 4 -> [4, 8, 16, 32])."""
-        in_reductions = list(in_reductions) * (len(self.scales) if len(in_reductions) == 1 else 1)
-        return [r / s for r, s in zip(in_reductions, self.scales, strict=True)]
-
     def forward(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(inputs) != len(self.in_channels):
             raise ValueError(
