@@ -12,8 +12,8 @@ the traced ones for torchscript. The file's metadata holds the checkpoint's conf
 src/serve/export.py). The parity check runs PyTorch and the exported model on a real image (the first test image of
 the checkpoint's dataset, or `image=`) at a size other than the traced one (TorchScript: the traced one), prints
 the largest logit difference and the share of pixels with the same class, writes them to `parity.json` in the
-run directory and exits with 1 when they are beyond `atol` / `min_equal`. `scripts/export_onnx.py` is this
-script with format=onnx.
+run directory and exits with 1 when they are beyond `atol` / `min_equal`. The file's BatchNorms are folded into
+their convolutions (`fold_bn=false`: as trained). `scripts/export_onnx.py` is this script with format=onnx.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from src.loading.exported import load_exported
 from src.serve.export import FORMATS, export_model, parity_check
 from src.serve.segmenter import resolve_device
 from src.utils import resolvers  # noqa: F401
+from src.utils.config_check import EXPORT_RULES, check_config
 from src.utils.errors import report_errors
 from src.utils.task import extras
 
@@ -57,6 +58,7 @@ def parity_image(cfg: DictConfig, config: DictConfig) -> tuple[torch.Tensor, str
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
+    check_config(cfg, EXPORT_RULES)
     fmt = str(cfg.get("format", "onnx"))
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt}: expected one of {', '.join(FORMATS)}")
@@ -71,11 +73,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     config = OmegaConf.create(meta["config"])
     shape = cfg.get("sample_shape") or config.dataset.get("crop_size") or [512, 512]
     start = time.perf_counter()
-    export_model(segmentor, output, fmt, meta, sample_shape=list(shape), opset=cfg.get("opset"))
+    payload = export_model(
+        segmentor, output, fmt, meta, sample_shape=list(shape), opset=cfg.get("opset"), fold_bn=cfg.fold_bn
+    )
     size_mb = output.stat().st_size / 2**20
+    folded = payload["onnx" if fmt == "onnx" else "export"]["batchnorm_folded"]
     print(
-        f"exported {output} ({fmt}, {size_mb:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
-        f"traced at {list(shape)}" + (" (the only size it takes)" if fmt == "torchscript" else "")
+        f"exported {output} ({fmt}, {size_mb:.1f} MiB, {folded} BatchNorms folded) in "
+        f"{time.perf_counter() - start:.1f} s; traced at {list(shape)}"
+        + (" (the only size it takes)" if fmt == "torchscript" else "")
     )
     report: dict[str, Any] = {
         "ckpt_path": str(ckpt),

@@ -110,6 +110,17 @@ def test_eval_and_infer_switches_must_be_true_or_false(name, tmp_path):
     assert problems(compose_cfg(name, ["ckpt_path=x.ckpt", "fold_bn=false"], tmp_path), rules) == []
 
 
+def test_export_switches_must_be_true_or_false(tmp_path):
+    from src.utils.config_check import EXPORT_RULES, problems
+
+    cfg = compose_cfg("export", ["ckpt_path=x.ckpt", "fold_bn=maybe", "parity=1"], tmp_path)
+    assert problems(cfg, EXPORT_RULES) == [
+        "fold_bn='maybe': expected true or false",
+        "parity=1: expected true or false",
+    ]
+    assert problems(compose_cfg("export", ["ckpt_path=x.ckpt"], tmp_path), EXPORT_RULES) == []
+
+
 def test_runtime_shortcuts_reach_the_trainer_and_callbacks(tmp_path):
     cfg = compose_cfg(
         "train",

@@ -27,6 +27,7 @@ from torch import nn
 from src.loading.build import CHECKPOINT_META_KEY  # one key for a checkpoint and an export
 from src.loading.exported import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, ExportedSegmentor
 from src.loading.sources import EXPORT_SUFFIXES
+from src.models.bn_folding import fold_batchnorm
 from src.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -120,13 +121,19 @@ def export_model(
     meta: dict[str, Any] | None = None,
     sample_shape: Sequence[int] = (64, 64),
     opset: int | None = None,
+    fold_bn: bool = True,
 ) -> dict[str, Any]:
     """Export `InferenceNet(segmentor)` in `fmt` (`FORMATS`) to `path`, traced on random images of `sample_shape`
     `[H, W]`; returns the metadata stored in the file: `meta` (the checkpoint's config, classes, palette) and
-    `export_info` (under `onnx` in an ONNX file, `export` in the others)."""
+    `export_info` (under `onnx` in an ONNX file, `export` in the others). `fold_bn`: the network's BatchNorms
+    folded into their convolutions (`src.models.bn_folding`; `segmentor` itself is left as it is), as `src.eval`
+    predicts: PyTorch runs a `.pt2` or TorchScript file as written (ONNX Runtime would fold them itself)."""
     if fmt not in FORMATS:
         raise ValueError(f"format='{fmt}': expected one of {sorted(FORMATS)}")
     path = Path(path)
+    folded = 0
+    if fold_bn:
+        segmentor, folded = fold_batchnorm(segmentor.eval())
     net = InferenceNet(segmentor.eval()).eval()
     fixed = fmt == "torchscript"
     h, w = (int(s) for s in sample_shape) if fixed else dynamic_sample_shape(segmentor, sample_shape)
@@ -154,7 +161,7 @@ def export_model(
                 dynamo=True,
                 verbose=False,
             )
-    info = export_info(segmentor, fmt, (h, w))
+    info = export_info(segmentor, fmt, (h, w)) | {"batchnorm_folded": folded}
     payload = dict(meta or {})
     if fmt == "onnx":
         _check_dynamic(program.model_proto, path)

@@ -82,6 +82,7 @@ EVAL_RULES = (
     _flag("fold_bn"),
 )
 INFER_RULES = (_int("batch_size"), _fraction("opacity"), _flag("compile"), _flag("fold_bn"))
+EXPORT_RULES = (_flag("fold_bn"), _flag("parity"))
 
 
 def _type_ok(value: Any, kind: str) -> bool:

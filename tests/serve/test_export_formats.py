@@ -51,6 +51,22 @@ def test_tiny_head_exports_to_pt2_with_dynamic_size_and_matches_pytorch(head, tm
     assert_runner_matches(model, runner, SIZES)  # the traced size, and others (not multiples of 16 either)
 
 
+def test_export_folds_batchnorm_into_the_file_and_keeps_the_model(tmp_path):
+    model = tiny_segmentor("psp")
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+    def batch_norms(path: Path) -> int:
+        graph = torch.export.load(path).graph_module.graph
+        return sum("batch_norm" in str(node.target) for node in graph.nodes)
+
+    meta = export_torch_program(model, tmp_path / "folded.pt2", sample_shape=(32, 32))
+    assert meta["export"]["batchnorm_folded"] == bns and batch_norms(tmp_path / "folded.pt2") == 0
+    assert_runner_matches(model, TorchExportedSegmentor(tmp_path / "folded.pt2"), SIZES)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == bns  # the model as it was
+    meta = export_torch_program(model, tmp_path / "plain.pt2", sample_shape=(32, 32), fold_bn=False)
+    assert meta["export"]["batchnorm_folded"] == 0 and batch_norms(tmp_path / "plain.pt2") == bns
+
+
 @pytest.mark.parametrize("head", ["fcn", "psp"])
 def test_torchscript_traces_at_one_size_and_refuses_others(head, tmp_path):
     model = tiny_segmentor(head)
