@@ -9,7 +9,7 @@ of `../shared/mmseg/configs/`). Per family, at the dataset's crop and the config
   fp32) and compiled as `runtime.compile=true` compiles it (`compile_segmentor`, fp32);
 - whole inference of the ONNX export under ONNX Runtime;
 - MMSegmentation's own model, optimiser and loops in its own Python (`scripts/tools/mmseg_models.py`), timed between
-  ours: repeat r times ours, then MMSegmentation's, so that both see the same machine;
+  ours: each repeat times every side once, starting one side later than the last, so that all see the same machine;
 - GFLOP per step (`torch.utils.flop_counter`) and GFLOP/s against a large fp32 matmul measured at the start.
 
 `--device cuda` runs our sides on the GPU (ONNX Runtime and MMSegmentation stay CPU-only: not timed there).
@@ -268,7 +268,8 @@ def measure_family(
             )
         try:
             for r in range(args.repeats):
-                for side in sides:
+                # each repeat starts one side later, so every side takes every place (an A/B of any two columns)
+                for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
                     if side.train is not None:
                         side.train_s.append(side.train(int(r == 0)))
                     side.infer_s.append(side.infer(int(r == 0)))
