@@ -7,11 +7,10 @@ python scripts/benchmark.py [model=pspnet_r50-d8] [dataset.batch_size=2] [datase
     [--slide-crop H W] [--slide-stride H W] [--out FILE.json]
 python scripts/benchmark.py --families [NAME ...] [--mmseg PYTHON] [--variants auto compile onnx unfolded]
 
-`key=value` arguments are Hydra overrides of conf/train.yaml, as for training: the model, the schedule
-(optimiser, LR schedule), the runtime (precision, channels_last, the Trainer's clipping and logging interval) and
-the batch size and crop (`dataset.batch_size`, `dataset.crop_size`; `dataset=cityscapes` for 19 classes). The
-batches are synthetic and in memory, so data loading is not measured. `--flags` are this script's (see
-`src/tools/benchmark.py` for what each part measures):
+`key=value` arguments are Hydra overrides of conf/train.yaml, as for training (model, schedule, runtime,
+`dataset.batch_size`, `dataset.crop_size`; `dataset=cityscapes` for 19 classes; `auto` precision and
+channels_last resolve as in training). The batches are synthetic and in memory: data loading is not measured.
+`--only` picks the parts (docs/measurements.md says what each measures):
 
 - overhead: the training step under our LightningModule + Trainer and under a bare PyTorch loop, alternated
   `--repeats` times: s/step, images/s, GFLOP/s, peak memory, and the Lightning / bare ratio (median, range, IQR);
@@ -19,15 +18,11 @@ batches are synthetic and in memory, so data loading is not measured. `--flags` 
 - sync: host-device synchronisation points per training step (logging steps apart);
 - infer: `predict` in whole and slide mode on an `--infer-size` image.
 
-`runtime.precision` / `runtime.channels_last` `auto` resolve as in training (src/utils/precision.py).
-
-`--families` times every model family instead (src/tools/families.py): PSPNet-R50-D8, DeepLabV3+-R50-D8, UPerNet-R50,
-UPerNet-Swin-T, UPerNet-ConvNeXt-T, SegFormer-B0, ViT-B/16 UPerNet at their datasets' crops (training step and whole
-inference) and UNet-S5-D16 slide inference on a DRIVE-sized image; in fp32, `auto`, compiled and ONNX Runtime, and
-with `--mmseg PYTHON` (an interpreter with MMSegmentation 1.x; `$MMSEG_PYTHON`) MMSegmentation's own model
-alternated with ours; `--mmseg-configs` is the folder of its resolved configs (default ../shared/mmseg/configs).
-Defaults there: `--steps 1 --repeats 2 --infer-steps 2` (a step of these models takes 5-60 s on a 2-core CPU).
-`--families --profile` prints instead where each family's fp32 training step spends its time, by operator kind.
+`--families` times the model families of docs/benchmarks.md instead (src/tools/families.py), and with
+`--mmseg PYTHON` (an interpreter with MMSegmentation 1.x; `$MMSEG_PYTHON`) MMSegmentation's own model
+alternated with ours; `--mmseg-configs` is the folder of its resolved configs. Defaults there: `--steps 1
+--repeats 2 --infer-steps 2`. `--families --profile` prints instead where each family's fp32 training step
+spends its time, by operator kind.
 
 It prints a table and writes everything as JSON (`--out`, default logs/benchmark/<model>_<settings>.json).
 Timings are medians; on a shared machine compare ratios measured in one run rather than absolute figures.
@@ -39,6 +34,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +72,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--compile", action="store_true", help="compile the segmentor as runtime.compile=true does"
     )
     parser.add_argument("--infer-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
-    parser.add_argument("--infer-batch", type=int, default=1)
     parser.add_argument("--infer-steps", type=int, default=None, help="timed calls per inference mode (5)")
     parser.add_argument("--infer-modes", nargs="+", choices=("whole", "slide"), default=["whole", "slide"])
     parser.add_argument("--slide-crop", type=int, nargs=2, default=None, metavar=("H", "W"))
@@ -84,7 +79,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--sync-steps", type=int, default=None, help="steps of the sync check (default: 2 log intervals)"
     )
-    parser.add_argument("--no-logger", action="store_true", help="Lightning runs without the CSV logger")
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: logs/benchmark/<name>.json)"
     )
@@ -134,11 +128,13 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, overrides = parse_args(argv)
+    command = "python scripts/benchmark.py " + " ".join(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.families is not None:
-        return family_table(args, overrides, argv)
+        return family_table(args, overrides, command)
     device = bench.resolve_device(args.device)
     cfg = compose_config(overrides, ROOT / "logs" / "benchmark" / "run")
     choice = apply_precision(cfg)
@@ -151,11 +147,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         repeats=args.repeats,
         compile=args.compile,
         infer_size=tuple(args.infer_size),
-        infer_batch=args.infer_batch,
         infer_steps=args.infer_steps,
         slide_crop=tuple(args.slide_crop) if args.slide_crop else None,
         slide_stride=tuple(args.slide_stride) if args.slide_stride else None,
-        logger=not args.no_logger,
         trainer_kwargs=trainer_kwargs(cfg),
     )
     num_classes = settings.num_classes
@@ -167,8 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_path = args.out or ROOT / "logs" / "benchmark" / f"{tag}.json"
     report: dict[str, Any] = {
         "model": name,
-        "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "settings": dict(bench.iter_settings_dict(settings)),
+        "command": command,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "trainer_kwargs"},
         "trainer": settings.trainer_kwargs,
         "environment": bench.environment(device),
         "precision_choice": choice.as_record(),
@@ -196,10 +190,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "infer" in args.only:
         report["infer"] = []
         for mode in args.infer_modes:
-            print(f"inference: {mode}, {settings.infer_batch} x {list(settings.infer_size)}")
+            print(f"inference: {mode}, 1 x {list(settings.infer_size)}")
             report["infer"].append(bench.measure_inference(module.segmentor, settings, device, mode))
-    if hasattr(os, "getloadavg"):
-        report["environment"]["load_average_end"] = list(os.getloadavg())
+    report["environment"]["load_average_end"] = bench.load_average()
     print_table(report, settings)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2))
@@ -207,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def family_table(args: argparse.Namespace, overrides: list[str], argv: list[str] | None) -> dict[str, Any]:
+def family_table(args: argparse.Namespace, overrides: list[str], command: str) -> dict[str, Any]:
     """`--families`: every family's sides alternated, printed as docs/benchmarks.md's tables and written as JSON."""
     from src.tools import families
 
@@ -226,8 +219,7 @@ def family_table(args: argparse.Namespace, overrides: list[str], argv: list[str]
         raise SystemExit(
             "--mmseg: MMSegmentation's side runs on the CPU only; leave --mmseg out with --device cuda"
         )
-    args.threads = args.threads or torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    args.threads = args.threads or torch.get_num_threads()  # main set it when given
     peak = families.matmul_peak(args.device)
     env = bench.environment(args.device)
     print(
@@ -237,7 +229,7 @@ def family_table(args: argparse.Namespace, overrides: list[str], argv: list[str]
     out = args.out or ROOT / "logs" / "benchmark" / "families.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "environment": env,
         "matmul_peak_gflops": peak,
         "families": [],
@@ -246,36 +238,27 @@ def family_table(args: argparse.Namespace, overrides: list[str], argv: list[str]
     def compose(family_overrides: list[str]) -> DictConfig:
         return compose_config([*family_overrides, *overrides], out_dir)
 
-    if args.profile:
-        return profile_families(chosen, compose, args, out.with_name(out.stem + "_profile.json"))
+    if args.profile:  # the share of each operator kind in one fp32 training step, family by family
+        rows = []
+        for family in (f for f in chosen if not f.slide):
+            rows.append(families.kernel_shares(family, compose, args))
+            shares = ", ".join(f"{k} {100 * v:.0f} %" for k, v in rows[-1]["shares"].items())
+            print(f"  {family.name}: {shares}", flush=True)
+        out = out.with_name(out.stem + "_profile.json")
+        atomic_write_text(out, json.dumps(rows, indent=2))
+        print(f"written: {out}")
+        return {"profile": rows}
     # the JSON is rewritten after each family: a long run that stops keeps what it measured
     for family in chosen:
         report["families"].append(families.measure_family(family, compose, args, peak))
         atomic_write_text(out, json.dumps(report, indent=2))
-    if hasattr(os, "getloadavg"):
-        env["load_average_end"] = list(os.getloadavg())
+    env["load_average_end"] = bench.load_average()
     report["markdown"] = families.markdown(report["families"])
     print(f"\n{env['cpu']}, {args.threads} threads, torch {env['torch']}, peak {peak:.0f} GFLOP/s\n")
     print(report["markdown"])
     atomic_write_text(out, json.dumps(report, indent=2))
     print(f"written: {out}")
     return report
-
-
-def profile_families(chosen: list[Any], compose: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """`--families --profile`: the share of each operator kind in one fp32 training step, family by family."""
-    from src.tools import families
-
-    rows = []
-    for family in chosen:
-        if family.slide:
-            continue
-        rows.append(families.kernel_shares(family, compose, args))
-        shares = ", ".join(f"{k} {100 * v:.0f} %" for k, v in rows[-1]["shares"].items())
-        print(f"  {family.name}: {shares}", flush=True)
-    atomic_write_text(out, json.dumps(rows, indent=2))
-    print(f"written: {out}")
-    return {"profile": rows}
 
 
 def print_table(report: dict[str, Any], settings: bench.BenchSettings) -> None:

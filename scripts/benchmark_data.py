@@ -94,30 +94,22 @@ def time_loader(datamodule, workers: int, batches: int, warmup: int) -> dict:
             f"the training split has {len(loader)} batches of {datamodule.batch_size}; need more than --warmup "
             f"{warmup} (use --synthetic N with a larger N, or a smaller --warmup)"
         )
-    seen, times = 0, []
-    it = iter(loader)
+    it = cycle(loader)  # a small split starts another epoch (workers restart; counted, as in training)
     for _ in range(warmup):
         next(it)
-    start = time.perf_counter()
-    tick = start
-    while seen < batches:
-        try:
-            batch = next(it)
-        except StopIteration:  # a small split: start another epoch (workers restart; counted, as in training)
-            it = iter(loader)
-            batch = next(it)
+    times = []
+    start = tick = time.perf_counter()
+    for _ in range(batches):
+        batch = next(it)
         now = time.perf_counter()
         times.append(now - tick)
         tick = now
-        seen += 1
-        n_images = (
-            batch["inputs"].shape[0] if isinstance(batch["inputs"], torch.Tensor) else len(batch["inputs"])
-        )
-    total = time.perf_counter() - start
-    images = seen * n_images
+    total = tick - start
+    n_images = len(batch["inputs"])  # a list of images or a stacked tensor
+    images = batches * n_images
     return {
         "workers": workers,
-        "batches": seen,
+        "batches": batches,
         "batch_size": n_images,
         "seconds": total,
         "images_per_s": images / total,
@@ -159,14 +151,6 @@ def compare_with_mmseg(datamodule, batches: int, rounds: int, warmup: int) -> di
     return result
 
 
-def breakdown(datamodule, samples: int) -> dict:
-    """Per-step thread CPU seconds per sample of our training pipeline."""
-    dataset = datamodule.split_dataset("train")
-    indices = [i % len(dataset) for i in range(samples)]
-    step_times(dataset, indices[:1])  # warm-up (first calls allocate)
-    return {"samples": samples, "ours": step_times(dataset, indices)}
-
-
 def print_comparison(result: dict, console: Console) -> None:
     table = Table(
         title=f"ours vs MMSegmentation (one process, batch {result['batch_size']}, rounds alternated)"
@@ -197,18 +181,14 @@ def print_breakdown(result: dict, console: Console) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    tmp = None
-    if args.synthetic:
-        tmp = tempfile.TemporaryDirectory(prefix="benchmark_data_")
-        overrides = [*overrides, f"paths.data_dir={tmp.name}"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    data_root = Path(str(cfg.dataset.get("data_root") or ""))
-    if tmp is None and cfg.dataset.name == "cityscapes" and not data_root.exists():
-        print(f"'{data_root}' is absent: timing 24 synthetic Cityscapes-sized samples (--synthetic 24)")
-        tmp = tempfile.TemporaryDirectory(prefix="benchmark_data_")
-        args.synthetic = 24
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        data_root = Path(str(cfg.dataset.get("data_root") or ""))
+        if not args.synthetic and cfg.dataset.name == "cityscapes" and not data_root.exists():
+            print(f"'{data_root}' is absent: timing 24 synthetic Cityscapes-sized samples (--synthetic 24)")
+            args.synthetic = 24
+        tmp = tempfile.TemporaryDirectory(prefix="benchmark_data_") if args.synthetic else None
+        if tmp is not None:
             cfg = compose(config_name="train", overrides=[*overrides, f"paths.data_dir={tmp.name}"])
     if args.synthetic:
         if cfg.dataset.name != "cityscapes":
@@ -244,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.mmseg:
         report["mmseg"] = compare_with_mmseg(datamodule, args.batches, args.rounds, args.warmup)
         print_comparison(report["mmseg"], console)
-    if args.breakdown:
-        report["breakdown"] = breakdown(datamodule, args.breakdown)
+    if args.breakdown:  # per-step thread CPU seconds per sample of our training pipeline
+        dataset = datamodule.split_dataset("train")
+        step_times(dataset, [0])  # warm-up (first calls allocate)
+        report["breakdown"] = {
+            "samples": args.breakdown,
+            "ours": step_times(dataset, list(range(args.breakdown))),
+        }
         print_breakdown(report["breakdown"], console)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,10 @@ MMSegmentation is not a dependency of this project. `--mmseg PYTHON` names the i
 has it (mmsegmentation 1.2.2, mmcv-lite, mmengine, mmpretrain for ConvNeXt, and the same torch as this project);
 the benchmark starts this file there once per family and sends it one JSON request per line on stdin:
 
-    {"op": "train", "batch": B, "crop": [H, W], "warmup": W, "steps": N}   -> {"s": [...], "cpu_s": ...}
-    {"op": "infer", "size": [H, W], "mode": "whole"|"slide", "warmup": W, "steps": N} -> {"s": [...]}
+    {"op": "train", "batch": B, "crop": [H, W], "warmup": W, "steps": N}
+    {"op": "infer", "size": [H, W], "mode": "whole"|"slide", "warmup": W, "steps": N}
+
+each answered with {"s": [seconds of each timed call], "cpu_s": their mean process CPU seconds}.
 
 The model is `MODELS.build(cfg.model)` of a resolved config of `../shared/mmseg/configs/` (SyncBN -> BN, no
 pretrained weights), the optimiser `build_optim_wrapper(model, cfg.optim_wrapper)` with its paramwise rules; a
@@ -70,18 +72,23 @@ def _batch(batch: int, crop: list[int], num_classes: int) -> dict[str, Any]:
     return {"inputs": inputs, "data_samples": samples}
 
 
-def train(model: Any, wrapper: Any, req: dict) -> dict[str, Any]:
-    data = _batch(req["batch"], req["crop"], model.decode_head.num_classes)
-    model.data_preprocessor.size = tuple(req["crop"])  # pads to the config's crop otherwise
-    model.train()
+def _time(fn: Any, req: dict) -> dict[str, Any]:
+    """The reply: `req["steps"]` calls of `fn` timed after `req["warmup"]` untimed ones."""
     times, cpu = [], 0.0
     for step in range(req["warmup"] + req["steps"]):
         t0, c0 = time.perf_counter(), time.process_time()
-        model.train_step(data, wrapper)
+        fn()
         if step >= req["warmup"]:
             times.append(time.perf_counter() - t0)
             cpu += time.process_time() - c0
     return {"s": times, "cpu_s": cpu / max(1, req["steps"])}
+
+
+def train(model: Any, wrapper: Any, req: dict) -> dict[str, Any]:
+    data = _batch(req["batch"], req["crop"], model.decode_head.num_classes)
+    model.data_preprocessor.size = tuple(req["crop"])  # pads to the config's crop otherwise
+    model.train()
+    return _time(lambda: model.train_step(data, wrapper), req)
 
 
 def infer(model: Any, req: dict) -> dict[str, Any]:
@@ -95,14 +102,8 @@ def infer(model: Any, req: dict) -> dict[str, Any]:
         model.test_cfg.update(crop_size=tuple(req["crop"]), stride=tuple(req["stride"]))
     images = torch.randn(1, 3, h, w)
     metas = [{"img_shape": (h, w), "ori_shape": (h, w), "pad_shape": (h, w)}]
-    times = []
     with torch.no_grad():
-        for step in range(req["warmup"] + req["steps"]):
-            t0 = time.perf_counter()
-            model.inference(images, metas)
-            if step >= req["warmup"]:
-                times.append(time.perf_counter() - t0)
-    return {"s": times}
+        return _time(lambda: model.inference(images, metas), req)
 
 
 def main() -> None:

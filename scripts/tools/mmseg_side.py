@@ -32,15 +32,10 @@ from pathlib import Path
 
 
 def _set(cfg, dotted: str, value) -> None:
-    node = cfg
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    last = keys[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+    *parents, last = dotted.split(".")
+    for key in parents:
+        cfg = cfg[int(key)] if isinstance(cfg, list) else cfg[key]
+    cfg[int(last) if isinstance(cfg, list) else last] = value
 
 
 def _without_syncbn(cfg):
@@ -130,10 +125,8 @@ def train(spec: dict) -> int:
             scheduler["end"] = iters
     cfg.default_hooks.checkpoint.interval = iters
     cfg.default_hooks.logger.interval = int(spec.get("log_interval", 10))
-    cfg.log_processor = {
-        **cfg.get("log_processor", {}),
-        "window_size": 1,
-    }  # the logged iteration's loss, as ours
+    # the logged iteration's loss, as ours
+    cfg.log_processor = {**cfg.get("log_processor", {}), "window_size": 1}
     cfg.default_hooks.visualization = {"type": "SegVisualizationHook", "draw": False}
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         cfg[loader].num_workers = int(spec.get("num_workers", 1))

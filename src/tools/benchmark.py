@@ -1,25 +1,13 @@
-"""Speed and memory of a model under the training config, on synthetic in-memory batches (`scripts/benchmark.py`,
-README "Benchmarks").
+"""Speed and memory of a model under its training config, on synthetic batches made once in memory (so that
+data loading does not enter the figures): `scripts/benchmark.py`, described in docs/measurements.md.
 
-What is measured, each on batches of the configured batch size and crop that are made once in memory (so that
-data loading does not enter the figures):
+- `measure_overhead`: the training step under a bare PyTorch loop (`bare_train`) and under our LightningModule
+  and `lightning.Trainer` (`lightning_train`), alternated in one process: seconds, CPU seconds, peak memory.
+- `count_train_flops`: the GFLOP of one step (`torch.utils.flop_counter`, comparable across machines).
+- `measure_metric_update`: one `SegMetrics.update`; `detect_train_syncs`: the host-device syncs of a Lightning
+  step with their call sites (`SyncDetector`); `measure_inference`: whole and slide `predict`.
 
-- `train`: a training step (data preprocessor, every loss term, backward, optimiser and LR-scheduler step) driven
-  by Lightning as `src.train` drives it: seconds per step, images/s, the peak memory of the run and the
-  floating-point work of one step (GFLOP, counted by `torch.utils.flop_counter`, so GFLOP/s is comparable across
-  machines).
-- `overhead`: the same `nn.Module`, batches, optimiser and LR schedule driven by a bare PyTorch loop
-  (`bare_train`) and by `SegmentationModule` + `lightning.Trainer` (`lightning_train`), alternated `repeats` times
-  in one process; the ratio Lightning / bare of each pair, its median and range.
-- `metric`: `SegMetrics.update` on one batch of predictions, against the training step.
-- `sync`: the host-device synchronisation points of the training step under Lightning, per step, with their call
-  sites (`SyncDetector`: found at the Python level, so it also works on a CPU; on CUDA the driver's own check,
-  `torch.cuda.set_sync_debug_mode`, is counted as well).
-- `infer`: `EncoderDecoder.predict` in whole and slide mode on an image of `infer_size`: seconds and images/s.
-
-Timing: every timed window starts and ends with a device synchronisation (a no-op on a CPU); the first `warmup`
-steps of each run are left out. Precision (`runtime.precision`) and channels_last (`runtime.channels_last`) are
-the training config's; `compile` compiles the segmentor as `runtime.compile=true` does (`compile_segmentor`).
+Every timed window starts and ends with a device synchronisation (a no-op on a CPU), after `warmup` steps.
 """
 
 from __future__ import annotations
@@ -34,8 +22,9 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -51,6 +40,7 @@ from src.serve.segmenter import resolve_device  # noqa: F401  (the library's, al
 MIB = 1024**2
 # the precisions the bare loop reproduces (Lightning's plugins for the others differ in more than autocast)
 BARE_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
+_AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 @dataclass
@@ -63,9 +53,8 @@ class BenchSettings:
     precision: Lightning's precision string (`runtime.precision`).
     channels_last: model and inputs in channels_last (`runtime.channels_last`).
     compile: the segmentor compiled as `runtime.compile=true` compiles it.
-    infer_size, infer_batch, infer_steps: image size, batch and timed calls of the inference benchmark.
+    infer_size, infer_steps: image size and timed calls of the inference benchmark (one image per call).
     slide_crop, slide_stride: of slide inference (default: the training crop, 2/3 of it).
-    logger: Lightning runs log to a CSV logger at the config's `log_every_n_steps` (as training does).
     """
 
     batch_size: int = 4
@@ -78,11 +67,9 @@ class BenchSettings:
     channels_last: bool = False
     compile: bool = False
     infer_size: tuple[int, int] = (512, 1024)
-    infer_batch: int = 1
     infer_steps: int = 5
     slide_crop: tuple[int, int] | None = None
     slide_stride: tuple[int, int] | None = None
-    logger: bool = True
     seed: int = 0
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -109,10 +96,8 @@ def precision_context(precision: str, device: torch.device) -> contextlib.Abstra
     """The autocast that Lightning's precision plugin puts around `training_step` (none for 32-bit)."""
     if precision in ("32-true", "32"):
         return contextlib.nullcontext()
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "16-mixed":
-        return torch.autocast(device.type, dtype=torch.float16)
+    if precision in _AUTOCAST:
+        return torch.autocast(device.type, dtype=_AUTOCAST[precision])
     raise ValueError(f"runtime.precision={precision}: the benchmark's bare loop supports {BARE_PRECISIONS}")
 
 
@@ -148,8 +133,6 @@ def build_module_for(cfg: Any, device: torch.device | None = None) -> Any:
     """The config's `SegmentationModule`, seeded (0), with a stand-in for the datamodule it normally reads its
     classes, palette and ignore index from (the benchmark has no data); in channels_last where the config says so,
     on `device` if given."""
-    from types import SimpleNamespace
-
     from src.train import build_module  # imported here: it pulls in Lightning, which --help does not need
 
     n = int(cfg.model.decode_head.num_classes)
@@ -227,8 +210,8 @@ def bare_train(module: Any, loader: DataLoader, settings: BenchSettings, device:
     configured = module.configure_optimizers()
     optimizer = configured["optimizer"]
     scheduler = configured.get("lr_scheduler", {}).get("scheduler")
-    scaler = torch.amp.GradScaler(device.type) if settings.precision == "16-mixed" else None
-    clip = module.clip_grad is not None
+    # disabled outside 16-mixed: then scale, unscale_ and update do nothing and step is optimizer.step()
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16-mixed")
     timer = WindowTimer(settings.warmup, settings.steps, device)
     for step, batch in enumerate(loader):
         if step == timer.total_steps:
@@ -237,29 +220,17 @@ def bare_train(module: Any, loader: DataLoader, settings: BenchSettings, device:
         timer.mark(step)
         with precision_context(settings.precision, device):
             loss, _, _ = module.compute_losses(batch)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip:
-                scaler.unscale_(optimizer)
-                module.configure_gradient_clipping(optimizer)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip:
-                module.configure_gradient_clipping(optimizer)
-            optimizer.step()
+        scaler.scale(loss).backward()
+        if module.clip_grad is not None:
+            scaler.unscale_(optimizer)
+            module.configure_gradient_clipping(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad()
         if scheduler is not None:
             scheduler.step()
     timer.seconds_per_step  # noqa: B018  (raises if the window did not complete)
     return timer
-
-
-def _lightning_callback_base() -> type:
-    from lightning import Callback
-
-    return Callback
 
 
 def lightning_train(
@@ -269,17 +240,16 @@ def lightning_train(
     device: torch.device,
     callbacks: Sequence[Any] = (),
     steps: int | None = None,
-) -> tuple[WindowTimer | None, Any]:
+) -> WindowTimer | None:
     """Training steps under `lightning.Trainer.fit` (the config's Trainer arguments, a CSV logger at its logging
     interval; no checkpoints, progress bar or validation), timed between the starts of steps as the bare loop
-    is. Returns (the timed window, None when `steps` leaves none; the trainer)."""
+    is. Returns the timed window, None when `steps` leaves none."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
     timer = WindowTimer(settings.warmup, settings.steps, device)
-    base = _lightning_callback_base()
 
-    class _Timer(base):  # type: ignore[misc, valid-type]
+    class _Timer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
             timer.mark(batch_idx)
 
@@ -300,7 +270,7 @@ def lightning_train(
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            logger=CSVLogger(tmp, name="bench") if settings.logger else False,
+            logger=CSVLogger(tmp, name="bench"),
             callbacks=[_Timer(), *callbacks],
             default_root_dir=tmp,
         )
@@ -311,36 +281,18 @@ def lightning_train(
             )
             trainer.fit(module, train_dataloaders=loader)
     if total < timer.total_steps:
-        return None, trainer
+        return None
     timer.seconds_per_step  # noqa: B018  (raises if the window did not complete)
-    return timer, trainer
+    return timer
 
 
 # --------------------------------------------------------------------------------------- host-device syncs
 # Tensor methods and torch functions that make the host wait for the device on CUDA: a value read back to Python,
 # or an output whose size depends on the data.
-_SYNC_FUNCS = {
-    "__bool__",
-    "__float__",
-    "__int__",
-    "__index__",
-    "__format__",
-    "item",
-    "tolist",
-    "numpy",
-    "nonzero",
-    "argwhere",
-    "nonzero_static",
-    "unique",
-    "unique_consecutive",
-    "bincount",
-    "masked_select",
-    "repeat_interleave",
-    "equal",
-    "allclose",
-    "is_nonzero",
-}
-_TO_HOST_FUNCS = {"cpu", "to"}
+_SYNC_FUNCS = set(
+    "__bool__ __float__ __int__ __index__ __format__ item tolist numpy nonzero argwhere nonzero_static "
+    "unique unique_consecutive bincount masked_select repeat_interleave equal allclose is_nonzero".split()
+)
 
 
 def _is_bool_index(index: Any) -> bool:
@@ -366,7 +318,7 @@ class SyncDetector(TorchFunctionMode):
         hit = name in _SYNC_FUNCS
         if name in ("__getitem__", "__setitem__", "index_put_", "index_put") and len(args) > 1:
             hit = _is_bool_index(args[1])
-        elif name in _TO_HOST_FUNCS and args and isinstance(args[0], torch.Tensor):
+        elif name in ("cpu", "to") and args and isinstance(args[0], torch.Tensor):
             hit = self._to_host(name, args, kwargs)
         if hit:
             self.calls[(name, _call_site())] += 1
@@ -413,7 +365,8 @@ def detect_train_syncs(
 ) -> list[dict[str, Any]]:
     """Per Lightning training step (from the start of one step to the start of the next, so the logging after
     `on_train_batch_end` counts): whether Lightning logged at that step, and the sync calls with their sites."""
-    base = _lightning_callback_base()
+    from lightning import Callback
+
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"mode": None, "caught": [], "first_warning": 0}
 
@@ -431,7 +384,7 @@ def detect_train_syncs(
             new = state["caught"][state["first_warning"] :]
             rec["cuda_sync_warnings"] = sum("synchroniz" in str(w.message) for w in new)
 
-    class _Detect(base):  # type: ignore[misc, valid-type]
+    class _Detect(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
             close()
             records.append({"step": batch_idx, "logged": False})
@@ -474,51 +427,42 @@ def measure_overhead(
 ) -> dict[str, Any]:
     """Bare loop and Lightning alternated `repeats` times on the same module and batches; per pair the ratio
     Lightning / bare. Also the peak memory of the first Lightning run (CUDA: max allocated; CPU: peak RSS)."""
-    timer = WindowTimer(settings.warmup, settings.steps, device)
+    n = settings.warmup + settings.steps + 1  # WindowTimer.total_steps
     loader = batch_loader(
-        make_batches(
-            timer.total_steps, settings.batch_size, settings.crop_size, settings.num_classes, settings.seed
-        )
+        make_batches(n, settings.batch_size, settings.crop_size, settings.num_classes, settings.seed)
     )
-    bare, light, bare_cpu, light_cpu, memory = [], [], [], [], None
+    runs: dict[str, list[float]] = {"bare_s": [], "lightning_s": [], "bare_cpu_s": [], "lightning_cpu_s": []}
+    memory = None
     for r in range(settings.repeats):
         # alternate the order so that neither loop always runs right after the other's warm state
-        order = ("bare", "lightning") if r % 2 == 0 else ("lightning", "bare")
-        for which in order:
+        for which in ("bare", "lightning") if r % 2 == 0 else ("lightning", "bare"):
             if which == "bare":
                 timer = bare_train(module, loader, settings, device)
-                bare.append(timer.seconds_per_step)
-                bare_cpu.append(timer.cpu_seconds_per_step)
+            elif memory is None:
+                _reset_peak_memory(device)
+                timer = lightning_train(module, loader, settings, device)
+                memory = _peak_memory(device)
             else:
-                first = memory is None
-                if first:
-                    _reset_peak_memory(device)
-                timer, _ = lightning_train(module, loader, settings, device)
-                light.append(timer.seconds_per_step)
-                light_cpu.append(timer.cpu_seconds_per_step)
-                if first:
-                    memory = _peak_memory(device)
+                timer = lightning_train(module, loader, settings, device)
+            runs[f"{which}_s"].append(timer.seconds_per_step)
+            runs[f"{which}_cpu_s"].append(timer.cpu_seconds_per_step)
+        bare, light = runs["bare_s"][-1], runs["lightning_s"][-1]
         log(
-            f"  repeat {r + 1}/{settings.repeats}: bare {bare[-1]:.3f} s/step, Lightning {light[-1]:.3f} s/step, "
-            f"ratio {light[-1] / bare[-1]:.3f}"
+            f"  repeat {r + 1}/{settings.repeats}: bare {bare:.3f} s/step, Lightning {light:.3f} s/step, "
+            f"ratio {light / bare:.3f}"
         )
-    ratios = [lt / bt for lt, bt in zip(light, bare)]
-    cpu_ratios = [lt / bt for lt, bt in zip(light_cpu, bare_cpu)]
+    ratios = [lt / bt for lt, bt in zip(runs["lightning_s"], runs["bare_s"])]
+    cpu_ratios = [lt / bt for lt, bt in zip(runs["lightning_cpu_s"], runs["bare_cpu_s"])]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else (min(ratios), 0, max(ratios))
     return {
-        "bare_s": bare,
-        "lightning_s": light,
+        **runs,
+        **{f"{key}_median": statistics.median(values) for key, values in runs.items()},
         "ratios": ratios,
-        "bare_cpu_s": bare_cpu,
-        "lightning_cpu_s": light_cpu,
         "cpu_ratio_median": statistics.median(cpu_ratios),
-        "bare_s_median": statistics.median(bare),
-        "lightning_s_median": statistics.median(light),
-        "bare_cpu_s_median": statistics.median(bare_cpu),
-        "lightning_cpu_s_median": statistics.median(light_cpu),
         "ratio_median": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
-        "ratio_iqr": _iqr(ratios),
+        "ratio_iqr": q3 - q1,
         "peak_memory": memory,
     }
 
@@ -532,14 +476,7 @@ def measure_metric_update(
     batch = make_batches(1, settings.batch_size, settings.crop_size, num_classes, settings.seed)[0]
     target = torch.stack(batch["masks"]).to(device)
     preds = torch.randint(0, num_classes, target.shape, device=device)
-    metric.update(preds, target)
-    times = []
-    for _ in range(calls):
-        synchronize(device)
-        t0 = time.perf_counter()
-        metric.update(preds, target)
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
+    times = time_calls(lambda: metric.update(preds, target), 1, calls, device)
     return {"update_s": statistics.median(times)}
 
 
@@ -551,11 +488,12 @@ def measure_inference(
     of `infer_steps` after two warm-up calls, four with `compile`), images/s and GFLOP per call."""
     segmentor.eval()
     h, w = settings.infer_size
-    images = torch.randn(settings.infer_batch, 3, h, w, device=device)
+    images = torch.randn(1, 3, h, w, device=device)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     saved = dict(segmentor.test_cfg)
-    crop, stride = slide_window(settings)
+    crop = tuple(int(c) for c in (settings.slide_crop or settings.crop_size))
+    stride = tuple(int(s) for s in settings.slide_stride or (max(1, c * 2 // 3) for c in crop))
     if mode == "slide":
         segmentor.test_cfg.update(mode="slide", crop_size=crop, stride=stride)
     try:
@@ -574,23 +512,14 @@ def measure_inference(
     out: dict[str, Any] = {
         "mode": mode,
         "size": [h, w],
-        "batch": settings.infer_batch,
+        "batch": 1,
         "s": seconds,
-        "fps": settings.infer_batch / seconds,
+        "fps": 1 / seconds,
         "gflop": counter.get_total_flops() / 1e9,
     }
     if mode == "slide":
         out.update(crop=list(crop), stride=list(stride))
     return out
-
-
-def slide_window(settings: BenchSettings) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Crop and stride of slide inference: the settings', else the training crop with a 2/3 stride."""
-    crop = tuple(int(c) for c in (settings.slide_crop or settings.crop_size))
-    stride = tuple(
-        int(s) for s in (settings.slide_stride or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3)))
-    )
-    return crop, stride  # type: ignore[return-value]
 
 
 def summarize_syncs(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -607,29 +536,29 @@ def summarize_syncs(records: list[dict[str, Any]]) -> dict[str, Any]:
             "sites": {k: v / len(steps) for k, v in sites.most_common()} if steps else {},
         }
         if steps and "cuda_sync_warnings" in steps[0]:
-            out[kind]["cuda_sync_warnings_per_step"] = sum(r["cuda_sync_warnings"] for r in steps) / len(
-                steps
-            )
+            warned = sum(r["cuda_sync_warnings"] for r in steps)
+            out[kind]["cuda_sync_warnings_per_step"] = warned / len(steps)
     return out
 
 
 # ------------------------------------------------------------------------------------------------ environment
+def load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
+    import lightning
+
     env: dict[str, Any] = {
         "torch": torch.__version__,
+        "lightning": lightning.__version__,
         "python": platform.python_version(),
         "device": device.type,
         "threads": torch.get_num_threads(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
     }
-    try:
-        import lightning
-
-        env["lightning"] = lightning.__version__
-    except ImportError:  # pragma: no cover
-        pass
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -646,19 +575,6 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"mib": torch.cuda.max_memory_allocated(device) / MIB, "kind": "cuda_max_allocated"}
     return {"mib": peak_rss_bytes() / MIB, "kind": "cpu_peak_rss (whole process)"}
-
-
-def _iqr(values: Sequence[float]) -> float:
-    if len(values) < 4:
-        return max(values) - min(values)
-    q = statistics.quantiles(values, n=4)
-    return q[2] - q[0]
-
-
-def iter_settings_dict(settings: BenchSettings) -> Iterator[tuple[str, Any]]:
-    for k, v in asdict(settings).items():
-        if k != "trainer_kwargs":
-            yield k, v
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -1,20 +1,12 @@
 """One speed table for every model family, against MMSegmentation in the same run (`scripts/benchmark.py --families`).
 
 Each family is an experiment of this project and the MMSegmentation config it is named after (a resolved file
-of `../shared/mmseg/configs/`). Per family, at the dataset's crop and the config's batch per GPU:
-
-- the training step (`bare_train`: loss, backward, optimiser and LR step; synthetic in-memory batches) and whole
-  inference (BatchNorm folded, as `src.eval` and `Segmenter` predict; variant `unfolded`: fp32 without folding),
-  in fp32, in what `runtime.precision=auto` / `channels_last=auto` resolve to here (not timed again where that is
-  fp32) and compiled as `runtime.compile=true` compiles it (`compile_segmentor`, fp32);
-- whole inference of the ONNX export under ONNX Runtime;
-- MMSegmentation's own model, optimiser and loops in its own Python (`scripts/tools/mmseg_models.py`), timed between
-  ours: each repeat times every side once, starting one side later than the last, so that all see the same machine;
-- GFLOP per step (`torch.utils.flop_counter`) and GFLOP/s against a large fp32 matmul measured at the start.
-
-`--device cuda` runs our sides on the GPU (ONNX Runtime and MMSegmentation stay CPU-only: not timed there).
-
-A slide-only row times UNet-S5-D16 on a DRIVE-sized image (584x565, 64x64 windows, stride 42: 196 windows).
+of `../shared/mmseg/configs/`), at the dataset's crop and the config's batch per GPU. Its sides: our training
+step (`bare_train`) and whole inference (BatchNorm folded, as `src.eval` predicts) in fp32, in what `auto`
+resolves to and compiled as `runtime.compile=true` compiles it; inference under ONNX Runtime and with
+BatchNorm unfolded; MMSegmentation's own model in its own Python (`scripts/tools/mmseg_models.py`). Each
+repeat times every side once, starting one side later than the last, so that all see the same machine. The
+columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are timed on the CPU only.
 """
 
 from __future__ import annotations
@@ -26,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +31,8 @@ from src.serve.segmenter import prediction_model
 from src.tools import benchmark as bench
 from src.utils.precision import apply_precision
 
-MMSEG_WORKER = (
-    Path(__file__).resolve().parents[2] / "scripts" / "tools" / "mmseg_models.py"
-)  # MMSegmentation's Python
+# runs in MMSegmentation's Python
+MMSEG_WORKER = Path(__file__).resolve().parents[2] / "scripts" / "tools" / "mmseg_models.py"
 
 
 @dataclass(frozen=True)
@@ -114,21 +105,18 @@ class MMSegWorker:
         self.proc.wait()
 
 
+@dataclass
 class Side:
-    """One way of running a family (ours in a precision, compiled, ONNX Runtime, or MMSegmentation's)."""
+    """One way of running a family (ours in a precision, compiled, ONNX Runtime, or MMSegmentation's); `train`
+    and `infer` take the number of warm-up calls and return seconds."""
 
-    def __init__(
-        self,
-        name: str,
-        train: Callable[[int], float] | None,
-        infer: Callable[[int], float],
-        module: Any = None,
-        predictor: Any = None,
-    ) -> None:
-        self.name, self.train, self.infer, self.module = name, train, infer, module
-        self.predictor = predictor  # what infers: the module's segmentor with its BatchNorm folded
-        self.train_s: list[float] = []
-        self.infer_s: list[float] = []
+    name: str
+    train: Callable[[int], float] | None
+    infer: Callable[[int], float]
+    module: Any = None
+    predictor: Any = None  # what infers: the module's segmentor with its BatchNorm folded
+    train_s: list[float] = field(default_factory=list)
+    infer_s: list[float] = field(default_factory=list)
 
 
 def _ours(
@@ -273,7 +261,9 @@ def measure_family(
                     if side.train is not None:
                         side.train_s.append(side.train(int(r == 0)))
                     side.infer_s.append(side.infer(int(r == 0)))
-                    print(f"  {family.name} repeat {r + 1}: {side.name}: {_line(side)}", flush=True)
+                    done = f"train {side.train_s[-1]:.2f} s/step, " if side.train_s else ""
+                    done += f"inference {side.infer_s[-1]:.3f} s"
+                    print(f"  {family.name} repeat {r + 1}: {side.name}: {done}", flush=True)
         finally:
             if worker is not None:
                 worker.close()
@@ -285,11 +275,6 @@ def measure_family(
         ):
             result["sides"]["compiled"]["fell_back"] = True
     return _with_ratios(result, peak)
-
-
-def _line(side: Side) -> str:
-    train = f"train {side.train_s[-1]:.2f} s/step, " if side.train_s else ""
-    return f"{train}inference {side.infer_s[-1]:.3f} s"
 
 
 def _with_ratios(result: dict[str, Any], peak: float) -> dict[str, Any]:
@@ -371,17 +356,12 @@ def kernel_shares(family: Family, compose: Callable[[list[str]], DictConfig], ar
     the same kernels of the same torch."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = compose(
-        [f"experiment={family.experiment}", "model.backbone.pretrained=false", "runtime.precision=32-true"]
-    )
-    with open_dict(cfg):
-        cfg.runtime.channels_last = False
+    fp32 = ["runtime.precision=32-true", "runtime.channels_last=false"]
+    cfg = compose([f"experiment={family.experiment}", "model.backbone.pretrained=false", *fp32])
     module = bench.build_module_for(cfg, args.device)
     n = int(cfg.model.decode_head.num_classes)
     loader = bench.batch_loader(bench.make_batches(3, int(cfg.dataset.batch_size), cfg.dataset.crop_size, n))
-    bench.bare_train(
-        module, loader, bench.BenchSettings.from_config(cfg, warmup=1, steps=1), args.device
-    )  # warm
+    bench.bare_train(module, loader, bench.BenchSettings.from_config(cfg, warmup=1, steps=1), args.device)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         bench.bare_train(module, loader, bench.BenchSettings.from_config(cfg, warmup=0, steps=1), args.device)
     totals: dict[str, float] = {}

@@ -10,7 +10,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +42,13 @@ def onnx_cuda(
     import torch
 
     from src.loading.exported import OnnxSegmentor
+    from src.tools.benchmark import time_calls
 
     seg = OnnxSegmentor(onnx_path, device="cuda")
     report["providers"] = seg.session.get_providers()
     images = torch.rand(1, 3, *size, device="cuda") * 255
-    seg.encode_decode(images)  # warm-up: CUDA kernels and memory arena
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        seg.encode_decode(images)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    # one warm-up call: CUDA kernels and memory arena
+    times = time_calls(lambda: seg.encode_decode(images), 1, calls, torch.device("cuda"))
     report |= {"size": list(size), "calls": calls, "s_median": statistics.median(times)}
     report["fps"] = 1.0 / report["s_median"]
     return _write(report, out)

@@ -1,11 +1,6 @@
-"""Training curves of one or several runs, as MMSegmentation's `tools/analysis_tools/analyze_logs.py`.
-
-The scalars come from what a run already writes: Lightning's CSV log (`<run dir>/csv/metrics.csv`) or its
-TensorBoard events (`<run dir>/tensorboard/events.out.tfevents.*`). `load_scalars` reads either into
-`{key: [(step, value), ...]}`; `plot_curves` draws one panel per requested key (a glob pattern: `lr-*` matches
-every LR group LearningRateMonitor logs), one line per run, against the iteration, into a PNG.
-
-`scripts/analyze_logs.py` is the command line over it.
+"""Training curves of one or several runs, as MMSegmentation's `tools/analysis_tools/analyze_logs.py`, for
+`scripts/analyze_logs.py`: `load_scalars` reads a run's CSV log or TensorBoard events into
+`{key: [(step, value), ...]}`; `plot_curves` draws one panel per key pattern, one line per run, into a PNG.
 """
 
 from __future__ import annotations
@@ -32,37 +27,28 @@ def find_log(path: str | Path, source: str = "auto") -> tuple[str, Path]:
         raise ValueError(f"source='{source}': expected auto, csv or tensorboard")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder (expected a run folder or a training log)")
+    kinds = ("csv", "tensorboard") if source == "auto" else (source,)
     if path.is_file():
-        kind = (
-            "csv"
-            if path.suffix == ".csv"
-            else "tensorboard"
-            if fnmatch.fnmatch(path.name, _TB_GLOB)
-            else None
-        )
-        if kind is None or source not in ("auto", kind):
+        is_tb = fnmatch.fnmatch(path.name, _TB_GLOB)
+        kind = "csv" if path.suffix == ".csv" else "tensorboard" if is_tb else None
+        if kind not in kinds:
             raise ValueError(
                 f"{path}: not a {'training log' if source == 'auto' else source + ' log'}; expected a "
                 f"{_CSV_NAME} (CSV) or an {_TB_GLOB} file (TensorBoard)"
             )
         return kind, path
-    candidates = {
-        "csv": [path / _CSV_NAME, path / "csv" / _CSV_NAME],
-        "tensorboard": [path, path / "tensorboard"],
-    }
-    for kind in ("csv", "tensorboard") if source == "auto" else (source,):
-        for candidate in candidates[kind]:
-            if kind == "csv" and candidate.is_file():
-                return kind, candidate
-            if kind == "tensorboard" and candidate.is_dir() and any(candidate.glob(_TB_GLOB)):
-                return kind, candidate
-    wanted = {
-        "auto": f"csv/{_CSV_NAME} or tensorboard/{_TB_GLOB}",
-        "csv": f"csv/{_CSV_NAME}",
-        "tensorboard": f"tensorboard/{_TB_GLOB}",
-    }[source]
-    raise FileNotFoundError(f"{path}: no training log found; expected {wanted} in a run folder (logger=csv, "
-                            "logger=tensorboard or logger=default write them)")  # fmt: skip
+    for kind in kinds:
+        if kind == "csv":
+            found = [c for c in (path / _CSV_NAME, path / "csv" / _CSV_NAME) if c.is_file()]
+        else:
+            found = [c for c in (path, path / "tensorboard") if c.is_dir() and any(c.glob(_TB_GLOB))]
+        if found:
+            return kind, found[0]
+    wanted = " or ".join(f"csv/{_CSV_NAME}" if k == "csv" else f"tensorboard/{_TB_GLOB}" for k in kinds)
+    raise FileNotFoundError(
+        f"{path}: no training log found; expected {wanted} in a run folder (logger=csv, logger=tensorboard "
+        "or logger=default write them)"
+    )
 
 
 def read_csv_scalars(path: str | Path) -> Scalars:
@@ -133,10 +119,6 @@ def plot_curves(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if not runs:
-        raise ValueError("plot_curves: no runs given")
-    if not keys:
-        raise ValueError("plot_curves: no keys given")
     panels = []
     for pattern in keys:
         lines = [(label, key, series) for label, sc in runs for key, series in select(sc, pattern).items()]

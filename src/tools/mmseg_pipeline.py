@@ -21,41 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _import_mmseg() -> dict[str, Any]:
-    if "mmcv.ops" not in sys.modules:  # mmcv-lite: no compiled ops; the data transforms do not use them
-        ops = types.ModuleType("mmcv.ops")
-        ops.__getattr__ = lambda name: None  # type: ignore[method-assign]
-        sys.modules["mmcv.ops"] = ops
-    try:
-        import mmcv
-        import mmseg
-        from mmcv.transforms import Compose, LoadImageFromFile, RandomFlip, RandomResize
-        from mmengine.dataset import pseudo_collate
-        from mmseg.datasets.transforms import (
-            LoadAnnotations,
-            PackSegInputs,
-            PhotoMetricDistortion,
-            RandomCrop,
-        )
-    except ImportError as exc:
-        raise SystemExit(
-            f"--mmseg needs MMSegmentation 1.x importable ({exc}); see src/tools/mmseg_pipeline.py for how to "
-            "install it outside the project"
-        ) from exc
-    return {
-        "versions": f"mmsegmentation {mmseg.__version__}, mmcv {mmcv.__version__}",
-        "Compose": Compose,
-        "LoadImageFromFile": LoadImageFromFile,
-        "LoadAnnotations": LoadAnnotations,
-        "RandomResize": RandomResize,
-        "RandomCrop": RandomCrop,
-        "RandomFlip": RandomFlip,
-        "PhotoMetricDistortion": PhotoMetricDistortion,
-        "PackSegInputs": PackSegInputs,
-        "pseudo_collate": pseudo_collate,
-    }
-
-
 def _settings(dataset: Any) -> dict[str, Any]:
     """RandomResize's (w, h) box and ratio range, RandomCrop's (h, w) and cat_max_ratio, read off the transforms
     of `dataset`'s training pipeline (separate or fused into `RandomResizeCrop`)."""
@@ -79,23 +44,42 @@ class MMSegPipeline:
 
     def __init__(self, dataset: Any) -> None:
         found = _settings(dataset)
-        mm = _import_mmseg()
-        self.versions = mm["versions"]
+        if "mmcv.ops" not in sys.modules:  # mmcv-lite: no compiled ops; the data transforms do not use them
+            ops = types.ModuleType("mmcv.ops")
+            ops.__getattr__ = lambda name: None  # type: ignore[method-assign]
+            sys.modules["mmcv.ops"] = ops
+        try:
+            import mmcv
+            import mmseg
+            from mmcv.transforms import Compose, LoadImageFromFile, RandomFlip, RandomResize
+            from mmengine.dataset import pseudo_collate
+            from mmseg.datasets.transforms import (
+                LoadAnnotations,
+                PackSegInputs,
+                PhotoMetricDistortion,
+                RandomCrop,
+            )
+        except ImportError as exc:
+            raise SystemExit(
+                f"--mmseg needs MMSegmentation 1.x importable ({exc}); see src/tools/mmseg_pipeline.py for "
+                "how to install it outside the project"
+            ) from exc
+        self.versions = f"mmsegmentation {mmseg.__version__}, mmcv {mmcv.__version__}"
         self.samples = list(dataset.samples)
-        self.collate = mm["pseudo_collate"]
-        self.pipeline = mm["Compose"](
+        self.collate = pseudo_collate
+        self.pipeline = Compose(
             [
-                mm["LoadImageFromFile"](),
-                mm["LoadAnnotations"](),
-                mm["RandomResize"](
+                LoadImageFromFile(),
+                LoadAnnotations(),
+                RandomResize(
                     scale=tuple(found["scale"]), ratio_range=tuple(found["ratio_range"]), keep_ratio=True
                 ),
-                mm["RandomCrop"](
+                RandomCrop(
                     crop_size=tuple(found["crop_size"]), cat_max_ratio=found.get("cat_max_ratio", 1.0)
                 ),
-                mm["RandomFlip"](prob=0.5),
-                mm["PhotoMetricDistortion"](),
-                mm["PackSegInputs"](),
+                RandomFlip(prob=0.5),
+                PhotoMetricDistortion(),
+                PackSegInputs(),
             ]
         )
 

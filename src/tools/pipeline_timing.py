@@ -1,10 +1,6 @@
-"""Timers for `scripts/benchmark_data.py`: a loader's images/s, and where a training sample's time goes.
-
-`step_times` replays a dataset's `__getitem__` one step at a time (decode the image, decode and check the mask,
-each transform of its pipeline, the tensors and the collate; an image or mask decoded by the first transform,
-top rows only, is counted as decoding) and sums each step's thread CPU time, so that the
-breakdown is the same on a busy machine as on an idle one; `time_batches` times whole batches (wall clock and
-process CPU time).
+"""Timers for `scripts/benchmark_data.py`: `step_times` replays a dataset's `__getitem__` one step at a time
+and sums each step's thread CPU time (so that the breakdown is the same on a busy machine as on an idle one);
+`time_batches` times whole batches (wall clock and process CPU time).
 """
 
 from __future__ import annotations
@@ -22,7 +18,9 @@ from src.data.datasets.base import seg_collate
 
 
 def step_times(dataset: Any, indices: list[int]) -> dict[str, float]:
-    """Thread CPU seconds per sample of each step of `dataset`'s training sample (a `BaseSegDataset`)."""
+    """Thread CPU seconds per sample of each step of `dataset`'s training sample (a `BaseSegDataset`): decode
+    the image, decode and check the mask (also when the first transform decodes their top rows), each
+    transform, the tensors and the collate."""
     totals: dict[str, float] = {}
 
     def add(step: str, seconds: float) -> None:
