@@ -186,11 +186,12 @@ def measure_family(
     base = [f"experiment={family.experiment}", *no_weights]
     fp32 = compose([*base, "runtime.precision=32-true", "runtime.channels_last=false"])
     auto = compose(base)
+    channels_last = compose([*base, "runtime.precision=32-true", "runtime.channels_last=true"])
     choice = apply_precision(auto)
     slide = family.slide
     size = slide[0] if slide else tuple(int(c) for c in fp32.dataset.crop_size)
     mode = "slide" if slide else "whole"
-    for cfg in (fp32, auto):
+    for cfg in (fp32, auto, channels_last):
         with open_dict(cfg):
             cfg.model.test_cfg = {
                 "mode": mode,
@@ -202,6 +203,8 @@ def measure_family(
         sides.append(_ours("auto", auto, args, size, mode))
     if "compile" in args.variants and not slide:
         sides.append(_ours("compiled", fp32, args, size, mode, compiled=True))
+    if "channels_last" in args.variants:  # the memory format alone, in fp32
+        sides.append(_ours("fp32 channels_last", channels_last, args, size, mode))
     device = args.device
     module = sides[0].module  # the fp32 side's: FLOPs and the ONNX export need no model of their own
     if "unfolded" in args.variants and sides[0].predictor is not module.segmentor:
@@ -311,6 +314,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         names = ["fp32", "auto", "compiled"] + (
             ["ONNX Runtime", "fp32 BN unfolded"] if work == "infer" else []
         )
+        if any("fp32 channels_last" in r["sides"] for r in results):
+            names.append("fp32 channels_last")
         head = ["family", "batch x size", "MMSegmentation", *names, "GFLOP", "fp32 GFLOP/s (of peak)"]
         out += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
         for r in results:

@@ -103,14 +103,15 @@ def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread
         sys.path.remove(str(ROOT / "scripts"))
     out = tmp_path / "families.json"
     script.main(
-        ["--families", "SegFormer-B0", "dataset.crop_size=[64,64]", "--variants", "unfolded", "--infer-steps", "1",
-         "--repeats", "1", "--out", str(out)]
+        ["--families", "SegFormer-B0", "dataset.crop_size=[64,64]", "--variants", "unfolded", "channels_last",
+         "--infer-steps", "1", "--repeats", "1", "--out", str(out)]
     )  # fmt: skip
     report = json.loads(out.read_text())
     (row,) = report["families"]
     assert row["crop"] == [64, 64] and row["batch"] == 2 and row["train_gflop"] > 0
     assert len(row["sides"]["fp32"]["train_s"]) == 1 and "MMSegmentation" not in row["sides"]
-    assert (
-        len(row["sides"]["fp32 BN unfolded"]["infer_s"]) == 1
-    )  # its head's BatchNorm folded on the fp32 side
+    # its head's BatchNorm folded on the fp32 side
+    assert len(row["sides"]["fp32 BN unfolded"]["infer_s"]) == 1
+    assert len(row["sides"]["fp32 channels_last"]["train_s"]) == 1  # the memory format alone, in fp32
+    assert "fp32 channels_last |" in report["markdown"]
     assert "| SegFormer-B0 | 2 x 64x64 | - |" in report["markdown"]
