@@ -184,19 +184,20 @@ def measure_family(
     """Every side of one family, alternated `args.repeats` times; best times, ratios to MMSegmentation, GFLOP/s."""
     no_weights = [] if family.slide else ["model.backbone.pretrained=false"]  # UNet has no pretrained weights
     base = [f"experiment={family.experiment}", *no_weights]
-    fp32 = compose([*base, "runtime.precision=32-true", "runtime.channels_last=false"])
-    auto = compose(base)
-    channels_last = compose([*base, "runtime.precision=32-true", "runtime.channels_last=true"])
-    choice = apply_precision(auto)
     slide = family.slide
-    size = slide[0] if slide else tuple(int(c) for c in fp32.dataset.crop_size)
     mode = "slide" if slide else "whole"
-    for cfg in (fp32, auto, channels_last):
+    test_cfg = {"mode": mode, **({"crop_size": slide[1], "stride": slide[2]} if slide else {})}
+
+    def composed(*overrides: str) -> DictConfig:
+        cfg = compose([*base, *overrides])
         with open_dict(cfg):
-            cfg.model.test_cfg = {
-                "mode": mode,
-                **({"crop_size": slide[1], "stride": slide[2]} if slide else {}),
-            }
+            cfg.model.test_cfg = test_cfg
+        return cfg
+
+    fp32 = composed("runtime.precision=32-true", "runtime.channels_last=false")
+    auto = composed()
+    choice = apply_precision(auto)
+    size = slide[0] if slide else tuple(int(c) for c in fp32.dataset.crop_size)
     sides = [_ours("fp32", fp32, args, size, mode)]
     same = (str(auto.runtime.precision), bool(auto.runtime.channels_last)) == ("32-true", False)
     if "auto" in args.variants and not same:
@@ -204,6 +205,7 @@ def measure_family(
     if "compile" in args.variants and not slide:
         sides.append(_ours("compiled", fp32, args, size, mode, compiled=True))
     if "channels_last" in args.variants:  # the memory format alone, in fp32
+        channels_last = composed("runtime.precision=32-true", "runtime.channels_last=true")
         sides.append(_ours("fp32 channels_last", channels_last, args, size, mode))
     device = args.device
     module = sides[0].module  # the fp32 side's: FLOPs and the ONNX export need no model of their own
