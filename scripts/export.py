@@ -33,7 +33,7 @@ from src.data.io import load_image
 from src.data.transforms import build_pipeline
 from src.eval import build_datamodule
 from src.loading.checkpoint import load_segmentor
-from src.loading.exported import load_exported
+from src.loading.exported import info_key, load_exported
 from src.serve.export import FORMATS, export_model, parity_check
 from src.serve.segmenter import resolve_device
 from src.utils import resolvers  # noqa: F401
@@ -77,7 +77,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         segmentor, output, fmt, meta, sample_shape=list(shape), opset=cfg.get("opset"), fold_bn=cfg.fold_bn
     )
     size_mb = output.stat().st_size / 2**20
-    folded = payload["onnx" if fmt == "onnx" else "export"]["batchnorm_folded"]
+    folded = payload[info_key(fmt)]["batchnorm_folded"]
     print(
         f"exported {output} ({fmt}, {size_mb:.1f} MiB, {folded} BatchNorms folded) in "
         f"{time.perf_counter() - start:.1f} s; traced at {list(shape)}"

@@ -24,6 +24,11 @@ OUTPUT_NAME = "logits"
 EXTRA_FILE = "segkit.json"  # the metadata inside a .pt2 / TorchScript file
 
 
+def info_key(fmt: str) -> str:
+    """Where an exported file's metadata keeps its export info: `onnx` in an ONNX file, `export` in the others."""
+    return "onnx" if fmt == "onnx" else "export"
+
+
 def read_onnx_meta(path: str | Path) -> dict[str, Any]:
     import onnx
 
@@ -105,7 +110,7 @@ class OnnxSegmentor(ExportedSegmentor):
         import onnxruntime as ort
 
         meta = read_onnx_meta(path)
-        super().__init__(path, meta, meta["onnx"], device)
+        super().__init__(path, meta, meta[info_key("onnx")], device)
         if providers is None:
             available = ort.get_available_providers()
             providers = ["CPUExecutionProvider"]
@@ -142,7 +147,7 @@ class TorchExportedSegmentor(ExportedSegmentor):
                 "convention, classes and test mode are unknown"
             )
         meta = json.loads(extra[EXTRA_FILE])
-        super().__init__(path, meta, meta["export"], device)
+        super().__init__(path, meta, meta[info_key("torch_export")], device)
 
     @torch.no_grad()
     def _run(self, images: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.loading.build import CHECKPOINT_META_KEY  # one key for a checkpoint and an export
-from src.loading.exported import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, ExportedSegmentor
+from src.loading.exported import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, ExportedSegmentor, info_key
 from src.loading.sources import EXPORT_SUFFIXES
 from src.models.bn_folding import fold_batchnorm
 from src.utils.logging import get_logger
@@ -125,9 +125,9 @@ def export_model(
 ) -> dict[str, Any]:
     """Export `InferenceNet(segmentor)` in `fmt` (`FORMATS`) to `path`, traced on random images of `sample_shape`
     `[H, W]`; returns the metadata stored in the file: `meta` (the checkpoint's config, classes, palette) and
-    `export_info` (under `onnx` in an ONNX file, `export` in the others). `fold_bn`: the network's BatchNorms
-    folded into their convolutions (`src.models.bn_folding`; `segmentor` itself is left as it is), as `src.eval`
-    predicts: PyTorch runs a `.pt2` or TorchScript file as written (ONNX Runtime would fold them itself)."""
+    `export_info` (under `info_key(fmt)`). `fold_bn`: the network's BatchNorms folded into their convolutions
+    (`src.models.bn_folding`; `segmentor` itself is left as it is), as `src.eval` predicts: PyTorch runs a `.pt2`
+    or TorchScript file as written (ONNX Runtime would fold them itself)."""
     if fmt not in FORMATS:
         raise ValueError(f"format='{fmt}': expected one of {sorted(FORMATS)}")
     path = Path(path)
@@ -162,17 +162,14 @@ def export_model(
                 verbose=False,
             )
     info = export_info(segmentor, fmt, (h, w)) | {"batchnorm_folded": folded}
-    payload = dict(meta or {})
     if fmt == "onnx":
         _check_dynamic(program.model_proto, path)
         opsets = program.model_proto.opset_import
         info["opset"] = int(next(o.version for o in opsets if o.domain in ("", "ai.onnx")))
-        payload["onnx"] = info
-        program.model.metadata_props[CHECKPOINT_META_KEY] = json.dumps(payload)
-    else:
-        payload["export"] = info
+    payload = dict(meta or {}) | {info_key(fmt): info}
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
+        program.model.metadata_props[CHECKPOINT_META_KEY] = json.dumps(payload)
         n_bytes = sum(p.numel() * p.element_size() for p in segmentor.parameters())
         program.save(path, external_data=n_bytes > 1_800_000_000)  # protobuf's 2 GB limit
     elif fmt == "torch_export":
