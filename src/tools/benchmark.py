@@ -427,7 +427,7 @@ def measure_overhead(
 ) -> dict[str, Any]:
     """Bare loop and Lightning alternated `repeats` times on the same module and batches; per pair the ratio
     Lightning / bare. Also the peak memory of the first Lightning run (CUDA: max allocated; CPU: peak RSS)."""
-    n = settings.warmup + settings.steps + 1  # WindowTimer.total_steps
+    n = WindowTimer(settings.warmup, settings.steps, device).total_steps
     loader = batch_loader(
         make_batches(n, settings.batch_size, settings.crop_size, settings.num_classes, settings.seed)
     )

@@ -130,8 +130,9 @@ def _ours(
         compile_segmentor(module.segmentor)
     warm = 2 if compiled else 1
     n = int(cfg.model.decode_head.num_classes)
+    batches = bench.WindowTimer(warm, args.steps, device).total_steps
     loader = bench.batch_loader(
-        bench.make_batches(warm + args.steps + 1, int(cfg.dataset.batch_size), cfg.dataset.crop_size, n)
+        bench.make_batches(batches, int(cfg.dataset.batch_size), cfg.dataset.crop_size, n)
     )
     images = torch.randn(1, 3, *size, device=device)
     if cfg.runtime.get("channels_last"):
