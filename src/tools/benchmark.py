@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from src.engine.callbacks.run_stats import peak_rss_bytes, reset_peak_rss
 from src.env import cpu_name
@@ -408,13 +408,34 @@ def detect_train_syncs(
 
 
 # -------------------------------------------------------------------------------------------- the measurements
+def _conv_backward_flop(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """A convolution's backward: each multiply-add of its forward once per gradient asked for (input, weight).
+
+    Ours because torch 2.14's formula forgets `groups` in the weight gradient and counts a depthwise conv's
+    `channels` times over (pytorch/pytorch#183405): DeepLabV3+'s separable ASPP and ConvNeXt's 7x7 convolutions.
+    """
+    transposed, output_mask = args[4], args[7]
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)  # grad_out has the output's shape
+    return forward * sum(bool(m) for m in output_mask[:2])
+
+
+TRAIN_FLOP_FORMULAS = {torch.ops.aten.convolution_backward: _conv_backward_flop}
+
+
 def count_train_flops(
     module: Any, batch: dict[str, Any], settings: BenchSettings, device: torch.device
 ) -> float:
     """Floating-point operations of one training step's forward and backward (GFLOP; convolutions, matmuls)."""
     module.train()
     batch = to_device(batch, device)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=TRAIN_FLOP_FORMULAS) as counter:
         with precision_context(settings.precision, device):
             loss, _, _ = module.compute_losses(batch)
         loss.backward()

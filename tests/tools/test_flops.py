@@ -10,7 +10,9 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from src.tools.benchmark import TRAIN_FLOP_FORMULAS
 from src.tools.flops import count_flops, human, segmentor_complexity
 from tests.helpers import compose_cfg, tiny_model_cfg
 
@@ -44,6 +46,21 @@ def test_flops_of_a_plain_conv_model_equal_the_hand_count():
     assert counted["per_module"] == hand  # normalisation, activation, pooling and biases count nothing
     # multiply-adds per image: 16*16*20*27 + 16*16*20*36 + 5*16*20*16; the linear layer 5*7 per image
     assert counted["flops"] == sum(hand.values()) == 2 * n * (138240 + 184320 + 25600) + 2 * n * 35
+
+
+def test_training_flops_count_a_depthwise_and_a_transposed_conv_backward_once_per_gradient():
+    # torch 2.14's own formula counts a grouped conv's weight gradient `groups` times over
+    depthwise = (nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16), torch.randn(2, 16, 12, 10))
+    assert count_flops(*depthwise)["flops"] == _conv_flops((12, 10), 16, 16, 3, groups=16, n=2)
+    for conv, x in [
+        depthwise,
+        (nn.ConvTranspose2d(8, 4, 2, stride=2, groups=2), torch.randn(2, 8, 6, 5)),
+        (nn.Conv2d(8, 12, 3, stride=2), torch.randn(2, 8, 12, 10)),
+    ]:
+        forward = count_flops(conv, x)["flops"]
+        with FlopCounterMode(display=False, custom_mapping=TRAIN_FLOP_FORMULAS) as counter:
+            conv(x.requires_grad_()).sum().backward()
+        assert counter.get_total_flops() == 3 * forward  # forward, input gradient, weight gradient
 
 
 def test_tiny_segmentor_flops_and_params_by_part():
