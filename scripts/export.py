@@ -62,6 +62,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     fmt = str(cfg.get("format", "onnx"))
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt}: expected one of {', '.join(FORMATS)}")
+    if cfg.get("opset") is not None and fmt != "onnx":
+        raise ValueError(
+            f"opset={cfg.opset}: an ONNX opset, for format=onnx only (format={fmt}); leave opset out"
+        )
     ckpt = Path(cfg.ckpt_path)
     output = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(FORMATS[fmt])
     if output.suffix.lower() != FORMATS[fmt]:

@@ -130,6 +130,10 @@ def export_model(
     or TorchScript file as written (ONNX Runtime would fold them itself)."""
     if fmt not in FORMATS:
         raise ValueError(f"format='{fmt}': expected one of {sorted(FORMATS)}")
+    if opset is not None and fmt != "onnx":
+        raise ValueError(
+            f"opset={opset}: an ONNX opset, for format=onnx only (format={fmt}); leave opset out"
+        )
     path = Path(path)
     folded = 0
     if fold_bn:

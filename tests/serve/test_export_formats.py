@@ -175,6 +175,17 @@ def test_export_script_refuses_an_output_of_another_format(tiny_run, tmp_path):
     GlobalHydra.instance().clear()
     with pytest.raises(ValueError, match=r"end in \.pt2"):
         _export_script().export(cfg)
+    # an ONNX opset with another format is refused before the checkpoint is read, and by the API too
+    cfg = compose_cfg(
+        "export", ["ckpt_path=missing.ckpt", "format=torch_export", "opset=17"], tmp_path / "run1"
+    )
+    GlobalHydra.instance().clear()
+    with pytest.raises(
+        ValueError, match=r"opset=17: an ONNX opset, for format=onnx only \(format=torch_export\)"
+    ):
+        _export_script().export(cfg)
+    with pytest.raises(ValueError, match=r"opset=17: .* \(format=torchscript\)"):
+        export_torchscript(torch.nn.Identity(), tmp_path / "m.torchscript", opset=17)
     # export_onnx.yaml is export.yaml with format=onnx
     cfg = compose_cfg("export_onnx", [f"ckpt_path={tiny_run.ckpt}"], tmp_path / "run2")
     GlobalHydra.instance().clear()
