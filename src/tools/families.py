@@ -159,7 +159,9 @@ def _infer(
     return statistics.median(s)
 
 
-def _onnx(segmentor: torch.nn.Module, size: tuple[int, int], threads: int, tmp: Path) -> tuple[Side, float]:
+def _onnx(
+    segmentor: torch.nn.Module, size: tuple[int, int], threads: int, steps: int, tmp: Path
+) -> tuple[Side, float]:
     import onnxruntime as ort
 
     from src.serve.export import export_onnx
@@ -175,7 +177,7 @@ def _onnx(segmentor: torch.nn.Module, size: tuple[int, int], threads: int, tmp: 
     return Side(
         "ONNX Runtime",
         None,
-        lambda w: statistics.median(bench.time_calls(lambda: session.run(None, feed), w, 2, cpu)),
+        lambda w: statistics.median(bench.time_calls(lambda: session.run(None, feed), w, steps, cpu)),
     ), export_s
 
 
@@ -241,7 +243,9 @@ def measure_family(
     with tempfile.TemporaryDirectory() as tmp:
         # ONNX Runtime on CUDA is scripts/gpu_check.sh's onnx step
         if "onnx" in args.variants and not slide and device.type == "cpu":
-            side, result["onnx_export_s"] = _onnx(module.segmentor.cpu(), size, args.threads, Path(tmp))
+            side, result["onnx_export_s"] = _onnx(
+                module.segmentor.cpu(), size, args.threads, args.infer_steps, Path(tmp)
+            )
             sides.append(side)
         worker = None
         if args.mmseg:
