@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -21,7 +22,49 @@ def resize(
         return x
     if mode == "nearest":
         return F.interpolate(x, size=size, mode=mode)
+    if (
+        mode == "bilinear"
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.requires_grad
+        and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    ):
+        return _BilinearMatmulBackward.apply(x, size, align_corners)
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(n_in: int, n_out: int, align_corners: bool) -> torch.Tensor:
+    """`[n_out, n_in]`: row i holds the weights of bilinear output i along one axis, taken from `F.interpolate`
+    itself (a resize of the identity), so that its edge clamping and `align_corners` rule are the same."""
+    eye = torch.eye(n_in).view(n_in, 1, n_in, 1)
+    out = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=align_corners)
+    return out.view(n_in, n_out).t().contiguous()
+
+
+class _BilinearMatmulBackward(torch.autograd.Function):
+    """A bilinear resize whose gradient is two matmuls, `Mh^T @ grad @ Mw`, on a CPU in float32.
+
+    Ours because PyTorch's CPU `upsample_bilinear2d_backward` scatters one pixel at a time: for SegFormer's
+    150-class logits resized to the label size for the loss it was the largest operator of the training step,
+    and slower than these two matmuls (docs/benchmarks.md). The forward stays `F.interpolate`; the gradient equals
+    its own up to float rounding (tests/models/test_heads.py)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:  # noqa: ANN001
+        ctx.shape, ctx.align_corners = tuple(x.shape[-2:]), align_corners
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        (h_in, w_in), (h_out, w_out) = ctx.shape, tuple(grad.shape[-2:])
+        mh = interpolation_matrix(h_in, h_out, ctx.align_corners).to(grad.dtype)
+        mw = interpolation_matrix(w_in, w_out, ctx.align_corners).to(grad.dtype)
+        with torch.autocast("cpu", enabled=False):
+            if h_out * w_in * (w_out + h_in) <= h_in * w_out * (h_out + w_in):  # the cheaper order
+                return mh.t() @ (grad @ mw), None, None
+            return (mh.t() @ grad) @ mw, None, None
 
 
 def like_memory_format(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

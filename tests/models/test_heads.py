@@ -206,3 +206,21 @@ def test_the_heads_ignore_index_is_given_once_for_its_losses_and_sampler():
     # None (a head built in code without it) keeps each loss's own
     kept = FCNHead(in_channels=4, channels=4, num_classes=3, losses=[CrossEntropyLoss(ignore_index=9)])
     assert kept.losses[0].ignore_index == 9
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "align_corners"),
+    [((2, 5, 16, 16), (64, 64), False), ((1, 3, 13, 17), (50, 41), True), ((2, 4, 40, 30), (16, 12), False)],
+)
+def test_bilinear_resize_gradient_equals_pytorchs(shape, size, align_corners):
+    # on a CPU in float32 the gradient is two matmuls (src/models/utils.py); the forward is F.interpolate's own
+    x = torch.randn(*shape, requires_grad=True)
+    ref = x.detach().clone().requires_grad_()
+    out = resize(x, size, align_corners=align_corners)
+    expected = F.interpolate(ref, size=size, mode="bilinear", align_corners=align_corners)
+    assert type(out.grad_fn).__name__ == "_BilinearMatmulBackwardBackward" and torch.equal(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, ref.grad, rtol=1e-5, atol=1e-5)
+    assert resize(x.detach(), size).grad_fn is None  # inference: F.interpolate as it is
