@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +31,24 @@ def resize(
         and x.requires_grad
         and torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
+        and _MATMUL_GRADIENT.get()
     ):
         return _BilinearMatmulBackward.apply(x, size, align_corners)
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+_MATMUL_GRADIENT = contextvars.ContextVar("matmul_resize_gradient", default=True)
+
+
+@contextlib.contextmanager
+def native_resize_gradient() -> Iterator[None]:
+    """Within: the bilinear resize's gradient as PyTorch computes it. For FLOP counts (the model's arithmetic,
+    not the matmuls that compute its resize gradient here) and A/B timings."""
+    token = _MATMUL_GRADIENT.set(False)
+    try:
+        yield
+    finally:
+        _MATMUL_GRADIENT.reset(token)
 
 
 @functools.lru_cache(maxsize=64)

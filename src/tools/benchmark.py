@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 from src.engine.callbacks.run_stats import peak_rss_bytes, reset_peak_rss
 from src.env import cpu_name
 from src.metrics import SegMetrics
+from src.models.utils import native_resize_gradient
 from src.serve.segmenter import resolve_device  # noqa: F401  (the library's, also scripts/benchmark.py's)
 
 MIB = 1024**2
@@ -435,7 +436,10 @@ def count_train_flops(
     """Floating-point operations of one training step's forward and backward (GFLOP; convolutions, matmuls)."""
     module.train()
     batch = to_device(batch, device)
-    with FlopCounterMode(display=False, custom_mapping=TRAIN_FLOP_FORMULAS) as counter:
+    with (
+        FlopCounterMode(display=False, custom_mapping=TRAIN_FLOP_FORMULAS) as counter,
+        native_resize_gradient(),
+    ):
         with precision_context(settings.precision, device):
             loss, _, _ = module.compute_losses(batch)
         loss.backward()

@@ -4,7 +4,8 @@ Each family is an experiment of this project and the MMSegmentation config it is
 of `../shared/mmseg/configs/`), at the dataset's crop and the config's batch per GPU. Its sides: our training
 step (`bare_train`) and whole inference (BatchNorm folded, as `src.eval` predicts) in fp32, in what `auto`
 resolves to and compiled as `runtime.compile=true` compiles it; inference under ONNX Runtime and with
-BatchNorm unfolded; MMSegmentation's own model in its own Python (`scripts/tools/mmseg_models.py`). Each
+BatchNorm unfolded; on request fp32 in channels_last and training with PyTorch's own bilinear-resize gradient
+(`native_resize`, the A/B of `src.models.utils.resize`); MMSegmentation's own model in its own Python (`scripts/tools/mmseg_models.py`). Each
 repeat times every side once, starting one side later than the last, so that all see the same machine. The
 columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are timed on the CPU only.
 """
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.models.compile import compile_segmentor, is_compiled
+from src.models.utils import native_resize_gradient
 from src.serve.segmenter import prediction_model
 from src.tools import benchmark as bench
 from src.utils.precision import apply_precision
@@ -112,7 +114,7 @@ class Side:
 
     name: str
     train: Callable[[int], float] | None
-    infer: Callable[[int], float]
+    infer: Callable[[int], float] | None
     module: Any = None
     predictor: Any = None  # what infers: the module's segmentor with its BatchNorm folded
     train_s: list[float] = field(default_factory=list)
@@ -221,6 +223,14 @@ def measure_family(
                 lambda w: _infer(module.segmentor, images, fp32, mode, w, args.infer_steps),
             )
         )
+    if "native_resize" in args.variants and not slide:  # the A/B of src.models.utils's resize gradient
+        fp32_train = sides[0].train
+
+        def native_train(warmup: int) -> float:
+            with native_resize_gradient():
+                return fp32_train(warmup)
+
+        sides.append(Side("fp32 native resize grad", native_train, None))
     result: dict[str, Any] = {
         "family": family.name,
         "experiment": family.experiment,
@@ -270,9 +280,12 @@ def measure_family(
                 for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
                     if side.train is not None:
                         side.train_s.append(side.train(int(r == 0)))
-                    side.infer_s.append(side.infer(int(r == 0)))
-                    done = f"train {side.train_s[-1]:.2f} s/step, " if side.train_s else ""
-                    done += f"inference {side.infer_s[-1]:.3f} s"
+                    if side.infer is not None:
+                        side.infer_s.append(side.infer(int(r == 0)))
+                    done = ", ".join(
+                        ([f"train {side.train_s[-1]:.2f} s/step"] if side.train_s else [])
+                        + ([f"inference {side.infer_s[-1]:.3f} s"] if side.infer_s else [])
+                    )
                     print(f"  {family.name} repeat {r + 1}: {side.name}: {done}", flush=True)
         finally:
             if worker is not None:
@@ -321,8 +334,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         names = ["fp32", "auto", "compiled"] + (
             ["ONNX Runtime", "fp32 BN unfolded"] if work == "infer" else []
         )
-        if any("fp32 channels_last" in r["sides"] for r in results):
-            names.append("fp32 channels_last")
+        optional = ["fp32 channels_last"] + (["fp32 native resize grad"] if work == "train" else [])
+        names += [name for name in optional if any(name in r["sides"] for r in results)]
         head = ["family", "batch x size", "MMSegmentation", *names, "GFLOP", "fp32 GFLOP/s (of peak)"]
         out += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
         for r in results:

@@ -12,7 +12,7 @@ from src.models import EncoderDecoder, TimmBackbone
 from src.models.heads import ASPPHead, DepthwiseSeparableASPPHead, FCNHead, PSPHead
 from src.models.losses import CrossEntropyLoss, DiceLoss
 from src.models.samplers import OHEMPixelSampler
-from src.models.utils import resize
+from src.models.utils import native_resize_gradient, resize
 
 NUM_CLASSES = 5
 # Tiny pyramid as a ResNet at output stride 8 gives it: stage 1 at stride 4, stages 2-4 at stride 8.
@@ -224,3 +224,5 @@ def test_bilinear_resize_gradient_equals_pytorchs(shape, size, align_corners):
     expected.backward(grad)
     torch.testing.assert_close(x.grad, ref.grad, rtol=1e-5, atol=1e-5)
     assert resize(x.detach(), size).grad_fn is None  # inference: F.interpolate as it is
+    with native_resize_gradient():  # FLOP counts and A/B timings
+        assert type(resize(x, size).grad_fn).__name__.startswith("UpsampleBilinear2DBackward")

@@ -103,7 +103,7 @@ def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread
         sys.path.remove(str(ROOT / "scripts"))
     out = tmp_path / "families.json"
     script.main(
-        ["--families", "SegFormer-B0", "dataset.crop_size=[64,64]", "--variants", "unfolded", "channels_last",
+        ["--families", "SegFormer-B0", "dataset.crop_size=[64,64]", "--variants", "unfolded", "channels_last", "native_resize",
          "--infer-steps", "1", "--repeats", "1", "--out", str(out)]
     )  # fmt: skip
     report = json.loads(out.read_text())
@@ -114,4 +114,8 @@ def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread
     assert len(row["sides"]["fp32 BN unfolded"]["infer_s"]) == 1
     assert len(row["sides"]["fp32 channels_last"]["train_s"]) == 1  # the memory format alone, in fp32
     assert "fp32 channels_last |" in report["markdown"]
+    # the resize gradient's A/B: training only, a column of the training table
+    native = row["sides"]["fp32 native resize grad"]
+    assert len(native["train_s"]) == 1 and native["infer_s"] == []
+    assert "| fp32 channels_last | fp32 native resize grad | GFLOP |" in report["markdown"]
     assert "| SegFormer-B0 | 2 x 64x64 | - |" in report["markdown"]
