@@ -71,6 +71,7 @@ class _BilinearMatmulBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:  # noqa: ANN001
         ctx.shape, ctx.align_corners = tuple(x.shape[-2:]), align_corners
+        ctx.channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
     @staticmethod
@@ -80,8 +81,11 @@ class _BilinearMatmulBackward(torch.autograd.Function):
         mw = interpolation_matrix(w_in, w_out, ctx.align_corners).to(grad.dtype)
         with torch.autocast("cpu", enabled=False):
             if h_out * w_in * (w_out + h_in) <= h_in * w_out * (h_out + w_in):  # the cheaper order
-                return mh.t() @ (grad @ mw), None, None
-            return (mh.t() @ grad) @ mw, None, None
+                out = mh.t() @ (grad @ mw)
+            else:
+                out = (mh.t() @ grad) @ mw
+        # in the input's layout, so that a channels_last model's convolution gets its gradient without a conversion
+        return out.contiguous(memory_format=torch.channels_last) if ctx.channels_last else out, None, None
 
 
 def like_memory_format(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

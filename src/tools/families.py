@@ -4,10 +4,10 @@ Each family is an experiment of this project and the MMSegmentation config it is
 of `../shared/mmseg/configs/`), at the dataset's crop and the config's batch per GPU. Its sides: our training
 step (`bare_train`) and whole inference (BatchNorm folded, as `src.eval` predicts) in fp32, in what `auto`
 resolves to and compiled as `runtime.compile=true` compiles it; inference under ONNX Runtime and with
-BatchNorm unfolded; on request fp32 in channels_last and training with PyTorch's own bilinear-resize gradient
-(`native_resize`, the A/B of `src.models.utils.resize`); MMSegmentation's own model in its own Python (`scripts/tools/mmseg_models.py`). Each
-repeat times every side once, starting one side later than the last, so that all see the same machine. The
-columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are timed on the CPU only.
+BatchNorm unfolded; on request fp32 in channels_last, and training with PyTorch's own bilinear-resize gradient
+(`native_resize`, the A/B of `src.models.utils.resize`); MMSegmentation's own model in its own Python
+(`scripts/tools/mmseg_models.py`). Each repeat times every side once, starting one side later than the last, so
+that all see the same machine. The columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are timed on the CPU only.
 """
 
 from __future__ import annotations

@@ -224,5 +224,9 @@ def test_bilinear_resize_gradient_equals_pytorchs(shape, size, align_corners):
     expected.backward(grad)
     torch.testing.assert_close(x.grad, ref.grad, rtol=1e-5, atol=1e-5)
     assert resize(x.detach(), size).grad_fn is None  # inference: F.interpolate as it is
+    channels_last = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    resize(channels_last, size, align_corners=align_corners).backward(grad)
+    assert channels_last.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(channels_last.grad, ref.grad, rtol=1e-5, atol=1e-5)
     with native_resize_gradient():  # FLOP counts and A/B timings
         assert type(resize(x, size).grad_fn).__name__.startswith("UpsampleBilinear2DBackward")
