@@ -229,6 +229,10 @@ def family_table(args: argparse.Namespace, overrides: list[str], command: str) -
     out_dir = ROOT / "logs" / "benchmark" / "run"
     out = args.out or ROOT / "logs" / "benchmark" / "families.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.mmseg:
+        args.mmseg_log = out.with_suffix(".mmseg.log")
+        args.mmseg_log.write_text("")  # this run's: each family's worker appends to it
+        print(f"MMSegmentation's own output: {args.mmseg_log}")
     report: dict[str, Any] = {
         "command": command,
         "environment": env,

@@ -80,11 +80,15 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 20) -> float
 class MMSegWorker:
     """MMSegmentation's model in its own Python, one JSON request per line (`scripts/tools/mmseg_models.py`)."""
 
-    def __init__(self, python: str, config: Path, threads: int) -> None:
+    def __init__(self, python: str, config: Path, threads: int, log: Path | None = None) -> None:
+        # its own output (MMEngine's INFO lines, one per parameter for some optimisers) goes to `log`, not the table
+        self.log = log
+        self.log_file = open(log, "a") if log else None  # open while the worker runs
         self.proc = subprocess.Popen(
             [python, str(MMSEG_WORKER), str(config), str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self.log_file,
             text=True,
         )
         self.info = self._reply()
@@ -92,8 +96,13 @@ class MMSegWorker:
     def _reply(self) -> dict[str, Any]:
         line = self.proc.stdout.readline()
         if not line:
+            code = self.proc.wait()
+            if self.log_file is None:
+                raise RuntimeError(f"the MMSegmentation worker stopped (exit {code}); its error is above")
+            self.log_file.close()
+            tail = "\n".join(self.log.read_text().splitlines()[-8:])
             raise RuntimeError(
-                f"the MMSegmentation worker stopped (exit {self.proc.wait()}); its error is above"
+                f"the MMSegmentation worker stopped (exit {code}); the end of {self.log}:\n{tail}"
             )
         return json.loads(line)
 
@@ -105,6 +114,8 @@ class MMSegWorker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+        if self.log_file is not None:
+            self.log_file.close()
 
 
 @dataclass
@@ -260,7 +271,10 @@ def measure_family(
         worker = None
         if args.mmseg:
             worker = MMSegWorker(
-                args.mmseg, Path(args.mmseg_configs) / f"{family.mmseg_config}.json", args.threads
+                args.mmseg,
+                Path(args.mmseg_configs) / f"{family.mmseg_config}.json",
+                args.threads,
+                getattr(args, "mmseg_log", None),
             )
             result["mmseg_versions"] = worker.info
             req = {"crop": result["crop"], "batch": result["batch"], "steps": args.steps}

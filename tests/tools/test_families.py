@@ -93,6 +93,13 @@ def test_the_worker_protocol_and_a_worker_that_dies(tmp_path, monkeypatch):
     worker.close()
     with pytest.raises(RuntimeError, match="exit 3"):
         families.MMSegWorker(sys.executable, Path("die"), threads=1)
+    # with a log, its output goes there, and a death quotes its end
+    log = tmp_path / "mmseg.log"
+    worker = families.MMSegWorker(sys.executable, Path("cfg.json"), threads=2, log=log)
+    worker.close()
+    assert log.read_text() == "noise\n"
+    with pytest.raises(RuntimeError, match=r"exit 3\); the end of .*mmseg.log:\nnoise\nnoise"):
+        families.MMSegWorker(sys.executable, Path("die"), threads=1, log=log)
 
 
 def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread):
