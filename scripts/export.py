@@ -34,7 +34,7 @@ from src.data.transforms import build_pipeline
 from src.eval import build_datamodule
 from src.loading.checkpoint import load_segmentor
 from src.loading.exported import info_key, load_exported
-from src.serve.export import FORMATS, export_model, parity_check
+from src.serve.export import FORMATS, check_format, export_model, parity_check
 from src.serve.segmenter import resolve_device
 from src.utils import resolvers  # noqa: F401
 from src.utils.config_check import EXPORT_RULES, check_config
@@ -60,12 +60,7 @@ def parity_image(cfg: DictConfig, config: DictConfig) -> tuple[torch.Tensor, str
 def export(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg, EXPORT_RULES)
     fmt = str(cfg.get("format", "onnx"))
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt}: expected one of {', '.join(FORMATS)}")
-    if cfg.get("opset") is not None and fmt != "onnx":
-        raise ValueError(
-            f"opset={cfg.opset}: an ONNX opset, for format=onnx only (format={fmt}); leave opset out"
-        )
+    check_format(fmt, cfg.get("opset"))
     ckpt = Path(cfg.ckpt_path)
     output = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(FORMATS[fmt])
     if output.suffix.lower() != FORMATS[fmt]:

@@ -114,6 +114,17 @@ def dynamic_sample_shape(segmentor: nn.Module, sample_shape: Sequence[int]) -> t
     return max(h, least), max(w, least)
 
 
+def check_format(fmt: str, opset: int | None = None) -> None:
+    """A known format, and an ONNX opset only with format=onnx: `export_model`'s arguments, which
+    scripts/export.py checks before it reads the checkpoint."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt}: expected one of {', '.join(FORMATS)}")
+    if opset is not None and fmt != "onnx":
+        raise ValueError(
+            f"opset={opset}: an ONNX opset, for format=onnx only (format={fmt}); leave opset out"
+        )
+
+
 def export_model(
     segmentor: nn.Module,
     path: str | Path,
@@ -128,12 +139,7 @@ def export_model(
     `export_info` (under `info_key(fmt)`). `fold_bn`: the network's BatchNorms folded into their convolutions
     (`src.models.bn_folding`; `segmentor` itself is left as it is), as `src.eval` predicts: PyTorch runs a `.pt2`
     or TorchScript file as written (ONNX Runtime would fold them itself)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format='{fmt}': expected one of {sorted(FORMATS)}")
-    if opset is not None and fmt != "onnx":
-        raise ValueError(
-            f"opset={opset}: an ONNX opset, for format=onnx only (format={fmt}); leave opset out"
-        )
+    check_format(fmt, opset)
     path = Path(path)
     folded = 0
     if fold_bn:
