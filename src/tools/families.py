@@ -7,7 +7,8 @@ resolves to and compiled as `runtime.compile=true` compiles it; inference under 
 BatchNorm unfolded; on request fp32 in channels_last, and training with PyTorch's own bilinear-resize gradient
 (`native_resize`, the A/B of `src.models.utils.resize`); MMSegmentation's own model in its own Python
 (`scripts/tools/mmseg_models.py`). Each repeat times every side once, starting one side later than the last, so
-that all see the same machine. The columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are timed on the CPU only.
+that all see the same machine. The columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are
+timed on the CPU only.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from src.models.utils import native_resize_gradient
 from src.serve.segmenter import prediction_model
 from src.tools import benchmark as bench
 from src.utils.precision import apply_precision
+
+FP32 = ("runtime.precision=32-true", "runtime.channels_last=false")  # the fp32 side and the profile: NCHW
 
 # runs in MMSegmentation's Python
 MMSEG_WORKER = Path(__file__).resolve().parents[2] / "scripts" / "tools" / "mmseg_models.py"
@@ -210,7 +213,7 @@ def measure_family(
             cfg.model.test_cfg = test_cfg
         return cfg
 
-    fp32 = composed("runtime.precision=32-true", "runtime.channels_last=false")
+    fp32 = composed(*FP32)
     auto = composed()
     choice = apply_precision(auto)
     size = slide[0] if slide else tuple(int(c) for c in fp32.dataset.crop_size)
@@ -395,8 +398,7 @@ def kernel_shares(family: Family, compose: Callable[[list[str]], DictConfig], ar
     the same kernels of the same torch."""
     from torch.profiler import ProfilerActivity, profile
 
-    fp32 = ["runtime.precision=32-true", "runtime.channels_last=false"]
-    cfg = compose([f"experiment={family.experiment}", "model.backbone.pretrained=false", *fp32])
+    cfg = compose([f"experiment={family.experiment}", "model.backbone.pretrained=false", *FP32])
     module = bench.build_module_for(cfg, args.device)
     n = int(cfg.model.decode_head.num_classes)
     loader = bench.batch_loader(bench.make_batches(3, int(cfg.dataset.batch_size), cfg.dataset.crop_size, n))
