@@ -17,6 +17,7 @@ from timm.layers import BatchNormAct2d, SyncBatchNormAct
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from src.models.resized_concat_conv import ResizedConcatConv2d
 from src.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,6 +35,8 @@ BATCHNORMS = {
     BatchNormAct2d: _after_norm,
     SyncBatchNormAct: _after_norm,
 }
+# exact types too: a subclass's forward may not be the convolution that fuse_conv_bn_eval folds into
+CONVOLUTIONS = (nn.Conv2d, ResizedConcatConv2d)  # the latter: a convolution of several maps, folded alike
 TRACE_SIZE = (64, 64)
 TOLERANCE = 1e-3  # of the largest logit: float rounding is ~1e-6 of it, a wrong fold changes logits by ~1
 
@@ -59,7 +62,7 @@ def conv_bn_pairs(segmentor: nn.Module, image: torch.Tensor) -> tuple[list[tuple
         if source is not None and source[1] is args[0]:
             found.append((source[0], bn))
 
-    handles = [m.register_forward_hook(after_conv) for m in names if type(m) is nn.Conv2d]
+    handles = [m.register_forward_hook(after_conv) for m in names if type(m) in CONVOLUTIONS]
     handles += [
         m.register_forward_pre_hook(before_bn)
         for m in names

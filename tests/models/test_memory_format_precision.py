@@ -53,8 +53,9 @@ def test_like_memory_format_follows_the_reference():
 
 @pytest.mark.parametrize("name", ["pspnet_r18-d8", "deeplabv3_r18-d8", "fcn_r18-d8"])
 def test_channels_last_gives_the_default_layout_values_and_gradients(name, tmp_path):
-    """Same losses, gradients (to float rounding) and predictions; the bottleneck's concatenated input of the PSP
-    and ASPP heads stays channels_last (a contiguous one costs a full-size conversion forward and backward)."""
+    """Same losses, gradients (to float rounding) and predictions; the output of the PSP and ASPP heads'
+    bottleneck, which concatenates full-size and pooled maps, stays channels_last (a contiguous one costs a
+    full-size conversion forward and backward)."""
     model = _build(name, tmp_path)
     module = SegmentationModule(model, optimizer=partial(torch.optim.SGD, lr=0.1))
     module_cl = SegmentationModule(
@@ -65,7 +66,7 @@ def test_channels_last_gives_the_default_layout_values_and_gradients(name, tmp_p
     seen: list[bool] = []
     head = module_cl.segmentor.decode_head
     if hasattr(head, "bottleneck"):
-        head.bottleneck.register_forward_pre_hook(lambda m, args: seen.append(_is_cl(args[0])))
+        head.bottleneck.conv.register_forward_hook(lambda m, args, out: seen.append(_is_cl(out)))
     batch = _batch()
     torch.manual_seed(0)  # the same dropout masks
     loss, terms, _ = module.compute_losses(batch)

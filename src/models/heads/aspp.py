@@ -14,7 +14,7 @@ from torch import nn
 
 from src.models.heads.base import BaseDecodeHead
 from src.models.layers import conv_module
-from src.models.utils import like_memory_format, resize
+from src.models.resized_concat_conv import resized_concat_conv_module
 
 
 class ASPPHead(BaseDecodeHead):
@@ -39,16 +39,19 @@ class ASPPHead(BaseDecodeHead):
             conv_module(self.in_channels, self.channels, 1 if d == 1 else 3, dilation=d, norm=self.norm)
             for d in self.dilations
         )
-        self.bottleneck = conv_module(
-            (len(self.dilations) + 1) * self.channels, self.channels, 3, norm=self.norm
+        self.bottleneck = resized_concat_conv_module(
+            (len(self.dilations) + 1) * self.channels,
+            self.channels,
+            3,
+            norm=self.norm,
+            align_corners=self.align_corners,
+            size_from=1,  # the image pool comes first, at 1x1: the maps take the first branch's size
         )
 
     def _aspp(self, x: torch.Tensor) -> torch.Tensor:
         """Image pool + ASPP branches, concatenated and fused by the bottleneck (shared with DeepLabV3+)."""
-        pooled = resize(self.image_pool(x), x.shape[2:], align_corners=self.align_corners)
-        # in the layout of x: else the concatenation is contiguous in a channels_last model
-        pooled = like_memory_format(pooled, x)
-        return self.bottleneck(torch.cat([pooled, *[branch(x) for branch in self.aspp_modules]], dim=1))
+        # the pooled map goes in at 1x1: the bottleneck convolves it there (see ResizedConcatConv2d)
+        return self.bottleneck([self.image_pool(x), *[branch(x) for branch in self.aspp_modules]])
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.cls_seg(self._aspp(self._transform_inputs(inputs)))

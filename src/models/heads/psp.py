@@ -14,6 +14,7 @@ from torch import nn
 
 from src.models.heads.base import BaseDecodeHead
 from src.models.layers import conv_module
+from src.models.resized_concat_conv import resized_concat_conv_module
 from src.models.utils import like_memory_format, resize
 
 
@@ -38,11 +39,15 @@ class PPM(nn.ModuleList):
         )
         self.align_corners = align_corners
 
+    def pooled(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each branch at its pooled size (for a `ResizedConcatConv2d`, which resizes them itself)."""
+        return [branch(x) for branch in self]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = x.shape[2:]
         return [
-            like_memory_format(resize(branch(x), size, align_corners=self.align_corners), x)
-            for branch in self
+            like_memory_format(resize(pooled, size, align_corners=self.align_corners), x)
+            for pooled in self.pooled(x)
         ]
 
 
@@ -60,11 +65,16 @@ class PSPHead(BaseDecodeHead):
         self.psp_modules = PPM(
             self.pool_scales, self.in_channels, self.channels, self.norm, self.align_corners
         )
-        self.bottleneck = conv_module(
-            self.in_channels + len(self.pool_scales) * self.channels, self.channels, 3, norm=self.norm
+        self.bottleneck = resized_concat_conv_module(
+            self.in_channels + len(self.pool_scales) * self.channels,
+            self.channels,
+            3,
+            norm=self.norm,
+            align_corners=self.align_corners,
         )
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         x = self._transform_inputs(inputs)
-        feats = self.bottleneck(torch.cat([x, *self.psp_modules(x)], dim=1))
+        # the pooled maps go in at their own size: the bottleneck convolves them there (see ResizedConcatConv2d)
+        feats = self.bottleneck([x, *self.psp_modules.pooled(x)])
         return self.cls_seg(feats)

@@ -15,6 +15,7 @@ from torch import nn
 from src.models.heads.base import BaseDecodeHead
 from src.models.heads.uper import check_levels
 from src.models.layers import conv_module
+from src.models.resized_concat_conv import resized_concat_conv_module
 from src.models.utils import resize
 
 
@@ -48,15 +49,20 @@ class SegformerHead(BaseDecodeHead):
         )
         self.interpolate_mode = interpolate_mode
         self.convs = nn.ModuleList(conv_module(c, self.channels, 1, norm=self.norm) for c in self.in_channels)
-        self.fusion_conv = conv_module(
-            len(self.in_channels) * self.channels, self.channels, 1, norm=self.norm
+        self.fusion_conv = resized_concat_conv_module(
+            len(self.in_channels) * self.channels,
+            self.channels,
+            1,
+            norm=self.norm,
+            align_corners=self.align_corners,
         )
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         feats = self._transform_inputs(inputs)
-        size = feats[0].shape[2:]
-        outs = [
-            resize(conv(x), size, mode=self.interpolate_mode, align_corners=self.align_corners)
-            for conv, x in zip(self.convs, feats, strict=True)
-        ]
+        outs = [conv(x) for conv, x in zip(self.convs, feats, strict=True)]
+        if self.interpolate_mode == "bilinear":
+            # the levels go in at their own sizes: the fusion conv mixes the coarse ones there (ResizedConcatConv2d)
+            return self.cls_seg(self.fusion_conv(outs))
+        size = outs[0].shape[2:]
+        outs = [resize(o, size, mode=self.interpolate_mode, align_corners=self.align_corners) for o in outs]
         return self.cls_seg(self.fusion_conv(torch.cat(outs, dim=1)))

@@ -17,6 +17,7 @@ from torch import nn
 from src.models.heads.base import BaseDecodeHead
 from src.models.heads.psp import PPM
 from src.models.layers import conv_module
+from src.models.resized_concat_conv import resized_concat_conv_module
 from src.models.utils import resize
 
 
@@ -49,8 +50,12 @@ class UPerHead(BaseDecodeHead):
         self.pool_scales = tuple(pool_scales)
         top = self.in_channels[-1]
         self.psp_modules = PPM(self.pool_scales, top, self.channels, self.norm, self.align_corners)
-        self.bottleneck = conv_module(
-            top + len(self.pool_scales) * self.channels, self.channels, 3, norm=self.norm
+        self.bottleneck = resized_concat_conv_module(
+            top + len(self.pool_scales) * self.channels,
+            self.channels,
+            3,
+            norm=self.norm,
+            align_corners=self.align_corners,
         )
         # one lateral 1x1 and one output 3x3 conv per level below the top (the top's lateral is the PPM)
         self.lateral_convs = nn.ModuleList(
@@ -59,14 +64,19 @@ class UPerHead(BaseDecodeHead):
         self.fpn_convs = nn.ModuleList(
             conv_module(self.channels, self.channels, 3, norm=self.norm) for _ in self.in_channels[:-1]
         )
-        self.fpn_bottleneck = conv_module(
-            len(self.in_channels) * self.channels, self.channels, 3, norm=self.norm
+        # given the levels at their own sizes, it convolves the coarse ones there (see ResizedConcatConv2d)
+        self.fpn_bottleneck = resized_concat_conv_module(
+            len(self.in_channels) * self.channels,
+            self.channels,
+            3,
+            norm=self.norm,
+            align_corners=self.align_corners,
         )
 
     def psp_forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """PPM on the last level, concatenated with it and fused by `bottleneck`."""
         x = inputs[-1]
-        return self.bottleneck(torch.cat([x, *self.psp_modules(x)], dim=1))
+        return self.bottleneck([x, *self.psp_modules.pooled(x)])
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         feats = self._transform_inputs(inputs)
@@ -79,9 +89,7 @@ class UPerHead(BaseDecodeHead):
             )
         outs = [conv(laterals[i]) for i, conv in enumerate(self.fpn_convs)]
         outs.append(laterals[-1])
-        size = outs[0].shape[2:]
-        outs = [outs[0]] + [resize(o, size, align_corners=self.align_corners) for o in outs[1:]]
-        return self.cls_seg(self.fpn_bottleneck(torch.cat(outs, dim=1)))
+        return self.cls_seg(self.fpn_bottleneck(outs))
 
 
 def check_levels(
