@@ -6,7 +6,7 @@ python scripts/benchmark.py [model=pspnet_r50-d8] [dataset.batch_size=2] [datase
     [--device auto|cpu|cuda] [--compile] [--infer-size 512 1024] [--infer-modes whole slide]
     [--slide-crop H W] [--slide-stride H W] [--out FILE.json]
 python scripts/benchmark.py --families [NAME ...] [--mmseg PYTHON]
-    [--variants auto compile onnx unfolded channels_last native_resize]
+    [--variants auto compile onnx unfolded channels_last native_resize direct_concat]
 
 `key=value` arguments are Hydra overrides of conf/train.yaml, as for training (model, schedule, runtime,
 `dataset.batch_size`, `dataset.crop_size`; `dataset=cityscapes` for 19 classes; `auto` precision and
@@ -92,7 +92,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--variants",
         nargs="*",
-        choices=("auto", "compile", "onnx", "unfolded", "channels_last", "native_resize"),
+        choices=("auto", "compile", "onnx", "unfolded", "channels_last", "native_resize", "direct_concat"),
         default=["auto", "compile", "onnx", "unfolded"],
     )
     args = parser.parse_args(rest)

@@ -35,8 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 from src.engine.callbacks.run_stats import peak_rss_bytes, reset_peak_rss
 from src.env import cpu_name
 from src.metrics import SegMetrics
-from src.models.utils import native_resize_gradient
 from src.serve.segmenter import resolve_device  # noqa: F401  (the library's, also scripts/benchmark.py's)
+from src.tools.flops import model_arithmetic
 
 MIB = 1024**2
 # the precisions the bare loop reproduces (Lightning's plugins for the others differ in more than autocast)
@@ -438,7 +438,7 @@ def count_train_flops(
     batch = to_device(batch, device)
     with (
         FlopCounterMode(display=False, custom_mapping=TRAIN_FLOP_FORMULAS) as counter,
-        native_resize_gradient(),
+        model_arithmetic(),
     ):
         with precision_context(settings.precision, device):
             loss, _, _ = module.compute_losses(batch)

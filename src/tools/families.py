@@ -4,10 +4,11 @@ Each family is an experiment of this project and the MMSegmentation config it is
 of `../shared/mmseg/configs/`), at the dataset's crop and the config's batch per GPU. Its sides: our training
 step (`bare_train`) and whole inference (BatchNorm folded, as `src.eval` predicts) in fp32, in what `auto`
 resolves to and compiled as `runtime.compile=true` compiles it; inference under ONNX Runtime and with
-BatchNorm unfolded; on request fp32 in channels_last, and training with PyTorch's own bilinear-resize gradient
-(`native_resize`, the A/B of `src.models.utils.resize`); MMSegmentation's own model in its own Python
-(`scripts/tools/mmseg_models.py`). Each repeat times every side once, starting one side later than the last, so
-that all see the same machine. The columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are
+BatchNorm unfolded; on request fp32 in channels_last, training with PyTorch's own bilinear-resize gradient
+(`native_resize`, the A/B of `src.models.utils.resize`), and both with the heads' resized maps concatenated
+before their convolution (`direct_concat`, the A/B of `ResizedConcatConv2d`); MMSegmentation's own model in its
+own Python (`scripts/tools/mmseg_models.py`). Each repeat times every side once, starting one side later than the
+last, so that all see the same machine. The columns and figures: docs/benchmarks.md. ONNX Runtime and MMSegmentation are
 timed on the CPU only.
 """
 
@@ -29,9 +30,11 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.models.compile import compile_segmentor, is_compiled
+from src.models.resized_concat_conv import direct_resized_concat
 from src.models.utils import native_resize_gradient
 from src.serve.segmenter import prediction_model
 from src.tools import benchmark as bench
+from src.tools.flops import model_arithmetic
 from src.utils.precision import apply_precision
 
 FP32 = ("runtime.precision=32-true", "runtime.channels_last=false")  # the fp32 side and the profile: NCHW
@@ -245,6 +248,17 @@ def measure_family(
                 return fp32_train(warmup)
 
         sides.append(Side("fp32 native resize grad", native_train, None))
+    if "direct_concat" in args.variants:  # the A/B of src.models.resized_concat_conv
+        fp32_side = sides[0]
+
+        def direct(run: Callable[[int], float] | None) -> Callable[[int], float] | None:
+            def timed(warmup: int) -> float:
+                with direct_resized_concat():
+                    return run(warmup)
+
+            return None if run is None else timed
+
+        sides.append(Side("fp32 direct concat", direct(fp32_side.train), direct(fp32_side.infer)))
     result: dict[str, Any] = {
         "family": family.name,
         "experiment": family.experiment,
@@ -261,7 +275,7 @@ def measure_family(
         result["train_gflop"] = bench.count_train_flops(
             module, batch, bench.BenchSettings.from_config(fp32, warmup=0, steps=1), device
         )
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter, model_arithmetic():
         module.segmentor.eval().predict(torch.randn(1, 3, *size, device=device), mode=mode)
     result["infer_gflop"] = counter.get_total_flops() / 1e9
     with tempfile.TemporaryDirectory() as tmp:
@@ -351,7 +365,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
         names = ["fp32", "auto", "compiled"] + (
             ["ONNX Runtime", "fp32 BN unfolded"] if work == "infer" else []
         )
-        optional = ["fp32 channels_last"] + (["fp32 native resize grad"] if work == "train" else [])
+        optional = ["fp32 channels_last", "fp32 direct concat"] + (
+            ["fp32 native resize grad"] if work == "train" else []
+        )
         names += [name for name in optional if any(name in r["sides"] for r in results)]
         head = ["family", "batch x size", "MMSegmentation", *names, "GFLOP", "fp32 GFLOP/s (of peak)"]
         out += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]

@@ -9,16 +9,23 @@ Conventions, stated because tools differ:
   leaves them out as well (mmengine counts only a few of them: BN and upsampling, at 1 per element).
 - A segmentor is counted on its inference network, `EncoderDecoder.encode_decode` on one whole image: backbone,
   neck and decode head; auxiliary heads are trained only and add parameters but no inference FLOPs.
+- Counted on the model as it is written (`model_arithmetic`): where this project computes a part with fewer
+  operations than its definition (a head's resized maps convolved at their own size), the count is still the
+  definition's, as MMSegmentation's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from src.models.resized_concat_conv import direct_resized_concat
+from src.models.utils import native_resize_gradient
 
 
 def num_params(module: nn.Module | None) -> int:
@@ -46,10 +53,19 @@ def param_counts(segmentor: nn.Module) -> dict[str, int]:
     return counts
 
 
+@contextlib.contextmanager
+def model_arithmetic() -> Iterator[None]:
+    """Within: the model computed as it is written (as MMSegmentation computes it), for FLOP counts: PyTorch's
+    resize gradient, not its matmul form (`native_resize_gradient`), and resized maps concatenated and convolved
+    (`direct_resized_concat`), not convolved at their own size. GFLOP/s are then of the model's arithmetic."""
+    with native_resize_gradient(), direct_resized_concat():
+        yield
+
+
 @torch.no_grad()
 def count_flops(module: nn.Module, *inputs: torch.Tensor) -> dict[str, Any]:
     """FLOPs (2 per multiply-add) of `module(*inputs)`: the total and per direct submodule (by attribute name)."""
-    with FlopCounterMode(display=False, depth=2) as counter:
+    with FlopCounterMode(display=False, depth=2) as counter, model_arithmetic():
         module(*inputs)
     root = type(module).__name__
     per_child: dict[str, int] = {}

@@ -111,6 +111,7 @@ def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread
     out = tmp_path / "families.json"
     script.main(
         ["--families", "SegFormer-B0", "dataset.crop_size=[64,64]", "--variants", "unfolded", "channels_last", "native_resize",
+         "direct_concat",
          "--infer-steps", "1", "--repeats", "1", "--out", str(out)]
     )  # fmt: skip
     report = json.loads(out.read_text())
@@ -124,5 +125,11 @@ def test_a_tiny_family_table_run_writes_its_json_and_tables(tmp_path, one_thread
     # the resize gradient's A/B: training only, a column of the training table
     native = row["sides"]["fp32 native resize grad"]
     assert len(native["train_s"]) == 1 and native["infer_s"] == []
-    assert "| fp32 channels_last | fp32 native resize grad | GFLOP |" in report["markdown"]
+    assert (
+        "| fp32 channels_last | fp32 direct concat | fp32 native resize grad | GFLOP |" in report["markdown"]
+    )
+    # the heads' concatenation's A/B: both works
+    direct = row["sides"]["fp32 direct concat"]
+    assert len(direct["train_s"]) == 1 and len(direct["infer_s"]) == 1
+    assert "| fp32 BN unfolded | fp32 channels_last | fp32 direct concat | GFLOP |" in report["markdown"]
     assert "| SegFormer-B0 | 2 x 64x64 | - |" in report["markdown"]

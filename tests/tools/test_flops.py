@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from src.models.resized_concat_conv import ResizedConcatConv2d
 from src.tools.benchmark import TRAIN_FLOP_FORMULAS
 from src.tools.flops import count_flops, human, segmentor_complexity
 from tests.helpers import compose_cfg, tiny_model_cfg
@@ -136,3 +137,14 @@ def test_get_flops_script_prints_and_writes_params_flops_and_macs(tmp_path, caps
     assert script.input_shape(compose_cfg("get_flops", ["shape=64"], tmp_path / "r2")) == [64, 64]
     assert script.input_shape(compose_cfg("get_flops", [], tmp_path / "r3")) == [96, 96]
     GlobalHydra.instance().clear()
+
+
+def test_a_head_concatenation_is_counted_as_written_though_computed_with_less():
+    """`ResizedConcatConv2d` convolves the coarse maps at their own size; FLOPs are the model's arithmetic, the
+    convolution of the full-size concatenation (as MMSegmentation counts it)."""
+    conv = ResizedConcatConv2d(4 * 64, 8, 3, padding=1)
+    parts = [torch.randn(1, 64, 32 >> i, 32 >> i) for i in range(4)]
+    assert count_flops(conv, parts)["flops"] == _conv_flops((32, 32), 4 * 64, 8, 3)
+    with torch.no_grad(), FlopCounterMode(display=False) as computed:
+        conv(parts)
+    assert computed.get_total_flops() < 0.6 * _conv_flops((32, 32), 4 * 64, 8, 3)
