@@ -132,6 +132,17 @@ def test_channels_last_parts_give_a_channels_last_output():
     _close(out, _direct(conv, parts))
 
 
+def test_matrices_made_in_inference_mode_serve_a_later_backward():
+    """Lightning validates (inference mode) before it trains: the cached matrices must be saveable for backward."""
+    conv = ResizedConcatConv2d(2 * 64, 4, 3, padding=1)
+    parts = [torch.randn(1, 64, 20, 22), torch.randn(1, 64, 10, 11)]
+    with torch.inference_mode():
+        conv(parts)
+    parts = [p.requires_grad_() for p in parts]
+    conv(parts).sum().backward()
+    assert parts[1].grad is not None and parts[1].grad.abs().sum() > 0
+
+
 def test_a_tensor_is_convolved_as_by_nn_conv2d():
     conv = ResizedConcatConv2d(4, 2, 3, padding=1)
     x = torch.randn(1, 4, 6, 6)
