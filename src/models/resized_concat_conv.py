@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.models.layers import conv_module
-from src.models.utils import interpolation_matrix, like_memory_format, resize
+from src.models.utils import interpolation_matrix, like_memory_format, resize, switched
 
 _DIRECT = contextvars.ContextVar("direct_resized_concat", default=False)
 # a part goes the low-resolution way when that costs at most this share of its direct convolution's multiply-adds
@@ -34,14 +34,9 @@ _DIRECT = contextvars.ContextVar("direct_resized_concat", default=False)
 MAX_COST_SHARE = 0.5
 
 
-@contextlib.contextmanager
-def direct_resized_concat() -> Iterator[None]:
+def direct_resized_concat() -> contextlib.AbstractContextManager:
     """Within: every `ResizedConcatConv2d` resizes, concatenates and convolves, as the model is written."""
-    token = _DIRECT.set(True)
-    try:
-        yield
-    finally:
-        _DIRECT.reset(token)
+    return switched(_DIRECT, True)
 
 
 @functools.lru_cache(maxsize=128)

@@ -41,14 +41,19 @@ _MATMUL_GRADIENT = contextvars.ContextVar("matmul_resize_gradient", default=True
 
 
 @contextlib.contextmanager
-def native_resize_gradient() -> Iterator[None]:
-    """Within: the bilinear resize's gradient as PyTorch computes it. For FLOP counts (the model's arithmetic,
-    not the matmuls that compute its resize gradient here) and A/B timings."""
-    token = _MATMUL_GRADIENT.set(False)
+def switched(var: contextvars.ContextVar, value: object) -> Iterator[None]:
+    """Within: `var` holds `value` (this thread or task only); the switches of the model's computing forms."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _MATMUL_GRADIENT.reset(token)
+        var.reset(token)
+
+
+def native_resize_gradient() -> contextlib.AbstractContextManager:
+    """Within: the bilinear resize's gradient as PyTorch computes it. For FLOP counts (the model's arithmetic,
+    not the matmuls that compute its resize gradient here) and A/B timings."""
+    return switched(_MATMUL_GRADIENT, False)
 
 
 @functools.lru_cache(maxsize=64)
