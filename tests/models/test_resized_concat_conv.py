@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from src.models.heads import ASPPHead, PSPHead, SegformerHead, UPerHead
+from src.models.heads.psp import PPM
 from src.models.resized_concat_conv import ResizedConcatConv2d, direct_resized_concat, tap_matrix
 
 
@@ -189,3 +190,13 @@ def test_heads_give_the_direct_forms_logits_and_gradients(name: str, low_calls: 
     assert len(got_grads) == len(want_grads)
     for g, w in zip(got_grads, want_grads, strict=True):
         _close(g, w)
+
+
+def test_ppm_forward_is_its_pooled_maps_resized_to_the_input():
+    """`PPM.forward` (MMSegmentation's PPM API, upsampled branches) and `PPM.pooled` (what our heads pass to a
+    `ResizedConcatConv2d`) agree."""
+    ppm = PPM((1, 2, 3), in_channels=6, channels=4).eval()
+    x = torch.randn(2, 6, 10, 14)
+    for up, low in zip(ppm(x), ppm.pooled(x), strict=True):
+        assert up.shape == (2, 4, 10, 14)
+        assert torch.equal(up, F.interpolate(low, size=(10, 14), mode="bilinear", align_corners=False))
