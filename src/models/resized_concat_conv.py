@@ -39,7 +39,6 @@ def direct_resized_concat() -> contextlib.AbstractContextManager:
     return switched(_DIRECT, True)
 
 
-@functools.lru_cache(maxsize=128)
 def tap_matrix(
     n_in: int, n_out: int, kernel: int, dilation: int, padding: int, align_corners: bool
 ) -> torch.Tensor:
@@ -66,11 +65,12 @@ def _tap_matrix_on(
     device: torch.device,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """`tap_matrix` on `device` in `dtype`, kept: a copy to a GPU in every step would wait for the GPU. Made
-    outside inference mode: one made in a validation loop could not be saved for a training step's backward."""
+    """`tap_matrix` on `device` in `dtype`, kept (the one cache of them): a copy to a GPU in every step would wait
+    for the GPU. Made outside inference mode: one made in a validation loop could not be saved for a training
+    step's backward."""
     with torch.inference_mode(False):
         matrix = tap_matrix(n_in, n_out, kernel, dilation, padding, align_corners)
-        return matrix.to(device=device, dtype=dtype, copy=True)
+        return matrix.to(device=device, dtype=dtype)
 
 
 class ResizedConcatConv2d(nn.Conv2d):

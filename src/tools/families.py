@@ -14,6 +14,7 @@ timed on the CPU only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import statistics
@@ -178,6 +179,20 @@ def _infer(
     return statistics.median(s)
 
 
+def _within(
+    switch: Callable[[], contextlib.AbstractContextManager], run: Callable[[int], float] | None
+) -> Callable[[int], float] | None:
+    """`run` with `switch()` entered: the fp32 side in another of the model's computing forms (an A/B column)."""
+    if run is None:
+        return None
+
+    def timed(warmup: int) -> float:
+        with switch():
+            return run(warmup)
+
+    return timed
+
+
 def _onnx(
     segmentor: torch.nn.Module, size: tuple[int, int], threads: int, steps: int, tmp: Path
 ) -> tuple[Side, float]:
@@ -241,24 +256,16 @@ def measure_family(
             )
         )
     if "native_resize" in args.variants and not slide:  # the A/B of src.models.utils's resize gradient
-        fp32_train = sides[0].train
-
-        def native_train(warmup: int) -> float:
-            with native_resize_gradient():
-                return fp32_train(warmup)
-
-        sides.append(Side("fp32 native resize grad", native_train, None))
+        sides.append(Side("fp32 native resize grad", _within(native_resize_gradient, sides[0].train), None))
     if "direct_concat" in args.variants:  # the A/B of src.models.resized_concat_conv
         fp32_side = sides[0]
-
-        def direct(run: Callable[[int], float] | None) -> Callable[[int], float] | None:
-            def timed(warmup: int) -> float:
-                with direct_resized_concat():
-                    return run(warmup)
-
-            return None if run is None else timed
-
-        sides.append(Side("fp32 direct concat", direct(fp32_side.train), direct(fp32_side.infer)))
+        sides.append(
+            Side(
+                "fp32 direct concat",
+                _within(direct_resized_concat, fp32_side.train),
+                _within(direct_resized_concat, fp32_side.infer),
+            )
+        )
     result: dict[str, Any] = {
         "family": family.name,
         "experiment": family.experiment,
